@@ -1,0 +1,219 @@
+"""The coordinator's HTTP face (aiohttp): decode, call the Service, encode. No decisions are made here.
+
+Protocol endpoints (worker and submitter) take and return msgpack; read-only endpoints return JSON; every error is
+JSON {"error": reason} with a 4xx status from the error tree. Lease requests long-poll: a worker with nothing to do
+waits on a broadcast that fires whenever something may have become leasable, up to the wait it asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from coordinator.service import Service
+from depin import codec
+from depin.config import CoordinatorConfig
+from depin.errors import DepinError, PeerProtocolError, TooLarge
+
+log = logging.getLogger("depin.coordinator")
+
+MSGPACK = "application/msgpack"
+# Largest body each endpoint accepts; anything bigger is refused with 413 before it is parsed.
+LIMITS = {"lease": 64 << 10, "release": 64 << 10, "cancel": 64 << 10, "submit": 1 << 20, "results": 64 << 20}
+EXPIRY_TICK_S = 0.5
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def now_ms() -> int:
+    """Wall-clock unix milliseconds: the one clock the coordinator uses."""
+    return int(time.time() * 1000)
+
+
+class _Broadcast:
+    """Wake every waiting long-poll at once."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def fire(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+
+def _msgpack(obj: Any, status: int = 200) -> web.Response:
+    return web.Response(body=codec.encode(obj), status=status, content_type=MSGPACK)
+
+
+async def _body(request: web.Request, endpoint: str) -> Any:
+    limit = LIMITS[endpoint]
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge(f"body of {request.content_length} bytes exceeds {limit} for this endpoint")
+    data = bytearray()
+    async for chunk in request.content.iter_chunked(1 << 16):
+        data += chunk
+        if len(data) > limit:
+            raise TooLarge(f"body exceeds {limit} bytes for this endpoint")
+    return codec.decode(bytes(data))
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except DepinError as exc:
+        status = exc.http_status if 400 <= exc.http_status < 500 else 500
+        if status == 500:
+            log.exception("internal error on %s", request.path)
+        return web.json_response({"error": str(exc)}, status=status)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("internal error on %s", request.path)
+        return web.json_response({"error": "internal error"}, status=500)
+
+
+class Server:
+    """Routes and background tasks around one Service."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.work = _Broadcast()
+        self.closing = False
+        self.app = web.Application(middlewares=[_errors], client_max_size=max(LIMITS.values()))
+        self.app.add_routes([
+            web.get("/", self.page),
+            web.get("/v1/info", self.info),
+            web.get("/v1/status", self.status),
+            web.get("/v1/jobs", self.jobs),
+            web.post("/v1/jobs", self.submit),
+            web.get("/v1/jobs/{job_id}", self.job),
+            web.get("/v1/jobs/{job_id}/result", self.result),
+            web.post("/v1/jobs/{job_id}/cancel", self.cancel),
+            web.get("/v1/workers", self.workers),
+            web.get("/v1/ledger", self.ledger),
+            web.post("/v1/lease", self.lease),
+            web.post("/v1/release", self.release),
+            web.post("/v1/results", self.results),
+        ])
+        self.app.cleanup_ctx.append(self._expiry_loop)
+        self.app.on_shutdown.append(self._wake_pollers)
+
+    async def _wake_pollers(self, app: web.Application) -> None:
+        # Long-polls answer "no leases" at once, so shutdown does not wait out their timeouts.
+        self.closing = True
+        self.work.fire()
+
+    async def _expiry_loop(self, app: web.Application) -> Any:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(EXPIRY_TICK_S)
+                if self.service.expire():
+                    self.work.fire()
+
+        task = asyncio.create_task(loop())
+        yield
+        task.cancel()
+
+    # ---- pages and reads ---------------------------------------------------------------------------------
+
+    async def page(self, request: web.Request) -> web.Response:
+        html = resources.files("coordinator").joinpath("static/index.html").read_text(encoding="utf-8")
+        return web.Response(text=html, content_type="text/html")
+
+    async def info(self, request: web.Request) -> web.Response:
+        return web.json_response(self.service.info())
+
+    async def status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.service.status())
+
+    async def jobs(self, request: web.Request) -> web.Response:
+        return web.json_response({"jobs": self.service.status()["jobs"]})
+
+    async def workers(self, request: web.Request) -> web.Response:
+        return web.json_response({"workers": self.service.status()["workers"]})
+
+    async def job(self, request: web.Request) -> web.Response:
+        return web.json_response(self.service.job(request.match_info["job_id"]))
+
+    async def result(self, request: web.Request) -> web.Response:
+        return _msgpack(self.service.result(request.match_info["job_id"]))
+
+    async def ledger(self, request: web.Request) -> web.Response:
+        try:
+            start = int(request.query.get("start", "0"))
+            limit = int(request.query.get("limit", "1000"))
+        except ValueError:
+            raise PeerProtocolError("start and limit must be integers") from None
+        if start < 0 or not 1 <= limit <= 10_000:
+            raise PeerProtocolError("start must be >= 0 and limit between 1 and 10000")
+        return web.json_response(self.service.ledger_page(start, limit))
+
+    # ---- protocol ----------------------------------------------------------------------------------------
+
+    async def submit(self, request: web.Request) -> web.Response:
+        answer = self.service.submit(await _body(request, "submit"))
+        self.work.fire()
+        return _msgpack(answer)
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        return _msgpack(self.service.cancel(request.match_info["job_id"], await _body(request, "cancel")))
+
+    async def lease(self, request: web.Request) -> web.Response:
+        worker_id, req = self.service.open_lease_request(await _body(request, "lease"))
+        deadline = asyncio.get_running_loop().time() + req.wait_ms / 1000
+        while True:
+            leases = self.service.try_lease(worker_id, req)
+            remaining = deadline - asyncio.get_running_loop().time()
+            if leases or remaining <= 0 or self.closing:
+                return _msgpack({"leases": leases})
+            await self.work.wait(remaining)
+
+    async def release(self, request: web.Request) -> web.Response:
+        answer = self.service.release(await _body(request, "release"))
+        self.work.fire()
+        return _msgpack(answer)
+
+    async def results(self, request: web.Request) -> web.Response:
+        answer = self.service.results(await _body(request, "results"))
+        self.work.fire()  # a disagreement may have made a task want one more replica
+        return _msgpack(answer)
+
+
+async def serve(config: CoordinatorConfig, ready: Callable[[str], None] | None = None) -> None:
+    """Run the coordinator until SIGTERM or SIGINT."""
+    service = Service(config, now_ms)
+    server = Server(service)
+    # handler_cancellation: a worker that hangs up ends its long-poll; handlers only await before deciding.
+    runner = web.AppRunner(server.app, access_log=None, handle_signals=False, handler_cancellation=True,
+                           shutdown_timeout=5.0)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+    await site.start()
+    sockets = getattr(site._server, "sockets", None) or []  # the real port when --port 0
+    port = sockets[0].getsockname()[1] if sockets else config.port
+    url = f"http://{config.host}:{port}"
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready(url)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        service.close()

@@ -1,0 +1,163 @@
+"""The coordinator's synchronous shell: check a signed request, ask the scheduler, persist, answer.
+
+Each public method handles one request kind end to end and returns the answer to send. Every method that changes
+state ends by writing the scheduler's change set in one transaction, before the answer leaves (so an acknowledged
+result or ledger entry is always on disk). If that write fails the process cannot trust its memory any more;
+`save` re-raises and the server shuts down so a restart reloads the last committed state.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from coordinator import views
+from coordinator.replay import ReplayGuard
+from coordinator.scheduler import Scheduler
+from coordinator.store import Store
+from depin import codec, kernels, protocol
+from depin.config import CoordinatorConfig
+from depin.crypto import SigningKey, VerifyKey, load_or_create_key, open_envelope
+from depin.errors import NotFound
+from depin.protocol import Freshness
+
+ONLINE_MS = 60_000  # a worker seen within this long counts as online on the status page
+
+
+def new_id() -> str:
+    """A random 16-hex-digit id for jobs and leases."""
+    return secrets.token_hex(8)
+
+
+class Service:
+    """One coordinator: its key, its database, its scheduler."""
+
+    def __init__(self, config: CoordinatorConfig, clock: Callable[[], int]) -> None:
+        self.config = config
+        self.clock = clock
+        self.key: SigningKey = load_or_create_key(config.data_dir / "coordinator.key")
+        self.store = Store(config.data_dir / "coordinator.sqlite3")
+        rows = self.store.load()
+        self.scheduler = Scheduler.restore(
+            key=self.key, lease_timeout_ms=config.lease_timeout_ms, new_id=new_id, **rows
+        )
+        self.replay = ReplayGuard(config.clock_window_ms)
+
+    def close(self) -> None:
+        """Close the database."""
+        self.store.close()
+
+    def save(self) -> None:
+        """Write whatever the scheduler changed."""
+        self.store.save(self.scheduler.take_changes())
+
+    def _open(self, kind: str, envelope: Any) -> tuple[VerifyKey, dict[str, Any]]:
+        signer, payload = open_envelope(kind, envelope)
+        fresh = Freshness.from_payload(payload)
+        self.replay.check(now=self.clock(), signer=signer.id, ts=fresh.ts, nonce=fresh.nonce)
+        return signer, payload
+
+    # ---- reads -------------------------------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """GET /v1/info."""
+        return {
+            "protocol": protocol.PROTOCOL_VERSION,
+            "coordinator_id": self.key.id,
+            "public_key": self.key.public.hex(),
+            "kernels": [k.key for k in kernels.all_kernels()],
+            "lease_timeout_ms": self.config.lease_timeout_ms,
+            "time_ms": self.clock(),
+        }
+
+    def status(self) -> dict[str, Any]:
+        """GET /v1/status."""
+        return views.status_view(self.scheduler, self.clock(), ONLINE_MS)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """GET /v1/jobs/{job_id}."""
+        job = self.scheduler.jobs.get(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id}")
+        return views.job_view(job)
+
+    def result(self, job_id: str) -> dict[str, Any]:
+        """GET /v1/jobs/{job_id}/result: the merged output of a done job."""
+        job = self.job(job_id)
+        if job["state"] != "done":
+            raise NotFound(f"job {job_id} has no result: it is {job['state']}")
+        wire = self.store.job_result(job_id)
+        assert wire is not None
+        return {"job_id": job_id, "kernel": job["kernel"], "kernel_version": job["kernel_version"],
+                "params": job["params"], "output": codec.decode(wire)}
+
+    def ledger_page(self, start: int, limit: int) -> dict[str, Any]:
+        """GET /v1/ledger: entries from `start`, at most `limit`."""
+        entries = [e.to_dict() for e in self.store.ledger_entries(start, limit)]
+        head = self.scheduler.head
+        return {"entries": entries, "total": 0 if head is None else head.seq + 1}
+
+    # ---- writes ------------------------------------------------------------------------------------------
+
+    def submit(self, envelope: Any) -> dict[str, Any]:
+        """POST /v1/jobs."""
+        signer, payload = self._open("submit", envelope)
+        req = protocol.SubmitRequest.from_payload(payload)
+        job = self.scheduler.submit(
+            now=self.clock(), submitter=signer.id, kernel_name=req.kernel, params=req.params,
+            n_tasks=req.tasks, replicas=req.replicas, max_results=req.max_results, price=req.price,
+        )
+        self.save()
+        return {"job_id": job.job_id, "tasks": job.n_tasks}
+
+    def cancel(self, job_id: str, envelope: Any) -> dict[str, Any]:
+        """POST /v1/jobs/{job_id}/cancel."""
+        signer, payload = self._open("cancel", envelope)
+        req = protocol.CancelRequest.from_payload(payload)
+        if req.job_id != job_id:
+            raise NotFound("the signed job_id does not match the URL")
+        job = self.scheduler.cancel(now=self.clock(), job_id=job_id, requester=signer.id)
+        self.save()
+        return {"job_id": job.job_id, "state": job.state}
+
+    def open_lease_request(self, envelope: Any) -> tuple[str, protocol.LeaseRequest]:
+        """Check a lease request once (signature, freshness); the long-poll then calls try_lease."""
+        signer, payload = self._open("lease-request", envelope)
+        req = protocol.LeaseRequest.from_payload(payload)
+        self.scheduler.touch_worker(now=self.clock(), worker_id=signer.id, public_key=signer.raw)
+        self.save()
+        return signer.id, req
+
+    def try_lease(self, worker_id: str, req: protocol.LeaseRequest) -> list[dict[str, Any]]:
+        """Lease what there is now (possibly nothing)."""
+        grants = self.scheduler.lease(now=self.clock(), worker_id=worker_id, max_tasks=req.max_tasks,
+                                      kernels_ok=req.kernels)
+        self.save()
+        return [g.to_payload() for g in grants]
+
+    def release(self, envelope: Any) -> dict[str, Any]:
+        """POST /v1/release."""
+        signer, payload = self._open("release", envelope)
+        req = protocol.ReleaseRequest.from_payload(payload)
+        count = self.scheduler.release(now=self.clock(), worker_id=signer.id, lease_ids=req.lease_ids)
+        self.save()
+        return {"released": count}
+
+    def results(self, envelope: Any) -> dict[str, Any]:
+        """POST /v1/results: judge the batch and answer with a signed ack."""
+        signer, payload = self._open("results", envelope)
+        req = protocol.ResultsRequest.from_payload(payload)
+        now = self.clock()
+        self.scheduler.touch_worker(now=now, worker_id=signer.id, public_key=signer.raw)
+        acks = self.scheduler.report(now=now, worker_id=signer.id, reports=req.results)
+        self.save()
+        ack = protocol.ResultsAck(worker_id=signer.id, request_nonce=payload["nonce"], acks=tuple(acks))
+        return self.key.seal("results-ack", ack.to_payload())
+
+    def expire(self) -> int:
+        """Expire overdue leases; return how many."""
+        count = self.scheduler.expire(self.clock())
+        if count:
+            self.save()
+        return count

@@ -1,0 +1,53 @@
+"""Job, task and lease states, and the only moves between them.
+
+Each table maps a state to the states it may move to; `move` raises StateError on anything else. The names
+here are the names the status API and docs/PROTOCOL.md use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from depin.errors import StateError
+
+JOB: Mapping[str, frozenset[str]] = {
+    "queued": frozenset({"running", "failed", "cancelled"}),
+    "running": frozenset({"done", "failed", "cancelled"}),
+    "done": frozenset(),
+    "failed": frozenset(),
+    "cancelled": frozenset(),
+}
+
+TASK: Mapping[str, frozenset[str]] = {
+    "pending": frozenset({"validated", "failed", "cancelled"}),
+    "validated": frozenset(),
+    "failed": frozenset(),
+    "cancelled": frozenset(),
+}
+
+# A lease is active until its result arrives (returned), it times out (expired), the worker gives it back
+# (released), or its task ends first (cancelled). A late result on an expired lease still counts.
+LEASE: Mapping[str, frozenset[str]] = {
+    "active": frozenset({"returned", "expired", "released", "cancelled"}),
+    "expired": frozenset({"returned", "cancelled"}),
+    "returned": frozenset(),
+    "released": frozenset(),
+    "cancelled": frozenset(),
+}
+
+# A result is judged once its task is decided.
+RESULT: Mapping[str, frozenset[str]] = {
+    "pending": frozenset({"valid", "invalid", "void"}),
+    "valid": frozenset(),
+    "invalid": frozenset(),
+    "void": frozenset(),
+}
+
+FINISHED_JOB = frozenset(s for s, nxt in JOB.items() if not nxt)
+
+
+def move(table: Mapping[str, frozenset[str]], current: str, new: str) -> str:
+    """`new`, if the table allows current -> new; StateError otherwise."""
+    if new not in table.get(current, frozenset()):
+        raise StateError(f"illegal state change {current} -> {new}")
+    return new

@@ -1,0 +1,183 @@
+"""SQLite persistence for the coordinator: rows in, rows out, one transaction per change set.
+
+The database is in WAL mode with synchronous=FULL, so a committed change set survives SIGKILL and power loss.
+`save` writes every row the scheduler touched, and the ledger entries it appended, in one transaction: either a
+request's whole effect is durable or none of it is. Ledger rows are insert-only, and a unique index makes a second
+reward for the same (task, worker) impossible even if the code above had a bug.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from coordinator.scheduler import Changes, Job, Lease, Result, Task, Worker
+from depin import codec, ledger
+from depin.errors import UserError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY, kernel TEXT NOT NULL, kernel_version INTEGER NOT NULL, params BLOB NOT NULL,
+    n_tasks INTEGER NOT NULL, replicas INTEGER NOT NULL, max_results INTEGER NOT NULL, price INTEGER NOT NULL,
+    submitter TEXT NOT NULL, state TEXT NOT NULL, created_ms INTEGER NOT NULL, finished_ms INTEGER,
+    error TEXT, tasks_validated INTEGER NOT NULL, result BLOB
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT PRIMARY KEY, job_id TEXT NOT NULL, idx INTEGER NOT NULL, params BLOB NOT NULL,
+    payload BLOB NOT NULL, sig BLOB NOT NULL, state TEXT NOT NULL, canonical BLOB
+);
+CREATE INDEX IF NOT EXISTS tasks_job ON tasks (job_id, idx);
+CREATE TABLE IF NOT EXISTS leases (
+    lease_id TEXT PRIMARY KEY, task_id TEXT NOT NULL, job_id TEXT NOT NULL, worker_id TEXT NOT NULL,
+    issued_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL, state TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS leases_job ON leases (job_id);
+CREATE TABLE IF NOT EXISTS results (
+    lease_id TEXT PRIMARY KEY, task_id TEXT NOT NULL, job_id TEXT NOT NULL, worker_id TEXT NOT NULL,
+    digest BLOB NOT NULL, output BLOB, verdict TEXT NOT NULL, received_ms INTEGER NOT NULL, error TEXT
+);
+CREATE INDEX IF NOT EXISTS results_job ON results (job_id);
+CREATE TABLE IF NOT EXISTS workers (
+    worker_id TEXT PRIMARY KEY, public_key BLOB NOT NULL, first_seen_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL, validated INTEGER NOT NULL, rejected INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger (
+    seq INTEGER PRIMARY KEY, time INTEGER NOT NULL, kind TEXT NOT NULL, from_account TEXT NOT NULL,
+    to_account TEXT NOT NULL, amount INTEGER NOT NULL, job_id TEXT, task_id TEXT,
+    prev_hash TEXT NOT NULL, hash TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS ledger_one_reward ON ledger (task_id, to_account) WHERE kind = 'reward';
+"""
+
+_FINISHED = ("done", "failed", "cancelled")
+
+
+class Store:
+    """The coordinator's database."""
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = path
+        try:
+            if readonly:
+                if not path.exists():
+                    raise UserError(f"no coordinator database at {path}")
+                self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.db = sqlite3.connect(path, isolation_level=None)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=FULL")
+                self.db.executescript(_SCHEMA)
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            version = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise UserError(f"cannot open coordinator database {path}: {exc}") from None
+        if version is None or int(version[0]) != SCHEMA_VERSION:
+            raise UserError(f"{path} has schema version {version and version[0]}, this depin needs {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
+
+    # ---- writing -----------------------------------------------------------------------------------------
+
+    def save(self, ch: Changes) -> None:
+        """Persist a change set atomically."""
+        if not ch:
+            return
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(
+                "INSERT OR REPLACE INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [(j.job_id, j.kernel, j.kernel_version, codec.encode(j.params), j.n_tasks, j.replicas,
+                  j.max_results, j.price, j.submitter, j.state, j.created_ms, j.finished_ms, j.error,
+                  j.tasks_validated, j.result) for j in ch.jobs.values()],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO tasks VALUES (?,?,?,?,?,?,?,?)",
+                [(t.task_id, t.job_id, t.index, codec.encode(t.params), t.payload, t.sig, t.state, t.canonical)
+                 for t in ch.tasks.values()],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO leases VALUES (?,?,?,?,?,?,?)",
+                [(x.lease_id, x.task_id, x.job_id, x.worker_id, x.issued_ms, x.expires_ms, x.state)
+                 for x in ch.leases.values()],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?)",
+                [(r.lease_id, r.task_id, r.job_id, r.worker_id, r.digest, r.output, r.verdict, r.received_ms,
+                  r.error) for r in ch.results.values()],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO workers VALUES (?,?,?,?,?,?)",
+                [(w.worker_id, w.public_key, w.first_seen_ms, w.last_seen_ms, w.validated, w.rejected)
+                 for w in ch.workers.values()],
+            )
+            db.executemany(
+                "INSERT INTO ledger VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [(e.seq, e.time, e.kind, e.from_, e.to, e.amount, e.job_id, e.task_id, e.prev_hash, e.hash)
+                 for e in ch.entries],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    # ---- reading -----------------------------------------------------------------------------------------
+
+    def load(self) -> dict[str, Any]:
+        """Every row Scheduler.restore needs: all jobs, and the tasks/leases/results of unfinished ones."""
+        db = self.db
+        jobs = [
+            Job(job_id=r[0], kernel=r[1], kernel_version=r[2], params=codec.decode(r[3]), n_tasks=r[4],
+                replicas=r[5], max_results=r[6], price=r[7], submitter=r[8], state=r[9], created_ms=r[10],
+                finished_ms=r[11], error=r[12], tasks_validated=r[13], result=None)
+            for r in db.execute("SELECT * FROM jobs ORDER BY created_ms, job_id")
+        ]
+        open_ids = [j.job_id for j in jobs if j.state not in _FINISHED]
+        marks = ",".join("?" * len(open_ids))
+        tasks = [
+            Task(task_id=r[0], job_id=r[1], index=r[2], params=codec.decode(r[3]), payload=r[4], sig=r[5],
+                 state=r[6], canonical=r[7])
+            for r in db.execute(f"SELECT * FROM tasks WHERE job_id IN ({marks})", open_ids)
+        ]
+        leases = [Lease(*r) for r in db.execute(f"SELECT * FROM leases WHERE job_id IN ({marks})", open_ids)]
+        results = [Result(*r) for r in db.execute(f"SELECT * FROM results WHERE job_id IN ({marks})", open_ids)]
+        balances = dict(db.execute("SELECT to_account, SUM(amount) FROM ledger GROUP BY to_account").fetchall())
+        workers = [
+            Worker(*r, balance=int(balances.get(r[0], 0))) for r in db.execute("SELECT * FROM workers")
+        ]
+        return {"jobs": jobs, "tasks": tasks, "leases": leases, "results": results, "workers": workers,
+                "head": self.ledger_head()}
+
+    def job_result(self, job_id: str) -> bytes | None:
+        """The merged output of a done job, as wire msgpack."""
+        row = self.db.execute("SELECT result FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def ledger_head(self) -> ledger.Entry | None:
+        """The newest ledger entry."""
+        rows = list(self._ledger_rows("SELECT * FROM ledger ORDER BY seq DESC LIMIT 1", ()))
+        return rows[0] if rows else None
+
+    def ledger_entries(self, start: int = 0, limit: int | None = None) -> Iterator[ledger.Entry]:
+        """Ledger entries in seq order from `start`."""
+        return self._ledger_rows(
+            "SELECT * FROM ledger WHERE seq >= ? ORDER BY seq LIMIT ?", (start, -1 if limit is None else limit)
+        )
+
+    def _ledger_rows(self, sql: str, args: tuple[Any, ...]) -> Iterator[ledger.Entry]:
+        for r in self.db.execute(sql, args):
+            yield ledger.Entry(seq=r[0], time=r[1], kind=r[2], from_=r[3], to=r[4], amount=r[5], job_id=r[6],
+                               task_id=r[7], prev_hash=r[8], hash=r[9])
+
+    def ledger_rows_raw(self) -> Iterator[dict[str, Any]]:
+        """Ledger rows as maps, exactly as stored (for verifying a data dir without trusting our parsing)."""
+        for e in self._ledger_rows("SELECT * FROM ledger ORDER BY rowid", ()):
+            yield e.to_dict()

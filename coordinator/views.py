@@ -1,0 +1,68 @@
+"""Read-only views of the scheduler's state, as the JSON the status API serves. Pure functions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from coordinator.scheduler import Job, Scheduler, Worker
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    """One job's status (the `depin status --json` contract)."""
+    return {
+        "job_id": job.job_id,
+        "kernel": job.kernel,
+        "kernel_version": job.kernel_version,
+        "state": job.state,
+        "tasks_total": job.n_tasks,
+        "tasks_validated": job.tasks_validated,
+        "replicas": job.replicas,
+        "max_results": job.max_results,
+        "price": job.price,
+        "submitter": job.submitter,
+        "params": job.params,
+        "created_ms": job.created_ms,
+        "finished_ms": job.finished_ms,
+        "error": job.error,
+    }
+
+
+def worker_view(w: Worker, now: int, online_ms: int) -> dict[str, Any]:
+    """One worker's row (the `depin earnings --json` contract)."""
+    return {
+        "worker_id": w.worker_id,
+        "balance": w.balance,
+        "tasks_validated": w.validated,
+        "tasks_rejected": w.rejected,
+        "first_seen_ms": w.first_seen_ms,
+        "last_seen_ms": w.last_seen_ms,
+        "online": now - w.last_seen_ms <= online_ms,
+    }
+
+
+def jobs_view(s: Scheduler) -> list[dict[str, Any]]:
+    """Every job, newest first."""
+    return [job_view(j) for j in sorted(s.jobs.values(), key=lambda j: (-j.created_ms, j.job_id))]
+
+
+def workers_view(s: Scheduler, now: int, online_ms: int) -> list[dict[str, Any]]:
+    """Every worker, biggest balance first."""
+    rows = [worker_view(w, now, online_ms) for w in s.workers.values()]
+    return sorted(rows, key=lambda r: (-r["balance"], r["worker_id"]))
+
+
+def status_view(s: Scheduler, now: int, online_ms: int) -> dict[str, Any]:
+    """Everything the status page shows."""
+    head = s.head
+    return {
+        "coordinator_id": s.key.id,
+        "time_ms": now,
+        "jobs": jobs_view(s),
+        "workers": workers_view(s, now, online_ms),
+        "ledger": {
+            "entries": 0 if head is None else head.seq + 1,
+            "head_hash": None if head is None else head.hash,
+            "total_credits": sum(w.balance for w in s.workers.values()),
+        },
+        "active_leases": sum(1 for x in s.leases.values() if x.state == "active"),
+    }

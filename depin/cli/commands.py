@@ -1,0 +1,237 @@
+"""The CLI's commands: each builds its config from the parsed flags and the environment, then does one thing."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from depin import config, kernels
+from depin.cli import output
+from depin.client import Client
+from depin.crypto import load_or_create_key
+from depin.errors import UserError
+
+TERMINAL = ("done", "failed", "cancelled")
+
+
+def _client_config(args: argparse.Namespace) -> config.ClientConfig:
+    env = config.environment()
+    return config.ClientConfig(
+        coordinator=config.coordinator_url(getattr(args, "coordinator", None), env),
+        home=config.home_dir(getattr(args, "home", None), env),
+        json=bool(getattr(args, "json", False)),
+    )
+
+
+def parse_param_flags(flags: list[str]) -> dict[str, str]:
+    """`-p key=value` flags as a map; a malformed or repeated flag is a UserError."""
+    params: dict[str, str] = {}
+    for flag in flags:
+        key, sep, value = flag.partition("=")
+        if not sep or not key:
+            raise UserError(f"-p {flag!r}: expected KEY=VALUE")
+        if key in params:
+            raise UserError(f"-p {key} given twice")
+        params[key] = value
+    return params
+
+
+# ---- job commands ------------------------------------------------------------------------------------------
+
+
+async def _submit(cfg: config.ClientConfig, args: argparse.Namespace) -> int:
+    kernel = kernels.get(args.kernel)
+    params = kernel.validate(parse_param_flags(args.param))  # fail fast, before any network
+    kernel.split(params, args.tasks)
+    key = load_or_create_key(cfg.home / "key")
+    payload = {"kernel": kernel.name, "params": params, "tasks": args.tasks, "replicas": args.replicas,
+               "max_results": args.max_results, "price": args.price}
+    async with Client(cfg.coordinator) as c:
+        answer = await c.post_signed("/v1/jobs", key, "submit", payload)
+    output.emit(cfg.json, {"job_id": answer["job_id"]}, answer["job_id"])
+    return 0
+
+
+async def _status(cfg: config.ClientConfig, args: argparse.Namespace) -> int:
+    async with Client(cfg.coordinator) as c:
+        job = await c.get_json(f"/v1/jobs/{args.job}")
+    output.emit(cfg.json, job, output.job_text(job))
+    return 0
+
+
+async def wait_for(c: Client, job_id: str, *, show: bool, poll_s: float = 0.25) -> dict[str, Any]:
+    """Poll a job until it ends, drawing a progress bar on stderr if `show`."""
+    from tqdm import tqdm
+
+    job = await c.get_json(f"/v1/jobs/{job_id}")
+    bar = tqdm(total=job["tasks_total"], unit="task", desc=job_id, disable=not show, file=sys.stderr,
+               dynamic_ncols=True)
+    try:
+        while True:
+            bar.n = job["tasks_validated"]
+            bar.set_postfix_str(job["state"], refresh=False)
+            bar.refresh()
+            if job["state"] in TERMINAL:
+                return job
+            await asyncio.sleep(poll_s)
+            job = await c.get_json(f"/v1/jobs/{job_id}")
+    finally:
+        bar.close()
+
+
+async def _wait(cfg: config.ClientConfig, args: argparse.Namespace) -> int:
+    async with Client(cfg.coordinator) as c:
+        job = await wait_for(c, args.job, show=not cfg.json)
+    output.emit(cfg.json, job, output.job_text(job))
+    return 0 if job["state"] == "done" else 1
+
+
+async def fetch_result(c: Client, job_id: str, path: Path) -> str:
+    """Download a done job's result into `path` (.npy or .png); return a one-line description."""
+    import io
+
+    import numpy as np
+
+    from depin import codec
+
+    suffix = path.suffix.lower()
+    if suffix not in (".npy", ".png"):
+        raise UserError(f"{path}: the output file must end in .npy or .png")
+    answer = await c.get_msgpack(f"/v1/jobs/{job_id}/result")
+    array = codec.array_from_wire(answer["output"])
+    if suffix == ".npy":
+        buf = io.BytesIO()
+        np.save(buf, array)
+        data = buf.getvalue()
+    else:
+        kernel = kernels.get(answer["kernel"], answer["kernel_version"])
+        if kernel.render_png is None:
+            raise UserError(f"kernel {kernel.name} has no image form; use a .npy file")
+        data = kernel.render_png(answer["params"], array)
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror}") from None
+    return f"wrote {path} ({array.dtype.name}{list(array.shape)})"
+
+
+async def _result(cfg: config.ClientConfig, args: argparse.Namespace) -> int:
+    async with Client(cfg.coordinator) as c:
+        print(await fetch_result(c, args.job, Path(args.output)))
+    return 0
+
+
+async def _cancel(cfg: config.ClientConfig, args: argparse.Namespace) -> int:
+    key = load_or_create_key(cfg.home / "key")
+    async with Client(cfg.coordinator) as c:
+        answer = await c.post_signed(f"/v1/jobs/{args.job}/cancel", key, "cancel", {"job_id": args.job})
+    output.emit(cfg.json, answer, f"{answer['job_id']} {answer['state']}")
+    return 0
+
+
+async def _jobs(cfg: config.ClientConfig, args: argparse.Namespace) -> int:
+    async with Client(cfg.coordinator) as c:
+        jobs = (await c.get_json("/v1/jobs"))["jobs"]
+    output.emit(cfg.json, jobs, output.jobs_table(jobs))
+    return 0
+
+
+async def _earnings(cfg: config.ClientConfig, args: argparse.Namespace) -> int:
+    async with Client(cfg.coordinator) as c:
+        workers = (await c.get_json("/v1/workers"))["workers"]
+    output.emit(cfg.json, workers, output.earnings_table(workers))
+    return 0
+
+
+def _kernels(args: argparse.Namespace) -> int:
+    rows = [{"name": k.name, "version": k.version, "doc": k.doc,
+             "params": [{"name": p.name, "type": p.type.__name__, "min": p.minimum, "max": p.maximum,
+                         "default": p.default, "doc": p.doc} for p in k.schema]} for k in kernels.all_kernels()]
+    output.emit(args.json, rows, output.kernels_text(rows))
+    return 0
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    home = config.home_dir(args.home, config.environment())
+    path = home / "key"
+    existed = path.exists()
+    key = load_or_create_key(path)
+    info = {"id": key.id, "public_key": key.public.hex(), "key_file": str(path), "created": not existed}
+    text = f"{'created' if not existed else 'existing'} key {path}\nid          {key.id}\npublic key  {key.public.hex()}"
+    output.emit(args.json, info, text)
+    return 0
+
+
+# ---- daemons -----------------------------------------------------------------------------------------------
+
+
+def _coordinator(args: argparse.Namespace) -> int:
+    from coordinator.server import serve
+
+    cfg = config.CoordinatorConfig(
+        data_dir=Path(args.data_dir), host=args.host, port=args.port,
+        lease_timeout_ms=int(args.lease_timeout * 1000),
+    )
+    output.setup_logging()
+
+    def ready(url: str) -> None:
+        print(f"coordinator listening on {url}", flush=True)
+
+    asyncio.run(serve(cfg, ready))
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import os
+    import signal
+
+    env = config.environment()
+    cfg = config.WorkerConfig(
+        coordinator=config.coordinator_url(args.coordinator, env), data_dir=Path(args.data_dir),
+        coordinator_key=args.coordinator_key, batch=args.batch, once=args.once,
+    )
+    # numba reads its cache location from the environment when it is first imported: point it into the data dir.
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(cfg.data_dir / "numba-cache"))
+    output.setup_logging()
+    from worker.daemon import Worker
+
+    key = load_or_create_key(cfg.data_dir / "worker.key")
+
+    async def main() -> int:
+        w = Worker(cfg, key)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, w.stop.set)
+        return await w.run()
+
+    return asyncio.run(main())
+
+
+# ---- dispatch ----------------------------------------------------------------------------------------------
+
+_ASYNC: dict[str, Callable[[config.ClientConfig, argparse.Namespace], Any]] = {
+    "submit": _submit, "status": _status, "wait": _wait, "result": _result, "cancel": _cancel,
+    "jobs": _jobs, "earnings": _earnings,
+}
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run the parsed command; return its exit code."""
+    if args.command in _ASYNC:
+        cfg = _client_config(args)
+        return int(asyncio.run(_ASYNC[args.command](cfg, args)))
+    if args.command == "ledger":
+        from depin.cli import ledger_cmd
+
+        return ledger_cmd.run(args)
+    if args.command == "demo":
+        from depin.cli import demo
+
+        return demo.run(args)
+    simple = {"coordinator": _coordinator, "worker": _worker, "kernels": _kernels, "keygen": _keygen}
+    return simple[args.command](args)
+

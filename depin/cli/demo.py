@@ -1,0 +1,138 @@
+"""`depin demo`: a coordinator and local workers in a temporary dir, one real mandelbrot job, then a clean stop.
+
+Every part runs as its own process, exactly as a user would start it (`depin coordinator`, `depin worker`), so
+the demo exercises the real protocol on loopback rather than a shortcut.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from depin.cli import output
+from depin.cli.commands import fetch_result, wait_for
+from depin.client import Client
+from depin.crypto import load_or_create_key
+from depin.errors import DepinError, UserError
+
+DEMO_JOB = {"width": 960, "height": 720, "x_min": -2.2, "x_max": 0.8, "y_min": -1.125, "y_max": 1.125,
+            "max_iter": 500}
+DEMO_TASKS = 24
+DEMO_REPLICAS = 2
+START_TIMEOUT_S = 30.0
+
+
+def _cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "depin.cli.main", *args]
+
+
+def start_coordinator(data_dir: Path, log_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `depin coordinator` on a free loopback port; return the process and its URL."""
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(_cmd("coordinator", "--data-dir", str(data_dir), "--port", "0", *extra),
+                            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + START_TIMEOUT_S
+    line = b""
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith(b"coordinator listening on ") or not line:
+            break
+    if not line.startswith(b"coordinator listening on "):
+        proc.kill()
+        raise DepinError(f"the coordinator did not start; see {log_path}")
+    return proc, line.decode().split()[-1]
+
+
+def start_worker(url: str, data_dir: Path, log_path: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """Start `depin worker` against `url`."""
+    log = open(log_path, "ab")
+    return subprocess.Popen(_cmd("worker", "--coordinator", url, "--data-dir", str(data_dir), *extra),
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def stop(procs: list[subprocess.Popen[bytes]], timeout_s: float = 20.0) -> None:
+    """SIGTERM each process, then SIGKILL whatever is still running after the timeout."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for p in procs:
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+@contextlib.contextmanager
+def _workspace() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="depin-demo-") as tmp:
+        yield Path(tmp)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; exit 0 if the job finished and the ledger verified."""
+    if not 1 <= args.workers <= 32:
+        raise UserError("--workers must be between 1 and 32")
+    if args.workers < DEMO_REPLICAS:
+        raise UserError(f"--workers must be at least {DEMO_REPLICAS}: each task is computed by {DEMO_REPLICAS} workers")
+    picture = Path(args.output)
+    with _workspace() as tmp:
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            coordinator, url = start_coordinator(tmp / "coordinator", tmp / "coordinator.log")
+            procs.append(coordinator)
+            print(f"coordinator  {url}   (data in {tmp})")
+            for i in range(args.workers):
+                procs.append(start_worker(url, tmp / f"worker-{i}", tmp / f"worker-{i}.log"))
+            print(f"workers      {args.workers} local processes")
+            code = asyncio.run(_job(url, tmp, picture))
+            if args.keep:
+                print(f"\nstatus page  {url}/   (Ctrl-C to stop)")
+                with contextlib.suppress(KeyboardInterrupt):
+                    while True:
+                        time.sleep(3600)
+            return code
+        finally:
+            stop(procs[1:])
+            stop(procs[:1])
+
+
+async def _job(url: str, tmp: Path, picture: Path) -> int:
+    from depin import ledger
+
+    key = load_or_create_key(tmp / "submitter.key")
+    async with Client(url) as c:
+        payload = {"kernel": "mandelbrot", "params": DEMO_JOB, "tasks": DEMO_TASKS, "replicas": DEMO_REPLICAS,
+                   "max_results": None, "price": 10}
+        started = time.monotonic()
+        job_id = (await c.post_signed("/v1/jobs", key, "submit", payload))["job_id"]
+        print(f"job          {job_id}: mandelbrot {DEMO_JOB['width']}x{DEMO_JOB['height']}, "
+              f"{DEMO_TASKS} tasks x {DEMO_REPLICAS} replicas")
+        job = await wait_for(c, job_id, show=True)
+        elapsed = time.monotonic() - started
+        if job["state"] != "done":
+            print(f"job {job_id} ended {job['state']}: {job.get('error')}", file=sys.stderr)
+            return 1
+        print(f"done         in {elapsed:.1f}s; {await fetch_result(c, job_id, picture)}")
+        workers = (await c.get_json("/v1/workers"))["workers"]
+        print("\nearnings\n" + output.earnings_table(workers))
+        entries: list[dict[str, object]] = []
+        while True:
+            page = await c.get_json(f"/v1/ledger?start={len(entries)}&limit=1000")
+            entries += page["entries"]
+            if len(entries) >= page["total"] or not page["entries"]:
+                break
+    summary = ledger.verify(entries)
+    print(f"\nledger       ok: {summary.entries} entries, head {summary.head_hash}")
+    print(f"status page  {url}/  (up while the demo runs; `depin demo --keep` keeps it up)")
+    return 0

@@ -1,0 +1,140 @@
+"""`depin`: the command line. Builds the config once, runs one command, and turns every error into one line.
+
+Exit codes: 0 success; 1 a job that ended badly (wait) or a generic failure; 2 bad input; 3 coordinator
+unreachable; 4 a verification failure (bad signature, changed key, broken ledger); 70 an internal bug; 130 Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from depin.errors import DepinError, VerificationError
+
+EXIT_INTERNAL = 70
+
+
+def _add_coordinator(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--coordinator", metavar="URL",
+                   help="coordinator URL (default: $DEPIN_COORDINATOR, else http://127.0.0.1:8642)")
+
+
+def _add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+
+
+def _add_home(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--home", metavar="DIR", help="where your key lives (default: $DEPIN_HOME, else ~/.depin)")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse's own errors are user errors too: one line, exit 2.
+        raise SystemExit(_fail(f"{self.prog}: {message}", 2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full `depin` argument parser."""
+    parser = _Parser(prog="depin", description="depin: a compute marketplace on spare hardware")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("coordinator", help="run a coordinator")
+    p.add_argument("--data-dir", required=True, help="where the database and the coordinator key live")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8642, help="port to listen on; 0 picks a free one (default 8642)")
+    p.add_argument("--lease-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="seconds before an unanswered lease is given to another worker (default 60)")
+
+    p = sub.add_parser("worker", help="run a worker daemon")
+    _add_coordinator(p)
+    p.add_argument("--data-dir", required=True, help="where the worker key, journal and numba cache live")
+    p.add_argument("--coordinator-key", metavar="HEX", help="the coordinator public key to pin (else: first contact)")
+    p.add_argument("--batch", type=int, default=4, help="tasks to lease per request (default 4)")
+    p.add_argument("--once", action="store_true", help="compute a single task, report it, and exit")
+
+    p = sub.add_parser("submit", help="submit a job")
+    _add_coordinator(p)
+    _add_home(p)
+    _add_json(p)
+    p.add_argument("kernel", help="kernel name (see `depin kernels`)")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="a kernel parameter")
+    p.add_argument("--tasks", type=int, default=8, help="how many tasks to split the job into (default 8)")
+    p.add_argument("--replicas", type=int, default=2, help="agreeing results needed per task (default 2)")
+    p.add_argument("--max-results", type=int, help="results per task before it fails (default replicas+3)")
+    p.add_argument("--price", type=int, default=10, help="credits paid per validated result (default 10)")
+
+    for name, text in (("status", "show a job"), ("wait", "wait for a job, with a progress bar"),
+                       ("cancel", "cancel a job you submitted")):
+        p = sub.add_parser(name, help=text)
+        _add_coordinator(p)
+        _add_json(p)
+        if name == "cancel":
+            _add_home(p)
+        p.add_argument("job", help="job id")
+
+    p = sub.add_parser("result", help="download a finished job's result")
+    _add_coordinator(p)
+    p.add_argument("job", help="job id")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help=".npy (numpy array) or .png (image)")
+
+    for name, text in (("jobs", "list jobs"), ("earnings", "credits per worker"), ("kernels", "list kernels")):
+        p = sub.add_parser(name, help=text)
+        if name != "kernels":
+            _add_coordinator(p)
+        _add_json(p)
+
+    p = sub.add_parser("ledger", help="export or verify the reward ledger")
+    lsub = p.add_subparsers(dest="ledger_command", metavar="ACTION", parser_class=_Parser)
+    lsub.required = True
+    for name, text in (("export", "write the ledger as JSON Lines"), ("verify", "check the ledger's hash chain")):
+        lp = lsub.add_parser(name, help=text)
+        _add_coordinator(lp)
+        lp.add_argument("--data-dir", help="read a coordinator's data dir instead of asking it")
+        if name == "export":
+            lp.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write (- for stdout)")
+        else:
+            lp.add_argument("--file", help="verify a JSON Lines export")
+            _add_json(lp)
+
+    p = sub.add_parser("keygen", help="create (or show) your key")
+    _add_home(p)
+    _add_json(p)
+
+    p = sub.add_parser("demo", help="run a whole job on local workers and show the result")
+    p.add_argument("--workers", type=int, default=3, help="local worker processes (default 3)")
+    p.add_argument("--output", default="mandelbrot.png", help="where to write the picture (default mandelbrot.png)")
+    p.add_argument("--keep", action="store_true", help="keep everything running (and the status page up) until Ctrl-C")
+    return parser
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"depin: error: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `depin` console script."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        from depin.cli import commands
+
+        return commands.dispatch(args)
+    except VerificationError as exc:
+        return _fail(str(exc), 4)
+    except DepinError as exc:
+        return _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # a bug: still one line, never a traceback
+        return _fail(f"internal error ({type(exc).__name__}: {exc}); please report it", EXIT_INTERNAL)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

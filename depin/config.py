@@ -1,0 +1,87 @@
+"""Configuration, built once per process at its entry point and passed down (flags, then environment, then defaults).
+
+No other module reads the environment. Each process gets one frozen config object.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from depin.errors import UserError
+
+DEFAULT_COORDINATOR = "http://127.0.0.1:8642"
+DEFAULT_PORT = 8642
+
+
+def coordinator_url(flag: str | None, env: Mapping[str, str]) -> str:
+    """The coordinator URL from --coordinator, else DEPIN_COORDINATOR, else the default; checked."""
+    url = flag or env.get("DEPIN_COORDINATOR") or DEFAULT_COORDINATOR
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UserError(f"coordinator URL {url!r} must look like http://HOST:PORT")
+    return url.rstrip("/")
+
+
+def home_dir(flag: str | None, env: Mapping[str, str]) -> Path:
+    """Where the CLI keeps the submitter's key: --home, else DEPIN_HOME, else ~/.depin."""
+    return Path(flag or env.get("DEPIN_HOME") or Path.home() / ".depin")
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """What every CLI command that talks to a coordinator needs."""
+
+    coordinator: str
+    home: Path
+    json: bool
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    """`depin coordinator` settings."""
+
+    data_dir: Path
+    host: str
+    port: int
+    lease_timeout_ms: int
+    clock_window_ms: int = 300_000
+    max_body: int = 64 << 20
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port < 65536:
+            raise UserError(f"--port {self.port} is not a TCP port")
+        if not 1_000 <= self.lease_timeout_ms <= 86_400_000:
+            raise UserError("--lease-timeout must be between 1 and 86400 seconds")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """`depin worker` settings."""
+
+    coordinator: str
+    data_dir: Path
+    coordinator_key: str | None  # hex public key to pin, from --coordinator-key
+    batch: int = 4
+    poll_ms: int = 20_000
+    once: bool = False
+    max_backoff_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch <= 256:
+            raise UserError("--batch must be between 1 and 256")
+        if self.coordinator_key is not None:
+            try:
+                raw = bytes.fromhex(self.coordinator_key)
+            except ValueError:
+                raw = b""
+            if len(raw) != 32:
+                raise UserError("--coordinator-key must be 64 hex digits (the coordinator's public key)")
+
+
+def environment() -> Mapping[str, str]:
+    """The process environment, read here and only here."""
+    return os.environ

@@ -1,0 +1,94 @@
+"""The one error tree of depin.
+
+Every failure a user or a peer can cause is a `DepinError`. The CLI prints `str(err)` as one line and
+exits with `err.exit_code`; the coordinator maps `err.http_status` to the HTTP answer. Nothing else
+(no stray ValueError, KeyError or msgpack exception) is allowed to cross a module boundary.
+"""
+
+from __future__ import annotations
+
+
+class DepinError(Exception):
+    """Base of every error depin raises on purpose."""
+
+    http_status = 500
+    exit_code = 1
+
+
+class UserError(DepinError):
+    """Bad input from the person at the keyboard: printed as one line, exit code 2."""
+
+    http_status = 400
+    exit_code = 2
+
+
+class NotFound(UserError):
+    """An unknown job, task, worker or file."""
+
+    http_status = 404
+
+
+class Conflict(UserError):
+    """The request is well formed but the state does not allow it (e.g. cancelling a finished job)."""
+
+    http_status = 409
+
+
+class ConnectionFailed(DepinError):
+    """The coordinator could not be reached."""
+
+    exit_code = 3
+
+
+class ProtocolError(DepinError):
+    """A message that does not follow docs/PROTOCOL.md."""
+
+
+class PeerProtocolError(ProtocolError):
+    """The other side sent something malformed (bad msgpack, missing field, wrong type)."""
+
+    http_status = 400
+
+
+class LocalProtocolError(ProtocolError):
+    """We were about to send something malformed: a bug on our side."""
+
+
+class Forbidden(ProtocolError):
+    """Authenticated, but not allowed: someone else's lease, someone else's job."""
+
+    http_status = 403
+
+
+class Replayed(ProtocolError):
+    """A signed request seen before, or outside the allowed clock window."""
+
+    http_status = 409
+
+
+class TooLarge(ProtocolError):
+    """A request body over the endpoint's limit."""
+
+    http_status = 413
+
+
+class VerificationError(DepinError):
+    """Anything cryptographic or ledger-related that does not check out."""
+
+    http_status = 401
+
+
+class KeyMismatch(VerificationError):
+    """The coordinator's key differs from the one pinned on first contact."""
+
+
+class LedgerError(VerificationError):
+    """A ledger chain that does not verify; `seq` is the first bad entry."""
+
+    def __init__(self, message: str, seq: int | None = None) -> None:
+        super().__init__(message)
+        self.seq = seq
+
+
+class StateError(DepinError):
+    """An illegal state transition: always a bug, never user input."""

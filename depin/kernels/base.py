@@ -1,0 +1,131 @@
+"""What a kernel is: a name, a version, a parameter schema and six pure functions.
+
+Adding a kernel is adding one module that builds a `Kernel` and registering it in `depin.kernels`.
+The coordinator uses validate/split/check_output/compare/merge; the worker uses run. `run` is the only
+function that may be numba-compiled, and compilation happens in `warmup`, never on the per-task path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from depin import codec
+from depin.errors import PeerProtocolError, UserError
+
+Params = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a kernel: its type, inclusive bounds and meaning."""
+
+    name: str
+    type: type  # int or float
+    minimum: float
+    maximum: float
+    doc: str
+    default: Any = None
+
+    def parse(self, raw: Any) -> Any:
+        """`raw` (a CLI string or a decoded wire value) as a checked int or float."""
+        value: Any
+        if isinstance(raw, str):
+            try:
+                value = int(raw, 10) if self.type is int else float(raw)
+            except ValueError:
+                kind = "an integer" if self.type is int else "a number"
+                raise UserError(f"parameter {self.name}: {raw!r} is not {kind}") from None
+        elif isinstance(raw, bool):
+            raise UserError(f"parameter {self.name}: must be {self.type.__name__}, got a boolean")
+        elif self.type is int and isinstance(raw, int):
+            value = raw
+        elif self.type is float and isinstance(raw, (int, float)):
+            value = float(raw)
+        else:
+            raise UserError(f"parameter {self.name}: must be {self.type.__name__}, got {type(raw).__name__}")
+        if self.type is float and not math.isfinite(value):
+            raise UserError(f"parameter {self.name}: must be finite")
+        if not self.minimum <= value <= self.maximum:
+            raise UserError(f"parameter {self.name}: {value} is outside [{self.minimum}, {self.maximum}]")
+        return value
+
+
+def parse_params(schema: Sequence[Param], raw: Mapping[str, Any]) -> Params:
+    """Check `raw` against `schema`: no unknown names, every required one present, each in range."""
+    known = {p.name: p for p in schema}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise UserError(f"unknown parameter {unknown[0]!r}; expected one of: {', '.join(known)}")
+    out: Params = {}
+    for p in schema:
+        if p.name in raw:
+            out[p.name] = p.parse(raw[p.name])
+        elif p.default is not None:
+            out[p.name] = p.default
+        else:
+            raise UserError(f"missing parameter {p.name} ({p.doc})")
+    return out
+
+
+def wire_digest(wire: bytes) -> bytes:
+    """SHA-256 of an output array's canonical wire encoding (PROTOCOL.md, "Result digest")."""
+    return hashlib.sha256(wire).digest()
+
+
+def output_digest(arr: np.ndarray) -> bytes:
+    """The result digest of an output array."""
+    return wire_digest(codec.encode(codec.array_to_wire(arr)))
+
+
+def exact_compare(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bit-for-bit equality: the validator of integer kernels."""
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A registered kernel. All callables are pure; `run` is deterministic for a given task."""
+
+    name: str
+    version: int
+    doc: str
+    schema: tuple[Param, ...]
+    # Whole-job parameters -> checked parameters (raises UserError), including cross-field rules.
+    validate: Callable[[Params], Params]
+    # Checked job parameters, number of tasks -> per-task parameters (raises UserError if it cannot split).
+    split: Callable[[Params, int], list[Params]]
+    # Per-task parameters -> output array.
+    run: Callable[[Params], np.ndarray]
+    # Per-task parameters -> (dtype name, shape) every honest output must have.
+    output_spec: Callable[[Params], tuple[str, tuple[int, ...]]]
+    # Checked job parameters, outputs in task order -> the job's result.
+    merge: Callable[[Params, list[np.ndarray]], np.ndarray]
+    # Upper bound of the work in a task, in the kernel's own units (e.g. pixel-iterations).
+    work: Callable[[Params], int]
+    # Compile whatever `run` needs (numba), so the first task pays no JIT time.
+    warmup: Callable[[], None]
+    # True: results agree iff their digests are equal. False: `compare` decides.
+    exact: bool = True
+    compare: Callable[[np.ndarray, np.ndarray], bool] = exact_compare
+    # Optional: the job's result as PNG bytes.
+    render_png: Callable[[Params, np.ndarray], bytes] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """`name@version`, as shown to users."""
+        return f"{self.name}@{self.version}"
+
+    def check_output(self, task_params: Params, arr: np.ndarray) -> None:
+        """Raise PeerProtocolError unless `arr` has the dtype and shape this task must produce."""
+        dtype, shape = self.output_spec(task_params)
+        if arr.dtype.name != dtype or tuple(arr.shape) != shape:
+            raise PeerProtocolError(
+                f"output must be {dtype}{list(shape)}, got {arr.dtype.name}{list(arr.shape)}"
+            )

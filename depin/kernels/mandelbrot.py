@@ -1,0 +1,175 @@
+"""The mandelbrot kernel: escape-time counts over a rectangle, bit-identical everywhere.
+
+Exact definition (also in docs/PROTOCOL.md, "Kernel mandelbrot@1"): pixel (row r, column c) has
+x = x_min + (c + 0.5) * (x_max - x_min) / width and y = y_max - (r + 0.5) * (y_max - y_min) / height in float64,
+and its value is the number of iterations of z <- z^2 + (x + iy), at most max_iter, while |z|^2 <= 4.
+No fastmath and no FMA contraction, so every CPU computes the same bits. A task is a band of rows
+[row_start, row_end) of the full image, computed with the full image's coordinates, so the merged bands
+equal the whole-image computation exactly.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from typing import Any
+
+import numpy as np
+
+from depin.errors import UserError
+from depin.kernels.base import Kernel, Param, Params, parse_params
+
+MAX_PIXELS = 4096 * 4096
+MAX_TASK_PIXELS = 1 << 20  # 4 MiB of uint32 per result keeps every results request small
+MAX_WORK = 10**11  # pixel-iterations per job (an upper bound: every pixel at max_iter)
+MAX_TASKS = 10_000
+
+SCHEMA = (
+    Param("width", int, 1, 4096, "image width in pixels"),
+    Param("height", int, 1, 4096, "image height in pixels"),
+    Param("x_min", float, -1e6, 1e6, "left edge of the rectangle", -2.0),
+    Param("x_max", float, -1e6, 1e6, "right edge", 1.0),
+    Param("y_min", float, -1e6, 1e6, "bottom edge", -1.2),
+    Param("y_max", float, -1e6, 1e6, "top edge", 1.2),
+    Param("max_iter", int, 1, 1_000_000, "iteration limit per pixel", 256),
+)
+TASK_SCHEMA = SCHEMA + (
+    Param("row_start", int, 0, 4095, "first row of the band"),
+    Param("row_end", int, 1, 4096, "one past the last row of the band"),
+)
+
+
+def validate(raw: dict[str, Any]) -> Params:
+    """Checked job parameters, or a UserError naming the first problem."""
+    p = parse_params(SCHEMA, raw)
+    if not p["x_min"] < p["x_max"]:
+        raise UserError("parameter x_min must be less than x_max")
+    if not p["y_min"] < p["y_max"]:
+        raise UserError("parameter y_min must be less than y_max")
+    if p["width"] * p["height"] > MAX_PIXELS:
+        raise UserError(f"image of {p['width']}x{p['height']} pixels exceeds {MAX_PIXELS} pixels")
+    if work(p) > MAX_WORK:
+        raise UserError(f"width*height*max_iter = {work(p)} exceeds the per-job limit of {MAX_WORK}")
+    return p
+
+
+def validate_task(raw: dict[str, Any]) -> Params:
+    """Checked task parameters (a band of a valid job)."""
+    p = parse_params(TASK_SCHEMA, raw)
+    validate({k: p[k] for k in (s.name for s in SCHEMA)})
+    if not 0 <= p["row_start"] < p["row_end"] <= p["height"]:
+        raise UserError("task rows must satisfy 0 <= row_start < row_end <= height")
+    return p
+
+
+def split(p: Params, n_tasks: int) -> list[Params]:
+    """`n_tasks` horizontal bands, as even as integer division makes them."""
+    height, width = p["height"], p["width"]
+    if not 1 <= n_tasks <= min(height, MAX_TASKS):
+        raise UserError(f"--tasks must be between 1 and {min(height, MAX_TASKS)} for height {height}")
+    bands = [(i * height // n_tasks, (i + 1) * height // n_tasks) for i in range(n_tasks)]
+    biggest = max(end - start for start, end in bands) * width
+    if biggest > MAX_TASK_PIXELS:
+        need = -(-width * height // MAX_TASK_PIXELS)
+        raise UserError(f"a task of {biggest} pixels exceeds {MAX_TASK_PIXELS}; use --tasks {need} or more")
+    return [dict(p, row_start=start, row_end=end) for start, end in bands]
+
+
+def output_spec(t: Params) -> tuple[str, tuple[int, ...]]:
+    """A band's output: uint32, (rows, width)."""
+    return "uint32", (t["row_end"] - t["row_start"], t["width"])
+
+
+def work(p: Params) -> int:
+    """Pixel-iterations if every pixel ran to max_iter."""
+    rows = p.get("row_end", p["height"]) - p.get("row_start", 0)
+    return int(rows * p["width"] * p["max_iter"])
+
+
+def merge(p: Params, outputs: list[np.ndarray]) -> np.ndarray:
+    """Stack the bands top to bottom."""
+    image = np.concatenate(outputs, axis=0)
+    if image.shape != (p["height"], p["width"]):
+        raise ValueError(f"merged bands have shape {image.shape}, expected {(p['height'], p['width'])}")
+    return image
+
+
+@functools.cache
+def _compiled() -> Any:
+    # numba is imported here, not at module load: the coordinator and the CLI never pay for it.
+    import numba
+
+    @numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
+    def rows(width, height, x_min, x_max, y_min, y_max, max_iter, row_start, row_end):  # type: ignore[no-untyped-def]
+        out = np.empty((row_end - row_start, width), dtype=np.uint32)
+        for r in range(row_start, row_end):
+            y = y_max - (r + 0.5) * (y_max - y_min) / height
+            for c in range(width):
+                x = x_min + (c + 0.5) * (x_max - x_min) / width
+                zr = 0.0
+                zi = 0.0
+                n = 0
+                while n < max_iter and zr * zr + zi * zi <= 4.0:
+                    t = zr * zr - zi * zi + x
+                    zi = 2.0 * zr * zi + y
+                    zr = t
+                    n += 1
+                out[r - row_start, c] = n
+        return out
+
+    return rows
+
+
+def run(t: Params) -> np.ndarray:
+    """Compute one band."""
+    return _compiled()(
+        int(t["width"]), int(t["height"]),
+        float(t["x_min"]), float(t["x_max"]), float(t["y_min"]), float(t["y_max"]),
+        int(t["max_iter"]), int(t["row_start"]), int(t["row_end"]),
+    )
+
+
+def warmup() -> None:
+    """Compile (or load from numba's cache) with the exact argument types `run` passes."""
+    run({"width": 2, "height": 2, "x_min": -2.0, "x_max": 1.0, "y_min": -1.0, "y_max": 1.0,
+         "max_iter": 4, "row_start": 0, "row_end": 2})
+
+
+# Colour stops for render_png: deep blue through white to orange; points inside the set are black.
+_STOPS = np.array([0.0, 0.16, 0.42, 0.6425, 0.8575, 1.0])
+_COLOURS = np.array(
+    [[0, 7, 100], [32, 107, 203], [237, 255, 255], [255, 170, 0], [0, 2, 0], [0, 7, 100]], dtype=np.float64
+)
+
+
+def render_png(p: Params, image: np.ndarray) -> bytes:
+    """A PNG of the escape counts, coloured by sqrt(n / max_iter)."""
+    from PIL import Image
+
+    max_iter = p["max_iter"]
+    t = np.sqrt(image.astype(np.float64) / max_iter)
+    rgb = np.empty(image.shape + (3,), dtype=np.uint8)
+    for ch in range(3):
+        rgb[..., ch] = np.interp(t, _STOPS, _COLOURS[:, ch]).astype(np.uint8)
+    rgb[image >= max_iter] = 0
+    buf = io.BytesIO()
+    Image.fromarray(rgb, mode="RGB").save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+KERNEL = Kernel(
+    name="mandelbrot",
+    version=1,
+    doc="escape-time counts of the Mandelbrot set over a rectangle (uint32, exact)",
+    schema=SCHEMA,
+    validate=validate,
+    split=split,
+    run=run,
+    output_spec=output_spec,
+    merge=merge,
+    work=work,
+    warmup=warmup,
+    exact=True,
+    render_png=render_png,
+    extra={"validate_task": validate_task},
+)

@@ -1,0 +1,149 @@
+"""The reward ledger as pure functions: entries, their canonical hash, the chain and its verification.
+
+An entry moves `amount` integer credits from account `from` to account `to`. Entry `seq` n commits to entry
+n-1 through `prev_hash`, and its own `hash` is SHA-256 over a domain tag and the canonical msgpack of every
+other field (docs/LEDGER.md). Changing, removing, inserting or reordering any entry breaks the chain at the
+first entry touched, and `verify` names that seq. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from depin import codec
+from depin.errors import LedgerError
+
+HASH_DOMAIN = b"depin/1/ledger-entry\0"
+GENESIS_PREV = "00" * 32
+MINT = "mint"
+KINDS = frozenset({"reward"})
+FIELDS = ("seq", "time", "kind", "from", "to", "amount", "job_id", "task_id", "prev_hash", "hash")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One ledger entry, exactly the fields of docs/LEDGER.md."""
+
+    seq: int
+    time: int  # unix milliseconds
+    kind: str
+    from_: str
+    to: str
+    amount: int
+    job_id: str | None
+    task_id: str | None
+    prev_hash: str
+    hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry as its JSON/msgpack map (key `from`, not `from_`)."""
+        d = asdict(self)
+        d["from"] = d.pop("from_")
+        return {k: d[k] for k in FIELDS}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Entry:
+        """Parse a map with exactly the entry fields; shape errors are LedgerErrors at that seq."""
+        seq = d.get("seq") if isinstance(d, Mapping) else None
+        if not isinstance(d, Mapping) or set(d) != set(FIELDS):
+            raise LedgerError("entry must have exactly the fields " + ", ".join(FIELDS), seq if isinstance(seq, int) else None)
+        _check_shape(d)
+        return cls(
+            seq=d["seq"], time=d["time"], kind=d["kind"], from_=d["from"], to=d["to"], amount=d["amount"],
+            job_id=d["job_id"], task_id=d["task_id"], prev_hash=d["prev_hash"], hash=d["hash"],
+        )
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_hex32(v: Any) -> bool:
+    return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+
+
+def _check_shape(d: Mapping[str, Any]) -> None:
+    seq = d["seq"] if _is_int(d["seq"]) else None
+    problems = [
+        (_is_int(d["seq"]) and d["seq"] >= 0, "seq must be a non-negative integer"),
+        (_is_int(d["time"]) and d["time"] >= 0, "time must be a non-negative integer"),
+        (d["kind"] in KINDS, f"kind must be one of {sorted(KINDS)}"),
+        (isinstance(d["from"], str) and d["from"] != "", "from must be a non-empty string"),
+        (isinstance(d["to"], str) and d["to"] != "", "to must be a non-empty string"),
+        (_is_int(d["amount"]) and 0 < d["amount"] < 2**63, "amount must be a positive integer"),
+        (d["job_id"] is None or isinstance(d["job_id"], str), "job_id must be a string or null"),
+        (d["task_id"] is None or isinstance(d["task_id"], str), "task_id must be a string or null"),
+        (_is_hex32(d["prev_hash"]), "prev_hash must be 64 lowercase hex digits"),
+        (_is_hex32(d["hash"]), "hash must be 64 lowercase hex digits"),
+    ]
+    for ok, message in problems:
+        if not ok:
+            raise LedgerError(f"entry {seq}: {message}", seq)
+
+
+def entry_hash(fields: Mapping[str, Any]) -> str:
+    """Hex SHA-256 of the domain tag and the canonical msgpack of every field but `hash`."""
+    body = {k: fields[k] for k in FIELDS if k != "hash"}
+    return hashlib.sha256(HASH_DOMAIN + codec.encode(body)).hexdigest()
+
+
+def make_entry(
+    prev: Entry | None, *, time: int, kind: str, from_: str, to: str, amount: int,
+    job_id: str | None = None, task_id: str | None = None,
+) -> Entry:
+    """The entry that follows `prev` (or the first entry if `prev` is None)."""
+    fields: dict[str, Any] = {
+        "seq": 0 if prev is None else prev.seq + 1,
+        "time": time, "kind": kind, "from": from_, "to": to, "amount": amount,
+        "job_id": job_id, "task_id": task_id,
+        "prev_hash": GENESIS_PREV if prev is None else prev.hash,
+    }
+    fields["hash"] = entry_hash(fields)
+    entry = Entry.from_dict(fields)  # the same shape checks a verifier applies
+    return entry
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a successful verification found."""
+
+    entries: int
+    head_hash: str
+    balances: dict[str, int]
+
+
+def verify(entries: Iterable[Mapping[str, Any] | Entry]) -> Summary:
+    """Check the whole chain from seq 0; raise LedgerError naming the first bad seq."""
+    prev_hash, expected_seq = GENESIS_PREV, 0
+    balances: dict[str, int] = {}
+    for raw in entries:
+        e = raw if isinstance(raw, Entry) else Entry.from_dict(raw)
+        if e.seq != expected_seq:
+            raise LedgerError(f"entry {expected_seq}: found seq {e.seq} where {expected_seq} was expected", expected_seq)
+        if e.prev_hash != prev_hash:
+            raise LedgerError(f"entry {e.seq}: prev_hash does not match the hash of entry {e.seq - 1}", e.seq)
+        if entry_hash(e.to_dict()) != e.hash:
+            raise LedgerError(f"entry {e.seq}: hash does not match its contents", e.seq)
+        balances[e.from_] = balances.get(e.from_, 0) - e.amount
+        balances[e.to] = balances.get(e.to, 0) + e.amount
+        prev_hash, expected_seq = e.hash, expected_seq + 1
+    return Summary(entries=expected_seq, head_hash=prev_hash, balances=balances)
+
+
+def iter_jsonl(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """Entries from JSON Lines text; a line that is not a JSON object is a LedgerError at its position."""
+    import json
+
+    for n, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            raise LedgerError(f"line {n + 1} is not valid JSON", n) from None
+        if not isinstance(obj, dict):
+            raise LedgerError(f"line {n + 1} is not a JSON object", n)
+        yield obj

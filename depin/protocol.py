@@ -1,0 +1,303 @@
+"""Wire messages of protocol version 1, as frozen dataclasses that validate themselves.
+
+Each signed request is a payload map inside a {key, payload, sig} envelope (depin.crypto). `from_payload` turns
+a decoded map into a message or raises PeerProtocolError naming the field at fault; `to_payload` is its inverse.
+docs/PROTOCOL.md is the normative description; this module is its executable form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from depin.errors import PeerProtocolError
+
+PROTOCOL_VERSION = 1
+MAX_BATCH = 256  # leases per request and results per request
+MAX_WAIT_MS = 30_000  # longest long-poll a worker may ask for
+NONCE_MIN, NONCE_MAX = 8, 32
+_ID_MAX = 128
+
+
+def _field(payload: dict[str, Any], name: str, kind: type | tuple[type, ...], where: str = "") -> Any:
+    label = f"{where}{name}"
+    if name not in payload:
+        raise PeerProtocolError(f"missing field {label}")
+    value = payload[name]
+    if isinstance(value, bool) and kind is not bool:
+        raise PeerProtocolError(f"field {label}: wrong type bool")
+    if not isinstance(value, kind):
+        raise PeerProtocolError(f"field {label}: wrong type {type(value).__name__}")
+    return value
+
+
+def _exact_fields(payload: dict[str, Any], names: set[str], where: str = "") -> None:
+    extra = sorted(set(payload) - names)
+    if extra:
+        raise PeerProtocolError(f"unknown field {where}{extra[0]}")
+
+
+def _int_in(payload: dict[str, Any], name: str, lo: int, hi: int, where: str = "") -> int:
+    value: int = _field(payload, name, int, where)
+    if not lo <= value <= hi:
+        raise PeerProtocolError(f"field {where}{name}: {value} outside [{lo}, {hi}]")
+    return value
+
+
+def _id(payload: dict[str, Any], name: str, where: str = "") -> str:
+    value: str = _field(payload, name, str, where)
+    if not 0 < len(value) <= _ID_MAX:
+        raise PeerProtocolError(f"field {where}{name}: length must be 1..{_ID_MAX}")
+    return value
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """The `ts` (unix ms) and `nonce` every signed request carries against replay."""
+
+    ts: int
+    nonce: bytes
+
+    @classmethod
+    def from_payload(cls, p: dict[str, Any]) -> Freshness:
+        """Read ts and nonce from a request payload."""
+        ts = _int_in(p, "ts", 0, 2**63 - 1)
+        nonce = _field(p, "nonce", bytes)
+        if not NONCE_MIN <= len(nonce) <= NONCE_MAX:
+            raise PeerProtocolError(f"field nonce: length must be {NONCE_MIN}..{NONCE_MAX} bytes")
+        return cls(ts, nonce)
+
+
+_FRESH = {"ts", "nonce"}
+
+
+@dataclass(frozen=True)
+class LeaseRequest:
+    """POST /v1/lease: up to `max_tasks` tasks of the listed kernels, waiting up to `wait_ms`."""
+
+    max_tasks: int
+    wait_ms: int
+    kernels: tuple[str, ...]
+
+    @classmethod
+    def from_payload(cls, p: dict[str, Any]) -> LeaseRequest:
+        """Validate a lease-request payload."""
+        _exact_fields(p, {"max_tasks", "wait_ms", "kernels"} | _FRESH)
+        kernels = _field(p, "kernels", list)
+        if not 0 < len(kernels) <= 64 or not all(isinstance(k, str) and 0 < len(k) <= 64 for k in kernels):
+            raise PeerProtocolError("field kernels: must list 1..64 'name@version' strings")
+        return cls(_int_in(p, "max_tasks", 1, MAX_BATCH), _int_in(p, "wait_ms", 0, MAX_WAIT_MS), tuple(kernels))
+
+    def to_payload(self) -> dict[str, Any]:
+        """The payload map (without ts/nonce)."""
+        return {"max_tasks": self.max_tasks, "wait_ms": self.wait_ms, "kernels": list(self.kernels)}
+
+
+@dataclass(frozen=True)
+class ReleaseRequest:
+    """POST /v1/release: leases the worker will not compute."""
+
+    lease_ids: tuple[str, ...]
+
+    @classmethod
+    def from_payload(cls, p: dict[str, Any]) -> ReleaseRequest:
+        """Validate a release payload."""
+        _exact_fields(p, {"lease_ids"} | _FRESH)
+        ids = _field(p, "lease_ids", list)
+        if len(ids) > MAX_BATCH or not all(isinstance(i, str) and 0 < len(i) <= _ID_MAX for i in ids):
+            raise PeerProtocolError(f"field lease_ids: must list at most {MAX_BATCH} lease ids")
+        return cls(tuple(ids))
+
+    def to_payload(self) -> dict[str, Any]:
+        """The payload map (without ts/nonce)."""
+        return {"lease_ids": list(self.lease_ids)}
+
+
+@dataclass(frozen=True)
+class ResultItem:
+    """One computed task: which lease, which task, and the output array as a wire map."""
+
+    lease_id: str
+    task_id: str
+    output: Any
+    elapsed_ms: int
+
+    @classmethod
+    def from_payload(cls, p: Any, index: int) -> ResultItem:
+        """Validate results[index]."""
+        where = f"results[{index}]."
+        if not isinstance(p, dict):
+            raise PeerProtocolError(f"field results[{index}]: must be a map")
+        _exact_fields(p, {"lease_id", "task_id", "output", "elapsed_ms"}, where)
+        output = _field(p, "output", dict, where)
+        return cls(_id(p, "lease_id", where), _id(p, "task_id", where), output,
+                   _int_in(p, "elapsed_ms", 0, 2**31 - 1, where))
+
+    def to_payload(self) -> dict[str, Any]:
+        """The item map."""
+        return {"lease_id": self.lease_id, "task_id": self.task_id, "output": self.output,
+                "elapsed_ms": self.elapsed_ms}
+
+
+@dataclass(frozen=True)
+class ResultsRequest:
+    """POST /v1/results: a batch of results."""
+
+    results: tuple[ResultItem, ...]
+
+    @classmethod
+    def from_payload(cls, p: dict[str, Any]) -> ResultsRequest:
+        """Validate a results payload."""
+        _exact_fields(p, {"results"} | _FRESH)
+        items = _field(p, "results", list)
+        if not 0 < len(items) <= MAX_BATCH:
+            raise PeerProtocolError(f"field results: must hold 1..{MAX_BATCH} items")
+        parsed = tuple(ResultItem.from_payload(item, i) for i, item in enumerate(items))
+        if len({r.lease_id for r in parsed}) != len(parsed):
+            raise PeerProtocolError("field results: a lease_id appears twice")
+        return cls(parsed)
+
+    def to_payload(self) -> dict[str, Any]:
+        """The payload map (without ts/nonce)."""
+        return {"results": [r.to_payload() for r in self.results]}
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    """POST /v1/jobs: a new job."""
+
+    kernel: str
+    params: dict[str, Any]
+    tasks: int
+    replicas: int
+    max_results: int | None
+    price: int
+
+    @classmethod
+    def from_payload(cls, p: dict[str, Any]) -> SubmitRequest:
+        """Validate a submit payload (kernel parameters are checked later, by the kernel)."""
+        _exact_fields(p, {"kernel", "params", "tasks", "replicas", "max_results", "price"} | _FRESH)
+        params = _field(p, "params", dict)
+        if len(params) > 64 or not all(isinstance(v, (int, float, str)) for v in params.values()):
+            raise PeerProtocolError("field params: at most 64 int, float or string values")
+        max_results = p.get("max_results")
+        if max_results is not None:
+            max_results = _int_in(p, "max_results", 1, 1_000)
+        return cls(_id(p, "kernel"), params, _int_in(p, "tasks", 1, 1_000_000), _int_in(p, "replicas", 1, 1_000),
+                   max_results, _int_in(p, "price", 1, 2**62))
+
+    def to_payload(self) -> dict[str, Any]:
+        """The payload map (without ts/nonce)."""
+        return {"kernel": self.kernel, "params": self.params, "tasks": self.tasks, "replicas": self.replicas,
+                "max_results": self.max_results, "price": self.price}
+
+
+@dataclass(frozen=True)
+class CancelRequest:
+    """POST /v1/jobs/{job_id}/cancel."""
+
+    job_id: str
+
+    @classmethod
+    def from_payload(cls, p: dict[str, Any]) -> CancelRequest:
+        """Validate a cancel payload."""
+        _exact_fields(p, {"job_id"} | _FRESH)
+        return cls(_id(p, "job_id"))
+
+    def to_payload(self) -> dict[str, Any]:
+        """The payload map (without ts/nonce)."""
+        return {"job_id": self.job_id}
+
+
+@dataclass(frozen=True)
+class TaskMessage:
+    """The task a coordinator signs (kind "task"); a worker checks it before running anything."""
+
+    task_id: str
+    job_id: str
+    kernel: str
+    kernel_version: int
+    params: dict[str, Any]
+    coordinator: str
+
+    @classmethod
+    def from_payload(cls, p: dict[str, Any]) -> TaskMessage:
+        """Validate a decoded task payload."""
+        _exact_fields(p, {"task_id", "job_id", "kernel", "kernel_version", "params", "coordinator"}, "task.")
+        return cls(_id(p, "task_id", "task."), _id(p, "job_id", "task."), _id(p, "kernel", "task."),
+                   _int_in(p, "kernel_version", 0, 2**31, "task."), _field(p, "params", dict, "task."),
+                   _id(p, "coordinator", "task."))
+
+
+@dataclass(frozen=True)
+class LeaseGrant:
+    """One element of a lease answer: the lease id, its deadline, the signed task bytes and signature."""
+
+    lease_id: str
+    expires_ms: int
+    task: bytes
+    sig: bytes
+
+    @classmethod
+    def from_payload(cls, p: Any, index: int) -> LeaseGrant:
+        """Validate leases[index] of a lease answer."""
+        where = f"leases[{index}]."
+        if not isinstance(p, dict):
+            raise PeerProtocolError(f"field leases[{index}]: must be a map")
+        _exact_fields(p, {"lease_id", "expires_ms", "task", "sig"}, where)
+        return cls(_id(p, "lease_id", where), _int_in(p, "expires_ms", 0, 2**63 - 1, where),
+                   _field(p, "task", bytes, where), _field(p, "sig", bytes, where))
+
+    def to_payload(self) -> dict[str, Any]:
+        """The map sent to the worker."""
+        return {"lease_id": self.lease_id, "expires_ms": self.expires_ms, "task": self.task, "sig": self.sig}
+
+
+@dataclass(frozen=True)
+class AckItem:
+    """The coordinator's verdict on one reported result."""
+
+    lease_id: str
+    status: str  # accepted | duplicate | rejected
+    reason: str
+
+    STATUSES = ("accepted", "duplicate", "rejected")
+
+    def __post_init__(self) -> None:
+        if self.status not in self.STATUSES:
+            raise PeerProtocolError(f"ack status must be one of {self.STATUSES}")
+
+    @classmethod
+    def from_payload(cls, p: Any, index: int) -> AckItem:
+        """Validate acks[index]."""
+        where = f"acks[{index}]."
+        if not isinstance(p, dict):
+            raise PeerProtocolError(f"field acks[{index}]: must be a map")
+        _exact_fields(p, {"lease_id", "status", "reason"}, where)
+        return cls(_id(p, "lease_id", where), _field(p, "status", str, where), _field(p, "reason", str, where))
+
+    def to_payload(self) -> dict[str, Any]:
+        """The map sent to the worker."""
+        return {"lease_id": self.lease_id, "status": self.status, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class ResultsAck:
+    """The signed answer to POST /v1/results (kind "results-ack")."""
+
+    worker_id: str
+    request_nonce: bytes
+    acks: tuple[AckItem, ...]
+
+    @classmethod
+    def from_payload(cls, p: dict[str, Any]) -> ResultsAck:
+        """Validate a results-ack payload."""
+        _exact_fields(p, {"worker_id", "request_nonce", "acks"})
+        acks = _field(p, "acks", list)
+        return cls(_id(p, "worker_id"), _field(p, "request_nonce", bytes),
+                   tuple(AckItem.from_payload(a, i) for i, a in enumerate(acks)))
+
+    def to_payload(self) -> dict[str, Any]:
+        """The payload map the coordinator signs."""
+        return {"worker_id": self.worker_id, "request_nonce": self.request_nonce,
+                "acks": [a.to_payload() for a in self.acks]}

@@ -1,0 +1,204 @@
+"""The worker daemon: lease, check, compute, journal, report; reconnect with backoff; stop cleanly.
+
+One loop: flush journaled results, long-poll for a batch of leases, compute each in a thread (numba releases the
+GIL, so the event loop keeps answering signals), journal every result before sending it, then report the batch.
+When the coordinator is unreachable the loop backs off (exponential, jittered, capped) and retries, and the journal
+keeps every finished result until a signed acknowledgement arrives. On SIGTERM it finishes the task in hand, gives
+back the leases it has not started, reports what it finished and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from depin import kernels, protocol
+from depin.client import Client, fresh
+from depin.config import WorkerConfig
+from depin.crypto import SigningKey, VerifyKey, open_envelope
+from depin.errors import ConnectionFailed, KeyMismatch, PeerProtocolError, VerificationError
+from worker import pinning, tasks
+from worker.journal import Journal
+
+log = logging.getLogger("depin.worker")
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter; `rand` is injected so tests can fix it."""
+
+    base_s: float = 0.25
+    cap_s: float = 30.0
+    rand: Callable[[], float] = random.random
+    failures: int = 0
+
+    def next_delay(self) -> float:
+        """The wait before the next attempt, after one more failure."""
+        self.failures += 1
+        ceiling = min(self.cap_s, self.base_s * 2 ** min(self.failures, 20))
+        return ceiling / 2 + self.rand() * ceiling / 2
+
+    def reset(self) -> None:
+        """Called after a success."""
+        self.failures = 0
+
+
+@dataclass
+class Stats:
+    """What this worker has done since it started."""
+
+    computed: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+
+class Worker:
+    """One worker process."""
+
+    def __init__(self, config: WorkerConfig, key: SigningKey) -> None:
+        self.config = config
+        self.key = key
+        self.journal = Journal(config.data_dir / "journal.sqlite3")
+        self.stop = asyncio.Event()
+        self.backoff = Backoff(cap_s=config.max_backoff_s)
+        self.stats = Stats()
+        self.coordinator: VerifyKey | None = None
+        self.kernel_keys = [k.key for k in kernels.all_kernels()]
+
+    async def run(self) -> int:
+        """Work until stopped (or after one task with --once); the process exit code."""
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        for kernel in kernels.all_kernels():
+            await loop.run_in_executor(None, kernel.warmup)
+        log.info("worker %s ready (kernels compiled in %.1fs); %d results waiting in the journal",
+                 self.key.id, time.perf_counter() - started, self.journal.count())
+        try:
+            async with Client(self.config.coordinator) as client:
+                while not self.stop.is_set():
+                    try:
+                        await self._cycle(client)
+                        self.backoff.reset()
+                    except ConnectionFailed as exc:
+                        delay = self.backoff.next_delay()
+                        log.warning("%s; retrying in %.1fs", exc, delay)
+                        await self._sleep(delay)
+                    except KeyMismatch as exc:
+                        log.error("%s", exc)
+                        return 4
+                    except (PeerProtocolError, VerificationError) as exc:
+                        delay = self.backoff.next_delay()
+                        log.warning("coordinator answer refused: %s; retrying in %.1fs", exc, delay)
+                        await self._sleep(delay)
+                    if self.config.once and self.stats.accepted + self.stats.rejected > 0:
+                        break
+                await self._flush(client, final=True)
+            log.info("worker stopped: %d computed, %d accepted, %d rejected, %d unacknowledged in the journal",
+                     self.stats.computed, self.stats.accepted, self.stats.rejected, self.journal.count())
+        finally:
+            self.journal.close()
+        return 0
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self.stop.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _connect(self, client: Client) -> VerifyKey:
+        if self.coordinator is None:
+            info = await client.get_json("/v1/info")
+            if not isinstance(info, dict) or info.get("protocol") != protocol.PROTOCOL_VERSION:
+                raise PeerProtocolError(f"coordinator speaks protocol {info.get('protocol') if isinstance(info, dict) else '?'}, we speak {protocol.PROTOCOL_VERSION}")
+            self.coordinator = pinning.pin(self.config.data_dir / "coordinator.pub", info.get("public_key"),
+                                           self.config.coordinator_key)
+            log.info("connected to coordinator %s", self.coordinator.id)
+        return self.coordinator
+
+    async def _cycle(self, client: Client) -> None:
+        coordinator = await self._connect(client)
+        await self._flush(client)
+        grants = await self._lease(client)
+        if grants is None:
+            return
+        loop = asyncio.get_running_loop()
+        for i, grant in enumerate(grants):
+            if self.stop.is_set() or (self.config.once and self.stats.computed > 0):
+                await self._release(client, [g.lease_id for g in grants[i:]])
+                break
+            try:
+                checked = tasks.check(grant, coordinator)
+            except (VerificationError, PeerProtocolError) as exc:
+                log.error("refusing lease %s: %s", grant.lease_id, exc)
+                await self._release(client, [grant.lease_id])
+                continue
+            item = await loop.run_in_executor(None, tasks.run, checked)
+            self.journal.add(item, int(time.time() * 1000))
+            self.stats.computed += 1
+            log.info("computed %s in %d ms", item.task_id, item.elapsed_ms)
+        await self._flush(client)
+
+    async def _lease(self, client: Client) -> list[protocol.LeaseGrant] | None:
+        req = protocol.LeaseRequest(max_tasks=1 if self.config.once else self.config.batch,
+                                    wait_ms=self.config.poll_ms, kernels=tuple(self.kernel_keys))
+        request = asyncio.ensure_future(client.post_signed(
+            "/v1/lease", self.key, "lease-request", req.to_payload(), read_timeout_s=self.config.poll_ms / 1000 + 15))
+        stopping = asyncio.ensure_future(self.stop.wait())
+        done, _ = await asyncio.wait({request, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if request not in done:
+            request.cancel()  # leases granted in flight expire on the coordinator
+            return None
+        stopping.cancel()
+        answer = request.result()
+        if not isinstance(answer, dict) or not isinstance(answer.get("leases"), list):
+            raise PeerProtocolError("lease answer must be a map with a leases list")
+        return [protocol.LeaseGrant.from_payload(g, i) for i, g in enumerate(answer["leases"])]
+
+    async def _release(self, client: Client, lease_ids: list[str]) -> None:
+        if lease_ids:
+            await client.post_signed("/v1/release", self.key, "release",
+                                     protocol.ReleaseRequest(tuple(lease_ids)).to_payload())
+            log.info("gave back %d leases", len(lease_ids))
+
+    async def _flush(self, client: Client, final: bool = False) -> None:
+        """Send journaled results until the journal is empty; each ack is checked before anything is forgotten."""
+        while True:
+            items = self.journal.pending(protocol.MAX_BATCH)
+            if not items:
+                return
+            try:
+                ack = await self._send(client, items)
+            except ConnectionFailed:
+                if final:
+                    log.warning("coordinator unreachable; %d results stay in the journal for next start", len(items))
+                    return
+                raise
+            done = []
+            for a in ack.acks:
+                if a.status == "rejected":
+                    self.stats.rejected += 1
+                    log.warning("result for lease %s rejected: %s", a.lease_id, a.reason)
+                else:
+                    self.stats.accepted += 1
+                done.append(a.lease_id)
+            self.journal.remove(done)
+
+    async def _send(self, client: Client, items: list[protocol.ResultItem]) -> protocol.ResultsAck:
+        assert self.coordinator is not None
+        payload = {**protocol.ResultsRequest(tuple(items)).to_payload(), **fresh()}
+        answer = await client.post("/v1/results", self.key.seal("results", payload))
+        signer, body = open_envelope("results-ack", answer)
+        if signer != self.coordinator:
+            raise VerificationError("results acknowledgement signed by someone other than the pinned coordinator")
+        ack = protocol.ResultsAck.from_payload(body)
+        if ack.worker_id != self.key.id or ack.request_nonce != payload["nonce"]:
+            raise VerificationError("results acknowledgement is for another request")
+        sent = {i.lease_id for i in items}
+        if {a.lease_id for a in ack.acks} != sent:
+            raise VerificationError("results acknowledgement does not cover exactly the results sent")
+        return ack

@@ -1,0 +1,54 @@
+"""The worker's journal of finished results, so no computed result is lost to a crash or an outage.
+
+A result is written (and fsync'd: SQLite synchronous=FULL) before it is sent, and deleted only when the
+coordinator's signed acknowledgement for it has been checked. On start the worker resends whatever is still here.
+Resending is safe: the coordinator answers "duplicate" for a result it already has, and never pays twice.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from depin import codec
+from depin.errors import UserError
+from depin.protocol import ResultItem
+
+
+class Journal:
+    """Unacknowledged results, oldest first."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(path, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute(
+                "CREATE TABLE IF NOT EXISTS pending (lease_id TEXT PRIMARY KEY, item BLOB NOT NULL,"
+                " added INTEGER NOT NULL)"
+            )
+        except sqlite3.DatabaseError as exc:
+            raise UserError(f"cannot open the worker journal {path}: {exc}") from None
+
+    def add(self, item: ResultItem, now_ms: int) -> None:
+        """Durably record a finished result."""
+        self.db.execute("INSERT OR REPLACE INTO pending VALUES (?, ?, ?)",
+                        (item.lease_id, codec.encode(item.to_payload()), now_ms))
+
+    def pending(self, limit: int) -> list[ResultItem]:
+        """The oldest `limit` unacknowledged results."""
+        rows = self.db.execute("SELECT item FROM pending ORDER BY added, lease_id LIMIT ?", (limit,))
+        return [ResultItem.from_payload(codec.decode(r[0]), 0) for r in rows]
+
+    def count(self) -> int:
+        """How many results wait for an acknowledgement."""
+        return int(self.db.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
+
+    def remove(self, lease_ids: list[str]) -> None:
+        """Forget results the coordinator has acknowledged."""
+        self.db.executemany("DELETE FROM pending WHERE lease_id = ?", [(x,) for x in lease_ids])
+
+    def close(self) -> None:
+        """Close the database."""
+        self.db.close()
