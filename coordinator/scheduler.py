@@ -46,7 +46,6 @@ class Job:
     finished_ms: int | None = None
     error: str | None = None
     tasks_validated: int = 0
-    result: bytes | None = None  # the merged output, as wire msgpack, once done
 
 
 @dataclass
@@ -111,9 +110,13 @@ class Changes:
     results: dict[str, Result] = field(default_factory=dict)
     workers: dict[str, Worker] = field(default_factory=dict)
     entries: list[ledger.Entry] = field(default_factory=list)
+    merged: dict[str, bytes] = field(default_factory=dict)  # job id -> merged output (wire msgpack), once done
 
     def __bool__(self) -> bool:
-        return any((self.jobs, self.tasks, self.leases, self.results, self.workers, self.entries))
+        return any((self.jobs, self.tasks, self.leases, self.results, self.workers, self.entries, self.merged))
+
+
+LAST_SEEN_PERSIST_MS = 10_000
 
 
 class Scheduler:
@@ -267,8 +270,11 @@ class Scheduler:
         if worker is None:
             worker = Worker(worker_id=worker_id, public_key=public_key, first_seen_ms=now, last_seen_ms=now)
             self.workers[worker_id] = worker
-        worker.last_seen_ms = now
-        self._changes.workers[worker_id] = worker
+            self._changes.workers[worker_id] = worker
+        elif now - worker.last_seen_ms >= LAST_SEEN_PERSIST_MS:
+            # last_seen is for display: persisting it at most this often keeps a write off most lease requests.
+            self._changes.workers[worker_id] = worker
+        worker.last_seen_ms = max(worker.last_seen_ms, now)
         return worker
 
     def lease(self, *, now: int, worker_id: str, max_tasks: int, kernels_ok: Iterable[str]) -> list[LeaseGrant]:
@@ -299,10 +305,6 @@ class Scheduler:
                 self._changes.jobs[job.job_id] = job
             grants.append(LeaseGrant(lease.lease_id, lease.expires_ms, task.payload, task.sig))
         return grants
-
-    def has_work_for(self, worker_id: str) -> bool:
-        """Whether lease() could give this worker anything now (cheap enough for long-poll wake-ups)."""
-        return any(t.wanted > 0 and worker_id not in t.workers for t in self.tasks.values())
 
     def release(self, *, now: int, worker_id: str, lease_ids: Iterable[str]) -> int:
         """The worker gives back leases it will not compute; their tasks are offered again at once."""
@@ -448,7 +450,7 @@ class Scheduler:
                 for t in self.tasks.values() if t.job_id == job.job_id and t.canonical is not None
             ]
             merged = kernel.merge(job.params, outputs)
-            job.result = codec.encode(codec.array_to_wire(merged))
+            self._changes.merged[job.job_id] = codec.encode(codec.array_to_wire(merged))
             self._finish_job(job, "done", now, None)
 
     def _judge(self, result: Result, verdict: str) -> None:

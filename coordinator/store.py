@@ -94,11 +94,15 @@ class Store:
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany(
-                "INSERT OR REPLACE INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL) ON CONFLICT (job_id) DO UPDATE SET"
+                " state = excluded.state, finished_ms = excluded.finished_ms, error = excluded.error,"
+                " tasks_validated = excluded.tasks_validated",
                 [(j.job_id, j.kernel, j.kernel_version, codec.encode(j.params), j.n_tasks, j.replicas,
                   j.max_results, j.price, j.submitter, j.state, j.created_ms, j.finished_ms, j.error,
-                  j.tasks_validated, j.result) for j in ch.jobs.values()],
+                  j.tasks_validated) for j in ch.jobs.values()],
             )
+            db.executemany("UPDATE jobs SET result = ? WHERE job_id = ?",
+                           [(data, job_id) for job_id, data in ch.merged.items()])
             db.executemany(
                 "INSERT OR REPLACE INTO tasks VALUES (?,?,?,?,?,?,?,?)",
                 [(t.task_id, t.job_id, t.index, codec.encode(t.params), t.payload, t.sig, t.state, t.canonical)
@@ -137,7 +141,7 @@ class Store:
         jobs = [
             Job(job_id=r[0], kernel=r[1], kernel_version=r[2], params=codec.decode(r[3]), n_tasks=r[4],
                 replicas=r[5], max_results=r[6], price=r[7], submitter=r[8], state=r[9], created_ms=r[10],
-                finished_ms=r[11], error=r[12], tasks_validated=r[13], result=None)
+                finished_ms=r[11], error=r[12], tasks_validated=r[13])
             for r in db.execute("SELECT * FROM jobs ORDER BY created_ms, job_id")
         ]
         open_ids = [j.job_id for j in jobs if j.state not in _FINISHED]
@@ -179,5 +183,5 @@ class Store:
 
     def ledger_rows_raw(self) -> Iterator[dict[str, Any]]:
         """Ledger rows as maps, exactly as stored (for verifying a data dir without trusting our parsing)."""
-        for e in self._ledger_rows("SELECT * FROM ledger ORDER BY rowid", ()):
+        for e in self._ledger_rows("SELECT * FROM ledger ORDER BY seq", ()):
             yield e.to_dict()

@@ -38,8 +38,7 @@ def check(grant: LeaseGrant, coordinator: VerifyKey) -> Checked:
         raise VerificationError("task names a different coordinator")
     try:
         kernel = kernels.get(task.kernel, task.kernel_version)
-        validate_task = kernel.extra.get("validate_task", kernel.validate)
-        params = validate_task(task.params)
+        params = kernel.validate_task(task.params)
     except DepinError as exc:
         raise PeerProtocolError(f"task {task.task_id} is not runnable: {exc}") from None
     return Checked(grant.lease_id, task, kernel, params)

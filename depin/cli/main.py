@@ -132,7 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail("interrupted", 130)
     except BrokenPipeError:
         return 0
-    except Exception as exc:  # a bug: still one line, never a traceback
+    except Exception as exc:  # a bug: still one line, never a traceback (unless DEPIN_DEBUG=1 asks for one)
+        from depin.config import environment
+
+        if environment().get("DEPIN_DEBUG") == "1":
+            raise
         return _fail(f"internal error ({type(exc).__name__}: {exc}); please report it", EXIT_INTERNAL)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -98,6 +98,8 @@ class Kernel:
     schema: tuple[Param, ...]
     # Whole-job parameters -> checked parameters (raises UserError), including cross-field rules.
     validate: Callable[[Params], Params]
+    # Per-task parameters as a worker receives them -> checked parameters (raises UserError).
+    validate_task: Callable[[Params], Params]
     # Checked job parameters, number of tasks -> per-task parameters (raises UserError if it cannot split).
     split: Callable[[Params, int], list[Params]]
     # Per-task parameters -> output array.
@@ -115,7 +117,6 @@ class Kernel:
     compare: Callable[[np.ndarray, np.ndarray], bool] = exact_compare
     # Optional: the job's result as PNG bytes.
     render_png: Callable[[Params, np.ndarray], bytes] | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:

@@ -163,6 +163,7 @@ KERNEL = Kernel(
     doc="escape-time counts of the Mandelbrot set over a rectangle (uint32, exact)",
     schema=SCHEMA,
     validate=validate,
+    validate_task=validate_task,
     split=split,
     run=run,
     output_spec=output_spec,
@@ -171,5 +172,4 @@ KERNEL = Kernel(
     warmup=warmup,
     exact=True,
     render_png=render_png,
-    extra={"validate_task": validate_task},
 )
