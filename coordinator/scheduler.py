@@ -455,8 +455,7 @@ class Scheduler:
 
     def _judge(self, result: Result, verdict: str) -> None:
         result.verdict = states.move(states.RESULT, result.verdict, verdict)
-        if verdict != "valid":
-            result.output = None
+        result.output = None  # the canonical output lives on the task; judged copies are not kept
         self._changes.results[result.lease_id] = result
         worker = self.workers[result.worker_id]
         if verdict == "valid":

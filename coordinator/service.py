@@ -19,7 +19,7 @@ from coordinator.store import Store
 from depin import codec, kernels, protocol
 from depin.config import CoordinatorConfig
 from depin.crypto import SigningKey, VerifyKey, load_or_create_key, open_envelope
-from depin.errors import NotFound
+from depin.errors import Conflict, NotFound
 from depin.protocol import Freshness
 
 ONLINE_MS = 60_000  # a worker seen within this long counts as online on the status page
@@ -86,7 +86,7 @@ class Service:
         """GET /v1/jobs/{job_id}/result: the merged output of a done job."""
         job = self.job(job_id)
         if job["state"] != "done":
-            raise NotFound(f"job {job_id} has no result: it is {job['state']}")
+            raise Conflict(f"job {job_id} has no result: it is {job['state']}")
         wire = self.store.job_result(job_id)
         assert wire is not None
         return {"job_id": job_id, "kernel": job["kernel"], "kernel_version": job["kernel_version"],

@@ -155,7 +155,9 @@ class Store:
         results = [Result(*r) for r in db.execute(f"SELECT * FROM results WHERE job_id IN ({marks})", open_ids)]
         balances = dict(db.execute("SELECT to_account, SUM(amount) FROM ledger GROUP BY to_account").fetchall())
         workers = [
-            Worker(*r, balance=int(balances.get(r[0], 0))) for r in db.execute("SELECT * FROM workers")
+            Worker(worker_id=r[0], public_key=r[1], first_seen_ms=r[2], last_seen_ms=r[3], validated=r[4],
+                   rejected=r[5], balance=int(balances.get(r[0], 0)))
+            for r in db.execute("SELECT * FROM workers")
         ]
         return {"jobs": jobs, "tasks": tasks, "leases": leases, "results": results, "workers": workers,
                 "head": self.ledger_head()}

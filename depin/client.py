@@ -17,7 +17,15 @@ import aiohttp
 from depin import codec
 from depin.crypto import SigningKey
 from depin.errors import (
-    Conflict, ConnectionFailed, DepinError, Forbidden, NotFound, PeerProtocolError, Replayed, TooLarge, UserError,
+    Conflict,
+    ConnectionFailed,
+    DepinError,
+    Forbidden,
+    NotFound,
+    PeerProtocolError,
+    Replayed,
+    TooLarge,
+    UserError,
     VerificationError,
 )
 

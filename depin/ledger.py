@@ -49,7 +49,8 @@ class Entry:
         """Parse a map with exactly the entry fields; shape errors are LedgerErrors at that seq."""
         seq = d.get("seq") if isinstance(d, Mapping) else None
         if not isinstance(d, Mapping) or set(d) != set(FIELDS):
-            raise LedgerError("entry must have exactly the fields " + ", ".join(FIELDS), seq if isinstance(seq, int) else None)
+            where = seq if isinstance(seq, int) else None
+            raise LedgerError("entry must have exactly the fields " + ", ".join(FIELDS), where)
         _check_shape(d)
         return cls(
             seq=d["seq"], time=d["time"], kind=d["kind"], from_=d["from"], to=d["to"], amount=d["amount"],
@@ -122,7 +123,8 @@ def verify(entries: Iterable[Mapping[str, Any] | Entry]) -> Summary:
     for raw in entries:
         e = raw if isinstance(raw, Entry) else Entry.from_dict(raw)
         if e.seq != expected_seq:
-            raise LedgerError(f"entry {expected_seq}: found seq {e.seq} where {expected_seq} was expected", expected_seq)
+            message = f"entry {expected_seq}: found seq {e.seq} where {expected_seq} was expected"
+            raise LedgerError(message, expected_seq)
         if e.prev_hash != prev_hash:
             raise LedgerError(f"entry {e.seq}: prev_hash does not match the hash of entry {e.seq - 1}", e.seq)
         if entry_hash(e.to_dict()) != e.hash:

@@ -40,7 +40,7 @@ class Backoff:
         """The wait before the next attempt, after one more failure."""
         self.failures += 1
         ceiling = min(self.cap_s, self.base_s * 2 ** min(self.failures, 20))
-        return ceiling / 2 + self.rand() * ceiling / 2
+        return float(ceiling / 2 + self.rand() * ceiling / 2)
 
     def reset(self) -> None:
         """Called after a success."""
@@ -114,7 +114,8 @@ class Worker:
         if self.coordinator is None:
             info = await client.get_json("/v1/info")
             if not isinstance(info, dict) or info.get("protocol") != protocol.PROTOCOL_VERSION:
-                raise PeerProtocolError(f"coordinator speaks protocol {info.get('protocol') if isinstance(info, dict) else '?'}, we speak {protocol.PROTOCOL_VERSION}")
+                theirs = info.get("protocol") if isinstance(info, dict) else None
+                raise PeerProtocolError(f"coordinator speaks protocol {theirs}, we speak {protocol.PROTOCOL_VERSION}")
             self.coordinator = pinning.pin(self.config.data_dir / "coordinator.pub", info.get("public_key"),
                                            self.config.coordinator_key)
             log.info("connected to coordinator %s", self.coordinator.id)

@@ -67,7 +67,7 @@ async def wait_for(c: Client, job_id: str, *, show: bool, poll_s: float = 0.25) 
     """Poll a job until it ends, drawing a progress bar on stderr if `show`."""
     from tqdm import tqdm
 
-    job = await c.get_json(f"/v1/jobs/{job_id}")
+    job: dict[str, Any] = await c.get_json(f"/v1/jobs/{job_id}")
     bar = tqdm(total=job["tasks_total"], unit="task", desc=job_id, disable=not show, file=sys.stderr,
                dynamic_ncols=True)
     try:
@@ -161,7 +161,8 @@ def _keygen(args: argparse.Namespace) -> int:
     existed = path.exists()
     key = load_or_create_key(path)
     info = {"id": key.id, "public_key": key.public.hex(), "key_file": str(path), "created": not existed}
-    text = f"{'created' if not existed else 'existing'} key {path}\nid          {key.id}\npublic key  {key.public.hex()}"
+    text = "\n".join([f"{'existing' if existed else 'created'} key {path}",
+                      f"id          {key.id}", f"public key  {key.public.hex()}"])
     output.emit(args.json, info, text)
     return 0
 

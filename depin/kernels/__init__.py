@@ -24,4 +24,6 @@ def all_kernels() -> list[Kernel]:
     return [_REGISTRY[n] for n in sorted(_REGISTRY)]
 
 
-__all__ = ["Kernel", "Param", "Params", "all_kernels", "exact_compare", "get", "output_digest", "parse_params", "wire_digest"]
+__all__ = [
+    "Kernel", "Param", "Params", "all_kernels", "exact_compare", "get", "output_digest", "parse_params", "wire_digest",
+]

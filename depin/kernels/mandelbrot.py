@@ -122,11 +122,12 @@ def _compiled() -> Any:
 
 def run(t: Params) -> np.ndarray:
     """Compute one band."""
-    return _compiled()(
+    out: np.ndarray = _compiled()(
         int(t["width"]), int(t["height"]),
         float(t["x_min"]), float(t["x_max"]), float(t["y_min"]), float(t["y_max"]),
         int(t["max_iter"]), int(t["row_start"]), int(t["row_end"]),
     )
+    return out
 
 
 def warmup() -> None:
