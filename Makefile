@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test setup clean bench
+.PHONY: demo test lint setup clean bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,13 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/depin demo
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
+
+# Type and style checks of the product code (mypy --strict, ruff), part of `make test`.
+lint: $(STAMP)
+	$(BIN)/python -m mypy
+	$(BIN)/python -m ruff check depin coordinator worker
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_kernel.py
