@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(BIN)/depin demo
 
 test: $(STAMP) lint
+	bash tests/setup_browser.sh
 	$(BIN)/python -m pytest -q
 
 # Type and style checks of the product code (mypy --strict, ruff), part of `make test`.
@@ -25,8 +26,10 @@ lint: $(STAMP)
 	$(BIN)/python -m mypy
 	$(BIN)/python -m ruff check depin coordinator worker
 
+# Speed, not correctness: the kernel against numpy/C/Python, then the whole system on loopback (benchmarks/RESULTS.md).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_kernel.py
+	$(BIN)/python benchmarks/bench_pipeline.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

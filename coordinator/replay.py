@@ -1,8 +1,10 @@
 """Refuse signed requests that are stale, from the future, or seen before.
 
 A request's `ts` must lie within `window_ms` of the coordinator's clock, and its (signer, nonce) pair must not have
-been seen within that window. Pairs older than the window are forgotten, since their ts alone now refuses them, so
-memory stays bounded by the request rate times the window.
+been seen within that window. Nonces are kept in memory only, so a request whose ts is older than the moment the
+coordinator started is refused too: a restart cannot reopen the window for a captured request. Pairs older than
+the window are forgotten, since their ts alone now refuses them, so memory stays bounded by the request rate
+times the window.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from depin.errors import Replayed
 class ReplayGuard:
     """Remembers recent (signer, nonce) pairs."""
 
-    def __init__(self, window_ms: int) -> None:
+    def __init__(self, window_ms: int, not_before_ms: int = 0) -> None:
         self.window_ms = window_ms
+        self.not_before_ms = not_before_ms
         self._seen: set[tuple[str, bytes]] = set()
         self._order: deque[tuple[int, str, bytes]] = deque()
 
@@ -24,6 +27,8 @@ class ReplayGuard:
         """Record the request, or raise Replayed saying why it is refused."""
         if ts < now - self.window_ms:
             raise Replayed(f"request timestamp is {now - ts} ms old (limit {self.window_ms} ms); check the clock")
+        if ts < self.not_before_ms:
+            raise Replayed("request signed before the coordinator (re)started; sign it again")
         if ts > now + self.window_ms:
             raise Replayed(f"request timestamp is {ts - now} ms in the future (limit {self.window_ms} ms)")
         self._forget(now)

@@ -23,7 +23,7 @@ import numpy as np
 
 from coordinator import states
 from coordinator.quorum import Candidate, decide
-from depin import codec, kernels, ledger
+from depin import codec, kernels, ledger, protocol
 from depin.crypto import SigningKey
 from depin.errors import Conflict, Forbidden, NotFound, PeerProtocolError, UserError
 from depin.kernels import Kernel, wire_digest
@@ -128,8 +128,12 @@ class Scheduler:
         key: SigningKey,
         lease_timeout_ms: int,
         new_id: Callable[[], str],
+        archive: Callable[[str], tuple[str, bytes, str] | None] = lambda lease_id: None,
     ) -> None:
         self.key = key
+        # Looks up (worker_id, digest, verdict) of a result whose job has left memory, so a resend after the
+        # job ended still gets its original verdict.
+        self._archive = archive
         self.lease_timeout_ms = lease_timeout_ms
         self._new_id = new_id
         self.jobs: dict[str, Job] = {}
@@ -150,6 +154,7 @@ class Scheduler:
         key: SigningKey,
         lease_timeout_ms: int,
         new_id: Callable[[], str],
+        archive: Callable[[str], tuple[str, bytes, str] | None] = lambda lease_id: None,
         jobs: Iterable[Job],
         tasks: Iterable[Task],
         leases: Iterable[Lease],
@@ -158,7 +163,7 @@ class Scheduler:
         head: ledger.Entry | None,
     ) -> Scheduler:
         """A scheduler over rows loaded from the database (tasks/leases/results of unfinished jobs only)."""
-        s = cls(key=key, lease_timeout_ms=lease_timeout_ms, new_id=new_id)
+        s = cls(key=key, lease_timeout_ms=lease_timeout_ms, new_id=new_id, archive=archive)
         s.jobs = {j.job_id: j for j in jobs}
         s.tasks = {t.task_id: t for t in sorted(tasks, key=lambda t: (s.jobs[t.job_id].created_ms, t.job_id, t.index))}
         for lease in leases:
@@ -196,13 +201,13 @@ class Scheduler:
         """Create a job and its signed tasks; UserError for anything the submitter got wrong."""
         kernel = kernels.get(kernel_name)
         checked = kernel.validate(params)
-        if not 1 <= replicas <= 16:
-            raise UserError("--replicas must be between 1 and 16")
-        limit = replicas + 3 if max_results is None else max_results
-        if not replicas <= limit <= 64:
-            raise UserError(f"--max-results must be between --replicas ({replicas}) and 64")
-        if not 0 < price < 2**40:
-            raise UserError("--price must be a positive whole number of credits")
+        if not 1 <= replicas <= protocol.MAX_REPLICAS:
+            raise UserError(f"replicas must be between 1 and {protocol.MAX_REPLICAS}")
+        limit = min(replicas + 3, protocol.MAX_RESULTS) if max_results is None else max_results
+        if not replicas <= limit <= protocol.MAX_RESULTS:
+            raise UserError(f"max_results must be between replicas ({replicas}) and {protocol.MAX_RESULTS}")
+        if not 1 <= price <= protocol.MAX_PRICE:
+            raise UserError(f"price must be a whole number of credits from 1 to {protocol.MAX_PRICE}")
         pieces = kernel.split(checked, n_tasks)
         job = Job(
             job_id=self._new_id(), kernel=kernel.name, kernel_version=kernel.version, params=checked,
@@ -366,9 +371,13 @@ class Scheduler:
         return acks
 
     def _report_one(self, now: int, worker_id: str, rep: ResultItem) -> AckItem:
+        wire = codec.encode(rep.output) if isinstance(rep.output, dict) else b""
         lease = self.leases.get(rep.lease_id)
         if lease is None:
-            return AckItem(rep.lease_id, "rejected", "unknown lease, or its job has ended")
+            earlier = self._archive(rep.lease_id)
+            if earlier is None:
+                return AckItem(rep.lease_id, "rejected", "unknown lease, or its job has ended")
+            return _resend_ack(rep.lease_id, worker_id, wire, *earlier)
         if lease.worker_id != worker_id:
             return AckItem(rep.lease_id, "rejected", "lease belongs to another worker")
         if lease.task_id != rep.task_id:
@@ -376,11 +385,10 @@ class Scheduler:
         task = self.tasks[lease.task_id]
         job = self.jobs[lease.job_id]
         kernel = kernels.get(job.kernel, job.kernel_version)
-        wire = codec.encode(rep.output) if isinstance(rep.output, dict) else b""
         if lease.state == "returned":
-            if self.results[lease.lease_id].digest == wire_digest(wire):
-                return AckItem(rep.lease_id, "duplicate", "result already received")
-            return AckItem(rep.lease_id, "rejected", "a different result was already received for this lease")
+            earlier_result = self.results[lease.lease_id]
+            return _resend_ack(rep.lease_id, worker_id, wire, earlier_result.worker_id, earlier_result.digest,
+                               earlier_result.verdict)
         if lease.state == "released":
             return AckItem(rep.lease_id, "rejected", "lease was given back")
         if lease.state == "cancelled" or task.state != "pending":
@@ -482,6 +490,18 @@ class Scheduler:
 
 
 _EMPTY = np.zeros(0, dtype=np.uint8)
+
+
+def _resend_ack(lease_id: str, worker_id: str, wire: bytes, earlier_worker: str, earlier_digest: bytes,
+                earlier_verdict: str) -> AckItem:
+    """The answer to a result for a lease that already has one: the same verdict again, never a second credit."""
+    if earlier_worker != worker_id:
+        return AckItem(lease_id, "rejected", "lease belongs to another worker")
+    if earlier_digest != wire_digest(wire):
+        return AckItem(lease_id, "rejected", "a different result was already received for this lease")
+    if earlier_verdict in ("invalid", "void"):
+        return AckItem(lease_id, "rejected", f"result already received and judged {earlier_verdict}")
+    return AckItem(lease_id, "duplicate", "result already received")
 
 
 def _check_output(kernel: Kernel, task_params: dict[str, Any], output: Any) -> str | None:

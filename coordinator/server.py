@@ -79,8 +79,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if status == 500:
             log.exception("internal error on %s", request.path)
         return web.json_response({"error": str(exc)}, status=status)
-    except web.HTTPException:
-        raise
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return web.json_response({"error": exc.reason.lower()}, status=exc.status)
     except Exception:
         log.exception("internal error on %s", request.path)
         return web.json_response({"error": "internal error"}, status=500)

@@ -19,7 +19,7 @@ from coordinator.store import Store
 from depin import codec, kernels, protocol
 from depin.config import CoordinatorConfig
 from depin.crypto import SigningKey, VerifyKey, load_or_create_key, open_envelope
-from depin.errors import Conflict, NotFound
+from depin.errors import Conflict, NotFound, PeerProtocolError
 from depin.protocol import Freshness
 
 ONLINE_MS = 60_000  # a worker seen within this long counts as online on the status page
@@ -40,9 +40,11 @@ class Service:
         self.store = Store(config.data_dir / "coordinator.sqlite3")
         rows = self.store.load()
         self.scheduler = Scheduler.restore(
-            key=self.key, lease_timeout_ms=config.lease_timeout_ms, new_id=new_id, **rows
+            key=self.key, lease_timeout_ms=config.lease_timeout_ms, new_id=new_id,
+            archive=self.store.result_verdict, **rows
         )
-        self.replay = ReplayGuard(config.clock_window_ms)
+        # Nonces live in memory only, so requests signed before this process started are refused outright.
+        self.replay = ReplayGuard(config.clock_window_ms, not_before_ms=clock())
 
     def close(self) -> None:
         """Close the database."""
@@ -80,7 +82,8 @@ class Service:
         job = self.scheduler.jobs.get(job_id)
         if job is None:
             raise NotFound(f"no job {job_id}")
-        return views.job_view(job)
+        return {**views.job_view(job), "task_states": self.store.state_counts("tasks", job_id),
+                "lease_states": self.store.state_counts("leases", job_id)}
 
     def result(self, job_id: str) -> dict[str, Any]:
         """GET /v1/jobs/{job_id}/result: the merged output of a done job."""
@@ -116,7 +119,7 @@ class Service:
         signer, payload = self._open("cancel", envelope)
         req = protocol.CancelRequest.from_payload(payload)
         if req.job_id != job_id:
-            raise NotFound("the signed job_id does not match the URL")
+            raise PeerProtocolError("field job_id: does not match the job in the URL")
         job = self.scheduler.cancel(now=self.clock(), job_id=job_id, requester=signer.id)
         self.save()
         return {"job_id": job.job_id, "state": job.state}

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from depin.errors import StateError
 
 JOB: Mapping[str, frozenset[str]] = {
-    "queued": frozenset({"running", "failed", "cancelled"}),
+    "queued": frozenset({"running", "cancelled"}),
     "running": frozenset({"done", "failed", "cancelled"}),
     "done": frozenset(),
     "failed": frozenset(),

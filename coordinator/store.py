@@ -162,6 +162,18 @@ class Store:
         return {"jobs": jobs, "tasks": tasks, "leases": leases, "results": results, "workers": workers,
                 "head": self.ledger_head()}
 
+    def result_verdict(self, lease_id: str) -> tuple[str, bytes, str] | None:
+        """(worker_id, digest, verdict) of a stored result, if any."""
+        row = self.db.execute("SELECT worker_id, digest, verdict FROM results WHERE lease_id = ?", (lease_id,))
+        found = row.fetchone()
+        return None if found is None else (found[0], found[1], found[2])
+
+    def state_counts(self, table: str, job_id: str) -> dict[str, int]:
+        """How many of a job's tasks or leases are in each state."""
+        assert table in ("tasks", "leases")
+        rows = self.db.execute(f"SELECT state, COUNT(*) FROM {table} WHERE job_id = ? GROUP BY state", (job_id,))
+        return {state: int(n) for state, n in rows}
+
     def job_result(self, job_id: str) -> bytes | None:
         """The merged output of a done job, as wire msgpack."""
         row = self.db.execute("SELECT result FROM jobs WHERE job_id = ?", (job_id,)).fetchone()

@@ -49,7 +49,6 @@ class CoordinatorConfig:
     port: int
     lease_timeout_ms: int
     clock_window_ms: int = 300_000
-    max_body: int = 64 << 20
 
     def __post_init__(self) -> None:
         if not 0 <= self.port < 65536:

@@ -9,6 +9,7 @@ first entry touched, and `verify` names that seq. Nothing here does I/O.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -69,8 +70,8 @@ def _is_hex32(v: Any) -> bool:
 def _check_shape(d: Mapping[str, Any]) -> None:
     seq = d["seq"] if _is_int(d["seq"]) else None
     problems = [
-        (_is_int(d["seq"]) and d["seq"] >= 0, "seq must be a non-negative integer"),
-        (_is_int(d["time"]) and d["time"] >= 0, "time must be a non-negative integer"),
+        (_is_int(d["seq"]) and 0 <= d["seq"] < 2**63, "seq must be an integer in [0, 2^63)"),
+        (_is_int(d["time"]) and 0 <= d["time"] < 2**63, "time must be an integer in [0, 2^63)"),
         (d["kind"] in KINDS, f"kind must be one of {sorted(KINDS)}"),
         (isinstance(d["from"], str) and d["from"] != "", "from must be a non-empty string"),
         (isinstance(d["to"], str) and d["to"] != "", "to must be a non-empty string"),
@@ -117,35 +118,50 @@ class Summary:
 
 
 def verify(entries: Iterable[Mapping[str, Any] | Entry]) -> Summary:
-    """Check the whole chain from seq 0; raise LedgerError naming the first bad seq."""
-    prev_hash, expected_seq = GENESIS_PREV, 0
+    """Check the whole chain from seq 0; raise LedgerError naming the first bad position (= expected seq)."""
+    prev_hash, position = GENESIS_PREV, 0
     balances: dict[str, int] = {}
     for raw in entries:
-        e = raw if isinstance(raw, Entry) else Entry.from_dict(raw)
-        if e.seq != expected_seq:
-            message = f"entry {expected_seq}: found seq {e.seq} where {expected_seq} was expected"
-            raise LedgerError(message, expected_seq)
+        try:
+            e = raw if isinstance(raw, Entry) else Entry.from_dict(raw)
+        except LedgerError as exc:
+            raise LedgerError(f"entry {position}: {_detail(exc)}", position) from None
+        if e.seq != position:
+            raise LedgerError(f"entry {position}: found seq {e.seq} where {position} was expected", position)
         if e.prev_hash != prev_hash:
             raise LedgerError(f"entry {e.seq}: prev_hash does not match the hash of entry {e.seq - 1}", e.seq)
         if entry_hash(e.to_dict()) != e.hash:
             raise LedgerError(f"entry {e.seq}: hash does not match its contents", e.seq)
         balances[e.from_] = balances.get(e.from_, 0) - e.amount
         balances[e.to] = balances.get(e.to, 0) + e.amount
-        prev_hash, expected_seq = e.hash, expected_seq + 1
-    return Summary(entries=expected_seq, head_hash=prev_hash, balances=balances)
+        prev_hash, position = e.hash, position + 1
+    return Summary(entries=position, head_hash=prev_hash, balances=balances)
+
+
+def _detail(exc: LedgerError) -> str:
+    # Shape errors say "entry <its own seq>: ..."; the position is what a verifier reports, so drop the prefix.
+    text = str(exc)
+    return text.split(": ", 1)[1] if text.startswith("entry ") and ": " in text else text
 
 
 def iter_jsonl(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
-    """Entries from JSON Lines text; a line that is not a JSON object is a LedgerError at its position."""
-    import json
-
-    for n, line in enumerate(lines):
+    """Entries from JSON Lines text (blank lines skipped); a bad line is a LedgerError at its entry position."""
+    position = 0
+    for line in lines:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except ValueError:
-            raise LedgerError(f"line {n + 1} is not valid JSON", n) from None
+            obj = json.loads(line, object_pairs_hook=_no_duplicate_keys)
+        except ValueError as exc:
+            raise LedgerError(f"entry {position}: not a valid JSON object ({exc})", position) from None
         if not isinstance(obj, dict):
-            raise LedgerError(f"line {n + 1} is not a JSON object", n)
+            raise LedgerError(f"entry {position}: not a JSON object", position)
         yield obj
+        position += 1
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("duplicate key")
+    return obj

@@ -14,6 +14,9 @@ from depin.errors import PeerProtocolError
 
 PROTOCOL_VERSION = 1
 MAX_BATCH = 256  # leases per request and results per request
+MAX_REPLICAS = 16  # agreeing results a job may ask for per task
+MAX_RESULTS = 64  # results per task before it fails
+MAX_PRICE = 2**40 - 1  # credits per validated result
 MAX_WAIT_MS = 30_000  # longest long-poll a worker may ask for
 NONCE_MIN, NONCE_MAX = 8, 32
 _ID_MAX = 128
@@ -178,13 +181,14 @@ class SubmitRequest:
         """Validate a submit payload (kernel parameters are checked later, by the kernel)."""
         _exact_fields(p, {"kernel", "params", "tasks", "replicas", "max_results", "price"} | _FRESH)
         params = _field(p, "params", dict)
-        if len(params) > 64 or not all(isinstance(v, (int, float, str)) for v in params.values()):
-            raise PeerProtocolError("field params: at most 64 int, float or string values")
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in params.values())
+        if len(params) > 64 or not numbers:
+            raise PeerProtocolError("field params: at most 64 values, each an int or a float")
         max_results = p.get("max_results")
         if max_results is not None:
-            max_results = _int_in(p, "max_results", 1, 1_000)
-        return cls(_id(p, "kernel"), params, _int_in(p, "tasks", 1, 1_000_000), _int_in(p, "replicas", 1, 1_000),
-                   max_results, _int_in(p, "price", 1, 2**62))
+            max_results = _int_in(p, "max_results", 1, MAX_RESULTS)
+        return cls(_id(p, "kernel"), params, _int_in(p, "tasks", 1, 1_000_000),
+                   _int_in(p, "replicas", 1, MAX_REPLICAS), max_results, _int_in(p, "price", 1, MAX_PRICE))
 
     def to_payload(self) -> dict[str, Any]:
         """The payload map (without ts/nonce)."""

@@ -20,11 +20,14 @@ from depin import kernels, protocol
 from depin.client import Client, fresh
 from depin.config import WorkerConfig
 from depin.crypto import SigningKey, VerifyKey, open_envelope
-from depin.errors import ConnectionFailed, KeyMismatch, PeerProtocolError, VerificationError
+from depin.errors import ConnectionFailed, DepinError, KeyMismatch, PeerProtocolError, VerificationError
 from worker import pinning, tasks
 from worker.journal import Journal
 
 log = logging.getLogger("depin.worker")
+
+# Results per request are capped by size as well as count, well under the coordinator's 64 MiB body limit.
+FLUSH_MAX_BYTES = 16 << 20
 
 
 @dataclass
@@ -91,9 +94,10 @@ class Worker:
                     except KeyMismatch as exc:
                         log.error("%s", exc)
                         return 4
-                    except (PeerProtocolError, VerificationError) as exc:
+                    except DepinError as exc:
+                        # A 5xx, a refused request or a bad answer may pass (a restart, a clock step): back off.
                         delay = self.backoff.next_delay()
-                        log.warning("coordinator answer refused: %s; retrying in %.1fs", exc, delay)
+                        log.warning("coordinator exchange failed: %s; retrying in %.1fs", exc, delay)
                         await self._sleep(delay)
                     if self.config.once and self.stats.accepted + self.stats.rejected > 0:
                         break
@@ -169,7 +173,7 @@ class Worker:
     async def _flush(self, client: Client, final: bool = False) -> None:
         """Send journaled results until the journal is empty; each ack is checked before anything is forgotten."""
         while True:
-            items = self.journal.pending(protocol.MAX_BATCH)
+            items = self.journal.pending(protocol.MAX_BATCH, max_bytes=FLUSH_MAX_BYTES)
             if not items:
                 return
             try:

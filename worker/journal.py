@@ -36,10 +36,17 @@ class Journal:
         self.db.execute("INSERT OR REPLACE INTO pending VALUES (?, ?, ?)",
                         (item.lease_id, codec.encode(item.to_payload()), now_ms))
 
-    def pending(self, limit: int) -> list[ResultItem]:
-        """The oldest `limit` unacknowledged results."""
+    def pending(self, limit: int, max_bytes: int | None = None) -> list[ResultItem]:
+        """The oldest unacknowledged results: at most `limit`, and at most `max_bytes` encoded (but at least one)."""
         rows = self.db.execute("SELECT item FROM pending ORDER BY added, lease_id LIMIT ?", (limit,))
-        return [ResultItem.from_payload(codec.decode(r[0]), 0) for r in rows]
+        items: list[ResultItem] = []
+        size = 0
+        for (blob,) in rows:
+            size += len(blob)
+            if items and max_bytes is not None and size > max_bytes:
+                break
+            items.append(ResultItem.from_payload(codec.decode(blob), 0))
+        return items
 
     def count(self) -> int:
         """How many results wait for an acknowledgement."""
