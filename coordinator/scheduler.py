@@ -128,10 +128,10 @@ class Scheduler:
         key: SigningKey,
         lease_timeout_ms: int,
         new_id: Callable[[], str],
-        archive: Callable[[str], tuple[str, bytes, str] | None] = lambda lease_id: None,
+        archive: Callable[[str], tuple[str, str, bytes, str] | None] = lambda lease_id: None,
     ) -> None:
         self.key = key
-        # Looks up (worker_id, digest, verdict) of a result whose job has left memory, so a resend after the
+        # Looks up (worker_id, task_id, digest, verdict) of a result whose job has left memory, so a resend after the
         # job ended still gets its original verdict.
         self._archive = archive
         self.lease_timeout_ms = lease_timeout_ms
@@ -143,6 +143,7 @@ class Scheduler:
         self.workers: dict[str, Worker] = {}
         self.head: ledger.Entry | None = None
         self._expiry: list[tuple[int, str]] = []
+        self._seen_persisted: dict[str, int] = {}  # worker id -> last_seen_ms last handed to the store
         self._changes = Changes()
 
     # ---- restore ---------------------------------------------------------------------------------------
@@ -154,7 +155,7 @@ class Scheduler:
         key: SigningKey,
         lease_timeout_ms: int,
         new_id: Callable[[], str],
-        archive: Callable[[str], tuple[str, bytes, str] | None] = lambda lease_id: None,
+        archive: Callable[[str], tuple[str, str, bytes, str] | None] = lambda lease_id: None,
         jobs: Iterable[Job],
         tasks: Iterable[Task],
         leases: Iterable[Lease],
@@ -275,11 +276,11 @@ class Scheduler:
         if worker is None:
             worker = Worker(worker_id=worker_id, public_key=public_key, first_seen_ms=now, last_seen_ms=now)
             self.workers[worker_id] = worker
-            self._changes.workers[worker_id] = worker
-        elif now - worker.last_seen_ms >= LAST_SEEN_PERSIST_MS:
-            # last_seen is for display: persisting it at most this often keeps a write off most lease requests.
-            self._changes.workers[worker_id] = worker
         worker.last_seen_ms = max(worker.last_seen_ms, now)
+        # last_seen is for display: persisting it at most this often keeps a write off most lease requests.
+        if now - self._seen_persisted.get(worker_id, -LAST_SEEN_PERSIST_MS) >= LAST_SEEN_PERSIST_MS:
+            self._seen_persisted[worker_id] = now
+            self._changes.workers[worker_id] = worker
         return worker
 
     def lease(self, *, now: int, worker_id: str, max_tasks: int, kernels_ok: Iterable[str]) -> list[LeaseGrant]:
@@ -377,7 +378,9 @@ class Scheduler:
             earlier = self._archive(rep.lease_id)
             if earlier is None:
                 return AckItem(rep.lease_id, "rejected", "unknown lease, or its job has ended")
-            return _resend_ack(rep.lease_id, worker_id, wire, *earlier)
+            if earlier[1] != rep.task_id:
+                return AckItem(rep.lease_id, "rejected", "task_id does not match the lease")
+            return _resend_ack(rep.lease_id, worker_id, wire, earlier[0], earlier[2], earlier[3])
         if lease.worker_id != worker_id:
             return AckItem(rep.lease_id, "rejected", "lease belongs to another worker")
         if lease.task_id != rep.task_id:

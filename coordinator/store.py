@@ -162,11 +162,12 @@ class Store:
         return {"jobs": jobs, "tasks": tasks, "leases": leases, "results": results, "workers": workers,
                 "head": self.ledger_head()}
 
-    def result_verdict(self, lease_id: str) -> tuple[str, bytes, str] | None:
-        """(worker_id, digest, verdict) of a stored result, if any."""
-        row = self.db.execute("SELECT worker_id, digest, verdict FROM results WHERE lease_id = ?", (lease_id,))
+    def result_verdict(self, lease_id: str) -> tuple[str, str, bytes, str] | None:
+        """(worker_id, task_id, digest, verdict) of a stored result, if any."""
+        row = self.db.execute("SELECT worker_id, task_id, digest, verdict FROM results WHERE lease_id = ?",
+                              (lease_id,))
         found = row.fetchone()
-        return None if found is None else (found[0], found[1], found[2])
+        return None if found is None else (found[0], found[1], found[2], found[3])
 
     def state_counts(self, table: str, job_id: str) -> dict[str, int]:
         """How many of a job's tasks or leases are in each state."""

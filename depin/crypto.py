@@ -17,7 +17,7 @@ import nacl.exceptions
 import nacl.signing
 
 from depin import codec
-from depin.errors import PeerProtocolError, UserError, VerificationError
+from depin.errors import LocalProtocolError, PeerProtocolError, UserError, VerificationError
 from depin.protocol import PROTOCOL_VERSION
 
 KINDS = frozenset(
@@ -30,7 +30,7 @@ SIGNATURE_SIZE = 64
 def signing_input(kind: str, payload_bytes: bytes) -> bytes:
     """The exact bytes a signature of `kind` covers."""
     if kind not in KINDS:
-        raise ValueError(f"unknown signature kind {kind!r}")
+        raise LocalProtocolError(f"unknown signature kind {kind!r}")
     return f"depin/{PROTOCOL_VERSION}/{kind}".encode() + b"\0" + payload_bytes
 
 

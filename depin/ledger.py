@@ -67,17 +67,28 @@ def _is_hex32(v: Any) -> bool:
     return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
 
 
+def _is_text(v: Any, *, empty_ok: bool = False) -> bool:
+    # A string that cannot be encoded as UTF-8 (a lone surrogate from a JSON escape) cannot be hashed.
+    if not isinstance(v, str) or (v == "" and not empty_ok):
+        return False
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_shape(d: Mapping[str, Any]) -> None:
     seq = d["seq"] if _is_int(d["seq"]) else None
     problems = [
         (_is_int(d["seq"]) and 0 <= d["seq"] < 2**63, "seq must be an integer in [0, 2^63)"),
         (_is_int(d["time"]) and 0 <= d["time"] < 2**63, "time must be an integer in [0, 2^63)"),
-        (d["kind"] in KINDS, f"kind must be one of {sorted(KINDS)}"),
-        (isinstance(d["from"], str) and d["from"] != "", "from must be a non-empty string"),
-        (isinstance(d["to"], str) and d["to"] != "", "to must be a non-empty string"),
+        (isinstance(d["kind"], str) and d["kind"] in KINDS, f"kind must be one of {sorted(KINDS)}"),
+        (_is_text(d["from"]), "from must be a non-empty string"),
+        (_is_text(d["to"]), "to must be a non-empty string"),
         (_is_int(d["amount"]) and 0 < d["amount"] < 2**63, "amount must be a positive integer"),
-        (d["job_id"] is None or isinstance(d["job_id"], str), "job_id must be a string or null"),
-        (d["task_id"] is None or isinstance(d["task_id"], str), "task_id must be a string or null"),
+        (d["job_id"] is None or _is_text(d["job_id"], empty_ok=True), "job_id must be a string or null"),
+        (d["task_id"] is None or _is_text(d["task_id"], empty_ok=True), "task_id must be a string or null"),
         (_is_hex32(d["prev_hash"]), "prev_hash must be 64 lowercase hex digits"),
         (_is_hex32(d["hash"]), "hash must be 64 lowercase hex digits"),
     ]
@@ -152,8 +163,9 @@ def iter_jsonl(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
             continue
         try:
             obj = json.loads(line, object_pairs_hook=_no_duplicate_keys)
-        except ValueError as exc:
-            raise LedgerError(f"entry {position}: not a valid JSON object ({exc})", position) from None
+        except (ValueError, RecursionError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise LedgerError(f"entry {position}: not a valid JSON object ({reason})", position) from None
         if not isinstance(obj, dict):
             raise LedgerError(f"entry {position}: not a JSON object", position)
         yield obj

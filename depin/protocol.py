@@ -7,6 +7,7 @@ docs/PROTOCOL.md is the normative description; this module is its executable for
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ MAX_PRICE = 2**40 - 1  # credits per validated result
 MAX_WAIT_MS = 30_000  # longest long-poll a worker may ask for
 NONCE_MIN, NONCE_MAX = 8, 32
 _ID_MAX = 128
+_KERNEL_KEY = re.compile(r"[a-z][a-z0-9_]{0,47}@[0-9]{1,9}")  # name@version, as in GET /v1/info
 
 
 def _field(payload: dict[str, Any], name: str, kind: type | tuple[type, ...], where: str = "") -> Any:
@@ -87,7 +89,7 @@ class LeaseRequest:
         """Validate a lease-request payload."""
         _exact_fields(p, {"max_tasks", "wait_ms", "kernels"} | _FRESH)
         kernels = _field(p, "kernels", list)
-        if not 0 < len(kernels) <= 64 or not all(isinstance(k, str) and 0 < len(k) <= 64 for k in kernels):
+        if not 0 < len(kernels) <= 64 or not all(isinstance(k, str) and _KERNEL_KEY.fullmatch(k) for k in kernels):
             raise PeerProtocolError("field kernels: must list 1..64 'name@version' strings")
         return cls(_int_in(p, "max_tasks", 1, MAX_BATCH), _int_in(p, "wait_ms", 0, MAX_WAIT_MS), tuple(kernels))
 

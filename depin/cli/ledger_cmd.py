@@ -40,12 +40,13 @@ async def _from_coordinator(url: str) -> list[dict[str, Any]]:
 
 def _from_file(path: Path) -> Iterator[dict[str, Any]]:
     try:
-        with open(path, encoding="utf-8") as f:
+        # Bytes that are not UTF-8 become lone surrogates, which the entry checks refuse at that entry's position.
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
             yield from ledger.iter_jsonl(f)
     except FileNotFoundError:
         raise UserError(f"no such file: {path}") from None
-    except UnicodeDecodeError:
-        raise LedgerError(f"{path} is not UTF-8 text") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a directory") from None
 
 
 def _source(args: argparse.Namespace) -> tuple[str, Any]:

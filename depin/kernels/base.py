@@ -56,14 +56,20 @@ class Param:
         return value
 
 
-def parse_params(schema: Sequence[Param], raw: Mapping[str, Any]) -> Params:
-    """Check `raw` against `schema`: no unknown names, every required one present, each in range."""
+def parse_params(schema: Sequence[Param], raw: Mapping[str, Any], *, strict: bool = False) -> Params:
+    """Check `raw` against `schema`: no unknown names, every required one present, each in range.
+
+    `strict` is for task parameters a coordinator already normalised: every name present, ints as ints and
+    floats as floats (no strings, no defaults filled in).
+    """
     known = {p.name: p for p in schema}
     unknown = sorted(set(raw) - set(known))
     if unknown:
         raise UserError(f"unknown parameter {unknown[0]!r}; expected one of: {', '.join(known)}")
     out: Params = {}
     for p in schema:
+        if strict and (p.name not in raw or type(raw[p.name]) is not p.type):
+            raise UserError(f"task parameter {p.name}: must be present as {p.type.__name__}")
         if p.name in raw:
             out[p.name] = p.parse(raw[p.name])
         elif p.default is not None:

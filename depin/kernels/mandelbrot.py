@@ -16,13 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from depin.errors import UserError
+from depin.errors import StateError, UserError
 from depin.kernels.base import Kernel, Param, Params, parse_params
 
-MAX_PIXELS = 4096 * 4096
 MAX_TASK_PIXELS = 1 << 20  # 4 MiB of uint32 per result keeps every results request small
 MAX_WORK = 10**11  # pixel-iterations per job (an upper bound: every pixel at max_iter)
-MAX_TASKS = 10_000
 
 SCHEMA = (
     Param("width", int, 1, 4096, "image width in pixels"),
@@ -46,8 +44,6 @@ def validate(raw: dict[str, Any]) -> Params:
         raise UserError("parameter x_min must be less than x_max")
     if not p["y_min"] < p["y_max"]:
         raise UserError("parameter y_min must be less than y_max")
-    if p["width"] * p["height"] > MAX_PIXELS:
-        raise UserError(f"image of {p['width']}x{p['height']} pixels exceeds {MAX_PIXELS} pixels")
     if work(p) > MAX_WORK:
         raise UserError(f"width*height*max_iter = {work(p)} exceeds the per-job limit of {MAX_WORK}")
     return p
@@ -55,7 +51,7 @@ def validate(raw: dict[str, Any]) -> Params:
 
 def validate_task(raw: dict[str, Any]) -> Params:
     """Checked task parameters (a band of a valid job)."""
-    p = parse_params(TASK_SCHEMA, raw)
+    p = parse_params(TASK_SCHEMA, raw, strict=True)
     validate({k: p[k] for k in (s.name for s in SCHEMA)})
     if not 0 <= p["row_start"] < p["row_end"] <= p["height"]:
         raise UserError("task rows must satisfy 0 <= row_start < row_end <= height")
@@ -65,12 +61,13 @@ def validate_task(raw: dict[str, Any]) -> Params:
 def split(p: Params, n_tasks: int) -> list[Params]:
     """`n_tasks` horizontal bands, as even as integer division makes them."""
     height, width = p["height"], p["width"]
-    if not 1 <= n_tasks <= min(height, MAX_TASKS):
-        raise UserError(f"--tasks must be between 1 and {min(height, MAX_TASKS)} for height {height}")
+    if not 1 <= n_tasks <= height:
+        raise UserError(f"--tasks must be between 1 and {height} (the image height)")
     bands = [(i * height // n_tasks, (i + 1) * height // n_tasks) for i in range(n_tasks)]
     biggest = max(end - start for start, end in bands) * width
     if biggest > MAX_TASK_PIXELS:
-        need = -(-width * height // MAX_TASK_PIXELS)
+        # The largest band has ceil(height / n) rows, so n must be at least ceil(height / rows_that_fit).
+        need = -(-height // (MAX_TASK_PIXELS // width))
         raise UserError(f"a task of {biggest} pixels exceeds {MAX_TASK_PIXELS}; use --tasks {need} or more")
     return [dict(p, row_start=start, row_end=end) for start, end in bands]
 
@@ -90,7 +87,7 @@ def merge(p: Params, outputs: list[np.ndarray]) -> np.ndarray:
     """Stack the bands top to bottom."""
     image = np.concatenate(outputs, axis=0)
     if image.shape != (p["height"], p["width"]):
-        raise ValueError(f"merged bands have shape {image.shape}, expected {(p['height'], p['width'])}")
+        raise StateError(f"merged bands have shape {image.shape}, expected {(p['height'], p['width'])}")
     return image
 
 
