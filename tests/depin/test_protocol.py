@@ -1,0 +1,385 @@
+"""depin.protocol: every wire message refuses what docs/PROTOCOL.md does not allow, naming the field at fault."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from depin import codec, protocol
+from depin.errors import PeerProtocolError
+from depin.protocol import (
+    AckItem,
+    CancelRequest,
+    Freshness,
+    LeaseGrant,
+    LeaseRequest,
+    ReleaseRequest,
+    ResultItem,
+    ResultsAck,
+    ResultsRequest,
+    SubmitRequest,
+    TaskMessage,
+)
+
+FRESH: dict[str, Any] = {"ts": 1_700_000_000_000, "nonce": b"\x01" * 16}
+OUTPUT = {"dtype": "uint32", "shape": [1, 2], "data": bytes(8)}
+
+
+def _refuses(parse: Callable[[dict[str, Any]], Any], payload: Any, message: str) -> None:
+    with pytest.raises(PeerProtocolError, match=re.escape(message)):
+        parse(payload)
+
+
+def _wire(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload as the peer would see it after canonical msgpack."""
+    decoded: dict[str, Any] = codec.decode_canonical(codec.encode(payload))
+    return decoded
+
+
+# ---- freshness -----------------------------------------------------------------------------------------
+
+
+def test_freshness() -> None:
+    assert Freshness.from_payload({**FRESH, "other": 1}) == Freshness(FRESH["ts"], FRESH["nonce"])
+    assert Freshness.from_payload({"ts": 0, "nonce": b"x" * 8}).ts == 0
+    assert Freshness.from_payload({"ts": 2**63 - 1, "nonce": b"x" * 32}).nonce == b"x" * 32
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"nonce": b"x" * 8}, "missing field ts"),
+        ({"ts": 1}, "missing field nonce"),
+        ({"ts": -1, "nonce": b"x" * 8}, "field ts: -1 outside [0, 9223372036854775807]"),
+        ({"ts": 1.0, "nonce": b"x" * 8}, "field ts: wrong type float"),
+        ({"ts": True, "nonce": b"x" * 8}, "field ts: wrong type bool"),
+        ({"ts": "1", "nonce": b"x" * 8}, "field ts: wrong type str"),
+        ({"ts": 1, "nonce": "x" * 8}, "field nonce: wrong type str"),
+        ({"ts": 1, "nonce": b"x" * 7}, "field nonce: length must be 8..32 bytes"),
+        ({"ts": 1, "nonce": b"x" * 33}, "field nonce: length must be 8..32 bytes"),
+    ],
+)
+def test_freshness_refuses(payload: dict[str, Any], message: str) -> None:
+    _refuses(Freshness.from_payload, payload, message)
+
+
+# ---- lease request -------------------------------------------------------------------------------------------
+
+LEASE = {"max_tasks": 4, "wait_ms": 20_000, "kernels": ["mandelbrot@1"]}
+
+
+def test_lease_request_round_trip() -> None:
+    req = LeaseRequest.from_payload(_wire({**LEASE, **FRESH}))
+    assert req == LeaseRequest(4, 20_000, ("mandelbrot@1",))
+    assert req.to_payload() == LEASE
+    assert LeaseRequest.from_payload({**req.to_payload(), **FRESH}) == req
+
+
+def test_lease_request_bounds_accepted() -> None:
+    LeaseRequest.from_payload({"max_tasks": 1, "wait_ms": 0, "kernels": ["k" * 48 + "@123456789"] * 64})
+    LeaseRequest.from_payload({"max_tasks": protocol.MAX_BATCH, "wait_ms": protocol.MAX_WAIT_MS, "kernels": ["a@1"]})
+
+
+@pytest.mark.parametrize("key", ["mandelbrot", "mandelbrot@", "@1", "Mandelbrot@1", "k" * 49 + "@1", "m@1x", ""])
+def test_lease_request_refuses_malformed_kernel_keys(key: str) -> None:
+    with pytest.raises(PeerProtocolError, match="field kernels: must list 1..64 'name@version' strings"):
+        LeaseRequest.from_payload({"max_tasks": 1, "wait_ms": 0, "kernels": [key]})
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({k: v for k, v in LEASE.items() if k != "max_tasks"}, "missing field max_tasks"),
+        ({k: v for k, v in LEASE.items() if k != "wait_ms"}, "missing field wait_ms"),
+        ({k: v for k, v in LEASE.items() if k != "kernels"}, "missing field kernels"),
+        ({**LEASE, "priority": 1}, "unknown field priority"),
+        ({**LEASE, "max_tasks": 0}, "field max_tasks: 0 outside [1, 256]"),
+        ({**LEASE, "max_tasks": 257}, "field max_tasks: 257 outside [1, 256]"),
+        ({**LEASE, "max_tasks": "4"}, "field max_tasks: wrong type str"),
+        ({**LEASE, "max_tasks": True}, "field max_tasks: wrong type bool"),
+        ({**LEASE, "wait_ms": -1}, "field wait_ms: -1 outside [0, 30000]"),
+        ({**LEASE, "wait_ms": 30_001}, "field wait_ms: 30001 outside [0, 30000]"),
+        ({**LEASE, "wait_ms": 1.5}, "field wait_ms: wrong type float"),
+        ({**LEASE, "kernels": "mandelbrot@1"}, "field kernels: wrong type str"),
+        ({**LEASE, "kernels": []}, "field kernels: must list 1..64 'name@version' strings"),
+        ({**LEASE, "kernels": ["a"] * 65}, "field kernels: must list 1..64"),
+        ({**LEASE, "kernels": [""]}, "field kernels: must list 1..64"),
+        ({**LEASE, "kernels": ["k" * 65]}, "field kernels: must list 1..64"),
+        ({**LEASE, "kernels": [1]}, "field kernels: must list 1..64"),
+    ],
+)
+def test_lease_request_refuses(payload: dict[str, Any], message: str) -> None:
+    _refuses(LeaseRequest.from_payload, payload, message)
+
+
+# ---- release -------------------------------------------------------------------------------------------------
+
+
+def test_release_round_trip() -> None:
+    req = ReleaseRequest.from_payload(_wire({"lease_ids": ["a", "b"], **FRESH}))
+    assert req == ReleaseRequest(("a", "b"))
+    assert req.to_payload() == {"lease_ids": ["a", "b"]}
+    assert ReleaseRequest.from_payload({"lease_ids": []}) == ReleaseRequest(())
+    assert len(ReleaseRequest.from_payload({"lease_ids": ["x" * 128] * 256}).lease_ids) == 256
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({}, "missing field lease_ids"),
+        ({"lease_ids": [], "all": True}, "unknown field all"),
+        ({"lease_ids": "a"}, "field lease_ids: wrong type str"),
+        ({"lease_ids": ["a"] * 257}, "field lease_ids: must list at most 256 lease ids"),
+        ({"lease_ids": [""]}, "field lease_ids: must list at most 256 lease ids"),
+        ({"lease_ids": ["x" * 129]}, "field lease_ids"),
+        ({"lease_ids": [b"a"]}, "field lease_ids"),
+    ],
+)
+def test_release_refuses(payload: dict[str, Any], message: str) -> None:
+    _refuses(ReleaseRequest.from_payload, payload, message)
+
+
+# ---- results ---------------------------------------------------------------------------------------------------
+
+ITEM = {"lease_id": "L1", "task_id": "J-0", "output": OUTPUT, "elapsed_ms": 12}
+
+
+def test_results_round_trip() -> None:
+    second = {**ITEM, "lease_id": "L2", "elapsed_ms": 0}
+    req = ResultsRequest.from_payload(_wire({"results": [ITEM, second], **FRESH}))
+    assert req.results == (ResultItem("L1", "J-0", OUTPUT, 12), ResultItem("L2", "J-0", OUTPUT, 0))
+    assert req.to_payload() == {"results": [ITEM, second]}
+    assert ResultsRequest.from_payload({**req.to_payload(), **FRESH}) == req
+    assert ResultItem.from_payload(req.results[0].to_payload(), 0) == req.results[0]
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({}, "missing field results"),
+        ({"results": [ITEM], "batch": 1}, "unknown field batch"),
+        ({"results": ITEM}, "field results: wrong type dict"),
+        ({"results": []}, "field results: must hold 1..256 items"),
+        ({"results": [ITEM] * 257}, "field results: must hold 1..256 items"),
+        ({"results": [ITEM, ITEM]}, "field results: a lease_id appears twice"),
+        ({"results": [ITEM, "x"]}, "field results[1]: must be a map"),
+        ({"results": [{k: v for k, v in ITEM.items() if k != "lease_id"}]}, "missing field results[0].lease_id"),
+        ({"results": [{k: v for k, v in ITEM.items() if k != "task_id"}]}, "missing field results[0].task_id"),
+        ({"results": [{k: v for k, v in ITEM.items() if k != "output"}]}, "missing field results[0].output"),
+        ({"results": [{k: v for k, v in ITEM.items() if k != "elapsed_ms"}]}, "missing field results[0].elapsed_ms"),
+        ({"results": [{**ITEM, "digest": b""}]}, "unknown field results[0].digest"),
+        ({"results": [ITEM, {**ITEM, "lease_id": 5}]}, "field results[1].lease_id: wrong type int"),
+        ({"results": [{**ITEM, "lease_id": ""}]}, "field results[0].lease_id: length must be 1..128"),
+        ({"results": [{**ITEM, "task_id": "t" * 129}]}, "field results[0].task_id: length must be 1..128"),
+        ({"results": [{**ITEM, "output": [1, 2]}]}, "field results[0].output: wrong type list"),
+        ({"results": [{**ITEM, "output": b"raw"}]}, "field results[0].output: wrong type bytes"),
+        ({"results": [{**ITEM, "elapsed_ms": -1}]}, "field results[0].elapsed_ms: -1 outside [0, 2147483647]"),
+        ({"results": [{**ITEM, "elapsed_ms": 2**31}]}, "field results[0].elapsed_ms: 2147483648 outside"),
+        ({"results": [{**ITEM, "elapsed_ms": 1.0}]}, "field results[0].elapsed_ms: wrong type float"),
+    ],
+)
+def test_results_refuse(payload: dict[str, Any], message: str) -> None:
+    _refuses(ResultsRequest.from_payload, payload, message)
+
+
+def test_result_item_from_payload_checks_it_is_a_map() -> None:
+    _refuses(lambda p: ResultItem.from_payload(p, 7), None, "field results[7]: must be a map")
+
+
+# ---- submit ------------------------------------------------------------------------------------------------------
+
+SUBMIT = {"kernel": "mandelbrot", "params": {"width": 64, "x_min": -1.5}, "tasks": 4, "replicas": 2,
+          "max_results": 5, "price": 10}
+
+
+def test_submit_round_trip() -> None:
+    req = SubmitRequest.from_payload(_wire({**SUBMIT, **FRESH}))
+    assert req == SubmitRequest("mandelbrot", {"width": 64, "x_min": -1.5}, 4, 2, 5, 10)
+    assert req.to_payload() == SUBMIT
+    assert SubmitRequest.from_payload({**req.to_payload(), **FRESH}) == req
+
+
+def test_submit_max_results_may_be_null_or_absent() -> None:
+    assert SubmitRequest.from_payload({**SUBMIT, "max_results": None}).max_results is None
+    absent = {k: v for k, v in SUBMIT.items() if k != "max_results"}
+    req = SubmitRequest.from_payload(absent)
+    assert req.max_results is None
+    assert req.to_payload() == {**absent, "max_results": None}
+
+
+def test_submit_limits() -> None:
+    assert (protocol.MAX_REPLICAS, protocol.MAX_RESULTS, protocol.MAX_PRICE) == (16, 64, 2**40 - 1)
+
+
+def test_submit_bounds_accepted() -> None:
+    req = SubmitRequest.from_payload({**SUBMIT, "tasks": 1_000_000, "replicas": 16, "max_results": 64,
+                                      "price": 2**40 - 1, "params": {f"p{i}": i for i in range(64)}})
+    assert (req.tasks, req.replicas, req.max_results, req.price) == (1_000_000, 16, 64, 2**40 - 1)
+    low = SubmitRequest.from_payload({**SUBMIT, "tasks": 1, "replicas": 1, "max_results": 1, "price": 1, "params": {}})
+    assert (low.tasks, low.replicas, low.max_results, low.price) == (1, 1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({k: v for k, v in SUBMIT.items() if k != "kernel"}, "missing field kernel"),
+        ({k: v for k, v in SUBMIT.items() if k != "params"}, "missing field params"),
+        ({k: v for k, v in SUBMIT.items() if k != "tasks"}, "missing field tasks"),
+        ({k: v for k, v in SUBMIT.items() if k != "replicas"}, "missing field replicas"),
+        ({k: v for k, v in SUBMIT.items() if k != "price"}, "missing field price"),
+        ({**SUBMIT, "deadline": 5}, "unknown field deadline"),
+        ({**SUBMIT, "kernel": 1}, "field kernel: wrong type int"),
+        ({**SUBMIT, "kernel": ""}, "field kernel: length must be 1..128"),
+        ({**SUBMIT, "params": [1]}, "field params: wrong type list"),
+        ({**SUBMIT, "params": {"width": [64]}}, "field params: at most 64 values, each an int or a float"),
+        ({**SUBMIT, "params": {"width": None}}, "field params: at most 64 values, each an int or a float"),
+        ({**SUBMIT, "params": {"width": "64"}}, "field params: at most 64 values, each an int or a float"),
+        ({**SUBMIT, "params": {"width": True}}, "field params: at most 64 values, each an int or a float"),
+        ({**SUBMIT, "params": {f"p{i}": i for i in range(65)}}, "field params: at most 64"),
+        ({**SUBMIT, "tasks": 0}, "field tasks: 0 outside [1, 1000000]"),
+        ({**SUBMIT, "tasks": 1_000_001}, "field tasks: 1000001 outside [1, 1000000]"),
+        ({**SUBMIT, "tasks": 2.0}, "field tasks: wrong type float"),
+        ({**SUBMIT, "replicas": 0}, "field replicas: 0 outside [1, 16]"),
+        ({**SUBMIT, "replicas": 17}, "field replicas: 17 outside [1, 16]"),
+        ({**SUBMIT, "max_results": 0}, "field max_results: 0 outside [1, 64]"),
+        ({**SUBMIT, "max_results": 65}, "field max_results: 65 outside [1, 64]"),
+        ({**SUBMIT, "max_results": "5"}, "field max_results: wrong type str"),
+        ({**SUBMIT, "price": 0}, "field price: 0 outside [1, 1099511627775]"),
+        ({**SUBMIT, "price": 2**40}, "field price: 1099511627776 outside [1, 1099511627775]"),
+        ({**SUBMIT, "price": -3}, "field price: -3 outside"),
+        ({**SUBMIT, "price": False}, "field price: wrong type bool"),
+    ],
+)
+def test_submit_refuses(payload: dict[str, Any], message: str) -> None:
+    _refuses(SubmitRequest.from_payload, payload, message)
+
+
+# ---- cancel ------------------------------------------------------------------------------------------------------
+
+
+def test_cancel_round_trip() -> None:
+    req = CancelRequest.from_payload(_wire({"job_id": "abc", **FRESH}))
+    assert req == CancelRequest("abc")
+    assert req.to_payload() == {"job_id": "abc"}
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({}, "missing field job_id"),
+        ({"job_id": "a", "force": True}, "unknown field force"),
+        ({"job_id": 5}, "field job_id: wrong type int"),
+        ({"job_id": ""}, "field job_id: length must be 1..128"),
+        ({"job_id": "j" * 129}, "field job_id: length must be 1..128"),
+    ],
+)
+def test_cancel_refuses(payload: dict[str, Any], message: str) -> None:
+    _refuses(CancelRequest.from_payload, payload, message)
+
+
+# ---- task message ---------------------------------------------------------------------------------------------
+
+TASK = {"task_id": "J-0", "job_id": "J", "kernel": "mandelbrot", "kernel_version": 1,
+        "params": {"width": 2, "height": 2}, "coordinator": "c" * 32}
+
+
+def test_task_message() -> None:
+    msg = TaskMessage.from_payload(_wire(TASK))
+    assert msg == TaskMessage("J-0", "J", "mandelbrot", 1, {"width": 2, "height": 2}, "c" * 32)
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({k: v for k, v in TASK.items() if k != "task_id"}, "missing field task.task_id"),
+        ({k: v for k, v in TASK.items() if k != "coordinator"}, "missing field task.coordinator"),
+        ({k: v for k, v in TASK.items() if k != "params"}, "missing field task.params"),
+        ({**TASK, "price": 1}, "unknown field task.price"),
+        ({**TASK, "kernel_version": -1}, "field task.kernel_version: -1 outside [0, 2147483648]"),
+        ({**TASK, "kernel_version": "1"}, "field task.kernel_version: wrong type str"),
+        ({**TASK, "params": []}, "field task.params: wrong type list"),
+        ({**TASK, "job_id": ""}, "field task.job_id: length must be 1..128"),
+        ({**TASK, "kernel": None}, "field task.kernel: wrong type NoneType"),
+    ],
+)
+def test_task_message_refuses(payload: dict[str, Any], message: str) -> None:
+    _refuses(TaskMessage.from_payload, payload, message)
+
+
+# ---- lease grant -------------------------------------------------------------------------------------------------
+
+GRANT = {"lease_id": "L1", "expires_ms": 5, "task": b"\x80", "sig": bytes(64)}
+
+
+def test_lease_grant_round_trip() -> None:
+    g = LeaseGrant.from_payload(_wire(GRANT), 0)
+    assert g == LeaseGrant("L1", 5, b"\x80", bytes(64))
+    assert g.to_payload() == GRANT
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ([], "field leases[3]: must be a map"),
+        ({k: v for k, v in GRANT.items() if k != "sig"}, "missing field leases[3].sig"),
+        ({**GRANT, "worker": "w"}, "unknown field leases[3].worker"),
+        ({**GRANT, "task": "text"}, "field leases[3].task: wrong type str"),
+        ({**GRANT, "expires_ms": -5}, "field leases[3].expires_ms: -5 outside"),
+        ({**GRANT, "lease_id": ""}, "field leases[3].lease_id: length must be 1..128"),
+    ],
+)
+def test_lease_grant_refuses(payload: Any, message: str) -> None:
+    _refuses(lambda p: LeaseGrant.from_payload(p, 3), payload, message)
+
+
+# ---- acks --------------------------------------------------------------------------------------------------------
+
+ACK = {"worker_id": "w" * 32, "request_nonce": b"n" * 16,
+       "acks": [{"lease_id": "L1", "status": "accepted", "reason": ""},
+                {"lease_id": "L2", "status": "rejected", "reason": "lease was given back"},
+                {"lease_id": "L3", "status": "duplicate", "reason": "result already received"}]}
+
+
+def test_results_ack_round_trip() -> None:
+    ack = ResultsAck.from_payload(_wire(ACK))
+    assert ack.acks[1] == AckItem("L2", "rejected", "lease was given back")
+    assert ack.to_payload() == ACK
+    assert ResultsAck.from_payload(ack.to_payload()) == ack
+
+
+def test_ack_item_checks_its_status() -> None:
+    assert AckItem.STATUSES == ("accepted", "duplicate", "rejected")
+    with pytest.raises(PeerProtocolError, match=re.escape("ack status must be one of")):
+        AckItem("L1", "ok", "")
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({k: v for k, v in ACK.items() if k != "acks"}, "missing field acks"),
+        ({k: v for k, v in ACK.items() if k != "worker_id"}, "missing field worker_id"),
+        ({k: v for k, v in ACK.items() if k != "request_nonce"}, "missing field request_nonce"),
+        ({**ACK, "signature": b""}, "unknown field signature"),
+        ({**ACK, "request_nonce": "n"}, "field request_nonce: wrong type str"),
+        ({**ACK, "acks": {}}, "field acks: wrong type dict"),
+        ({**ACK, "acks": [1]}, "field acks[0]: must be a map"),
+        ({**ACK, "acks": [{"lease_id": "L1", "status": "accepted"}]}, "missing field acks[0].reason"),
+        ({**ACK, "acks": [{"lease_id": "L1", "status": 1, "reason": ""}]}, "field acks[0].status: wrong type int"),
+        ({**ACK, "acks": [{"lease_id": "L1", "status": "ok", "reason": ""}]}, "ack status must be one of"),
+        ({**ACK, "acks": [{"lease_id": "L", "status": "accepted", "reason": "", "x": 1}]}, "unknown field acks[0].x"),
+    ],
+)
+def test_results_ack_refuses(payload: dict[str, Any], message: str) -> None:
+    _refuses(ResultsAck.from_payload, payload, message)
+
+
+def test_every_error_is_a_peer_protocol_error_never_a_crash() -> None:
+    # The parsers index into what they are given; a few hostile shapes must still end as PeerProtocolError.
+    hostile: list[Any] = [{"results": [None]}, {"results": [[]]}, {"acks": None}, {"kernels": None}]
+    for payload in hostile:
+        for parse in (ResultsRequest.from_payload, LeaseRequest.from_payload, ResultsAck.from_payload):
+            with pytest.raises(PeerProtocolError):
+                parse(payload)
