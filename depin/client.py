@@ -17,20 +17,19 @@ import aiohttp
 from depin import codec
 from depin.crypto import SigningKey
 from depin.errors import (
+    BadRequest,
     Conflict,
     ConnectionFailed,
     DepinError,
     Forbidden,
     NotFound,
     PeerProtocolError,
-    Replayed,
     TooLarge,
-    UserError,
     VerificationError,
 )
 
 _BY_STATUS: dict[int, type[DepinError]] = {
-    400: UserError, 401: VerificationError, 403: Forbidden, 404: NotFound, 409: Conflict, 413: TooLarge,
+    400: BadRequest, 401: VerificationError, 403: Forbidden, 404: NotFound, 409: Conflict, 413: TooLarge,
 }
 
 
@@ -83,8 +82,6 @@ class Client:
                 except (ValueError, AttributeError):
                     pass
             cls = _BY_STATUS.get(status, DepinError)
-            if status == 409 and "replayed" in reason:
-                cls = Replayed
             raise cls(f"coordinator refused: {reason}" if cls is DepinError else reason)
         return data, ctype
 

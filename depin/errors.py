@@ -22,6 +22,10 @@ class UserError(DepinError):
     exit_code = 2
 
 
+class BadRequest(UserError):
+    """The coordinator refused a request as malformed (HTTP 400), with its reason."""
+
+
 class NotFound(UserError):
     """An unknown job, task, worker or file."""
 

@@ -20,7 +20,7 @@ from depin import kernels, protocol
 from depin.client import Client, fresh
 from depin.config import WorkerConfig
 from depin.crypto import SigningKey, VerifyKey, open_envelope
-from depin.errors import ConnectionFailed, DepinError, KeyMismatch, PeerProtocolError, VerificationError
+from depin.errors import BadRequest, ConnectionFailed, DepinError, KeyMismatch, PeerProtocolError, VerificationError
 from worker import pinning, tasks
 from worker.journal import Journal
 
@@ -122,6 +122,9 @@ class Worker:
                 raise PeerProtocolError(f"coordinator speaks protocol {theirs}, we speak {protocol.PROTOCOL_VERSION}")
             self.coordinator = pinning.pin(self.config.data_dir / "coordinator.pub", info.get("public_key"),
                                            self.config.coordinator_key)
+            if info.get("coordinator_id") != self.coordinator.id:
+                self.coordinator = None
+                raise PeerProtocolError("coordinator_id in /v1/info is not the id of its public_key")
             log.info("connected to coordinator %s", self.coordinator.id)
         return self.coordinator
 
@@ -172,8 +175,9 @@ class Worker:
 
     async def _flush(self, client: Client, final: bool = False) -> None:
         """Send journaled results until the journal is empty; each ack is checked before anything is forgotten."""
+        limit = protocol.MAX_BATCH
         while True:
-            items = self.journal.pending(protocol.MAX_BATCH, max_bytes=FLUSH_MAX_BYTES)
+            items = self.journal.pending(limit, max_bytes=FLUSH_MAX_BYTES)
             if not items:
                 return
             try:
@@ -183,6 +187,16 @@ class Worker:
                     log.warning("coordinator unreachable; %d results stay in the journal for next start", len(items))
                     return
                 raise
+            except BadRequest as exc:
+                # The batch was refused whole as malformed (our bug; nothing was recorded). Find the bad result by
+                # sending one at a time, and set it aside so it cannot block the journal forever.
+                if len(items) > 1:
+                    limit = 1
+                    continue
+                self.journal.set_aside(items[0].lease_id, str(exc), int(time.time() * 1000))
+                log.error("coordinator refused the result for lease %s as malformed (%s); kept in the journal's"
+                          " refused table", items[0].lease_id, exc)
+                continue
             done = []
             for a in ack.acks:
                 if a.status == "rejected":

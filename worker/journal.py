@@ -28,6 +28,10 @@ class Journal:
                 "CREATE TABLE IF NOT EXISTS pending (lease_id TEXT PRIMARY KEY, item BLOB NOT NULL,"
                 " added INTEGER NOT NULL)"
             )
+            self.db.execute(
+                "CREATE TABLE IF NOT EXISTS refused (lease_id TEXT PRIMARY KEY, item BLOB NOT NULL,"
+                " reason TEXT NOT NULL, refused INTEGER NOT NULL)"
+            )
         except sqlite3.DatabaseError as exc:
             raise UserError(f"cannot open the worker journal {path}: {exc}") from None
 
@@ -55,6 +59,18 @@ class Journal:
     def remove(self, lease_ids: list[str]) -> None:
         """Forget results the coordinator has acknowledged."""
         self.db.executemany("DELETE FROM pending WHERE lease_id = ?", [(x,) for x in lease_ids])
+
+    def set_aside(self, lease_id: str, reason: str, now_ms: int) -> None:
+        """Move a result the coordinator refused as malformed out of the send queue, keeping it for inspection."""
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute("INSERT OR REPLACE INTO refused SELECT lease_id, item, ?, ? FROM pending WHERE lease_id = ?",
+                        (reason, now_ms, lease_id))
+        self.db.execute("DELETE FROM pending WHERE lease_id = ?", (lease_id,))
+        self.db.execute("COMMIT")
+
+    def refused(self) -> list[tuple[str, str]]:
+        """(lease_id, reason) of every result set aside."""
+        return [(r[0], r[1]) for r in self.db.execute("SELECT lease_id, reason FROM refused ORDER BY refused")]
 
     def close(self) -> None:
         """Close the database."""

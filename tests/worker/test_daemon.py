@@ -1,10 +1,16 @@
-"""worker.daemon.Backoff: exponential, jittered by an injected random source, capped, reset on success."""
+"""worker.daemon: Backoff (exponential, jittered by an injected random source, capped) and the journal flush."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from worker.daemon import Backoff
+from depin.config import WorkerConfig
+from depin.crypto import SigningKey
+from depin.errors import BadRequest
+from depin.protocol import AckItem, ResultItem, ResultsAck
+from worker.daemon import Backoff, Worker
 
 
 def _delays(b: Backoff, n: int) -> list[float]:
@@ -51,3 +57,34 @@ def test_defaults() -> None:
     b = Backoff()
     assert (b.base_s, b.cap_s, b.failures) == (0.25, 30.0, 0)
     assert 0.25 <= b.next_delay() <= 0.5
+
+
+# ---- Worker._flush: what happens to journaled results when the coordinator answers ------------------------------
+
+def _item(lease_id: str) -> ResultItem:
+    return ResultItem(lease_id=lease_id, task_id=f"t-{lease_id}", output={"dtype": "uint8", "shape": [1],
+                                                                          "data": b"\x00"}, elapsed_ms=1)
+
+
+async def test_flush_sets_aside_only_the_result_the_coordinator_refuses_as_malformed(tmp_path: Path) -> None:
+    w = Worker(WorkerConfig(coordinator="http://127.0.0.1:1", data_dir=tmp_path, coordinator_key=None),
+               SigningKey(bytes(32)))
+    for n, lease_id in enumerate(["a", "bad", "c"]):
+        w.journal.add(_item(lease_id), now_ms=n)
+    batches: list[list[str]] = []
+
+    async def send(client: object, items: list[ResultItem]) -> ResultsAck:
+        ids = [i.lease_id for i in items]
+        batches.append(ids)
+        if "bad" in ids:
+            raise BadRequest("field results[0].output: must be a map")
+        return ResultsAck(worker_id=w.key.id, request_nonce=b"n" * 16,
+                          acks=tuple(AckItem(i, "accepted", "") for i in ids))
+
+    w._send = send  # type: ignore[method-assign]
+    await w._flush(client=None)  # type: ignore[arg-type]
+    assert batches == [["a", "bad", "c"], ["a"], ["bad"], ["c"]]
+    assert w.journal.count() == 0
+    assert w.journal.refused() == [("bad", "field results[0].output: must be a map")]
+    assert (w.stats.accepted, w.stats.rejected) == (2, 0)
+    w.journal.close()

@@ -86,3 +86,16 @@ def test_pending_caps_the_batch_by_encoded_size(tmp_path: Path) -> None:
     assert [i.lease_id for i in j.pending(10, max_bytes=1)] == ["L0"]  # at least one, however large
     assert len(j.pending(10)) == 5
     j.close()
+
+
+def test_set_aside_moves_a_result_out_of_the_queue_and_keeps_it(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.sqlite3")
+    j.add(_item("L1"), now_ms=1)
+    j.add(_item("L2"), now_ms=2)
+    j.set_aside("L1", "malformed", now_ms=3)
+    assert [i.lease_id for i in j.pending(10)] == ["L2"]
+    j.close()
+    again = Journal(tmp_path / "journal.sqlite3")
+    assert again.refused() == [("L1", "malformed")]
+    assert again.count() == 1
+    again.close()
