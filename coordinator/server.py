@@ -20,7 +20,7 @@ from aiohttp import web
 from coordinator.service import Service
 from depin import codec
 from depin.config import CoordinatorConfig
-from depin.errors import DepinError, PeerProtocolError, TooLarge
+from depin.errors import DepinError, PeerProtocolError, TooLarge, UserError
 
 log = logging.getLogger("depin.coordinator")
 
@@ -195,20 +195,33 @@ class Server:
         return _msgpack(answer)
 
 
-async def serve(config: CoordinatorConfig, ready: Callable[[str], None] | None = None) -> None:
-    """Run the coordinator until SIGTERM or SIGINT."""
-    service = Service(config, now_ms)
+async def serve(config: CoordinatorConfig, ready: Callable[[str], None] | None = None) -> int:
+    """Run the coordinator until SIGTERM or SIGINT (exit code 0), or until its database refuses a write (1)."""
+    stop = asyncio.Event()
+    failed = []
+
+    def fatal(exc: BaseException) -> None:
+        log.critical("database write failed (%s); stopping so a restart reloads the last committed state", exc)
+        failed.append(exc)
+        stop.set()
+
+    service = Service(config, now_ms, on_fatal=fatal)
     server = Server(service)
     # handler_cancellation: a worker that hangs up ends its long-poll; handlers only await before deciding.
     runner = web.AppRunner(server.app, access_log=None, handle_signals=False, handler_cancellation=True,
                            shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        service.close()
+        reason = (exc.strerror or str(exc)).lower()
+        raise UserError(f"cannot listen on {config.host}:{config.port}: {reason}") from None
     sockets = getattr(site._server, "sockets", None) or []  # the real port when --port 0
     port = sockets[0].getsockname()[1] if sockets else config.port
     url = f"http://{config.host}:{port}"
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -219,3 +232,4 @@ async def serve(config: CoordinatorConfig, ready: Callable[[str], None] | None =
     finally:
         await runner.cleanup()
         service.close()
+    return 1 if failed else 0

@@ -8,8 +8,11 @@ result or ledger entry is always on disk). If that write fails the process canno
 
 from __future__ import annotations
 
+import fcntl
+import os
 import secrets
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from coordinator import views
@@ -19,10 +22,25 @@ from coordinator.store import Store
 from depin import codec, kernels, protocol
 from depin.config import CoordinatorConfig
 from depin.crypto import SigningKey, VerifyKey, load_or_create_key, open_envelope
-from depin.errors import Conflict, NotFound, PeerProtocolError
+from depin.errors import Conflict, NotFound, PeerProtocolError, UserError
 from depin.protocol import Freshness
 
 ONLINE_MS = 60_000  # a worker seen within this long counts as online on the status page
+
+
+def _lock_data_dir(data_dir: Path) -> int:
+    """Hold an exclusive lock on the data dir for this process's lifetime: one coordinator per database."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(data_dir / "coordinator.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise UserError(f"cannot use data dir {data_dir}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise UserError(f"data dir {data_dir} is in use by another running coordinator") from None
+    return fd
 
 
 def new_id() -> str:
@@ -33,9 +51,12 @@ def new_id() -> str:
 class Service:
     """One coordinator: its key, its database, its scheduler."""
 
-    def __init__(self, config: CoordinatorConfig, clock: Callable[[], int]) -> None:
+    def __init__(self, config: CoordinatorConfig, clock: Callable[[], int],
+                 on_fatal: Callable[[BaseException], None] = lambda exc: None) -> None:
         self.config = config
         self.clock = clock
+        self.on_fatal = on_fatal
+        self._lock = _lock_data_dir(config.data_dir)
         self.key: SigningKey = load_or_create_key(config.data_dir / "coordinator.key")
         self.store = Store(config.data_dir / "coordinator.sqlite3")
         rows = self.store.load()
@@ -47,12 +68,17 @@ class Service:
         self.replay = ReplayGuard(config.clock_window_ms, not_before_ms=clock())
 
     def close(self) -> None:
-        """Close the database."""
+        """Close the database and let another coordinator have the data dir."""
         self.store.close()
+        os.close(self._lock)
 
     def save(self) -> None:
-        """Write whatever the scheduler changed."""
-        self.store.save(self.scheduler.take_changes())
+        """Write whatever the scheduler changed; if that fails, memory is ahead of the disk and we must stop."""
+        try:
+            self.store.save(self.scheduler.take_changes())
+        except BaseException as exc:
+            self.on_fatal(exc)
+            raise
 
     def _open(self, kind: str, envelope: Any) -> tuple[VerifyKey, dict[str, Any]]:
         signer, payload = open_envelope(kind, envelope)

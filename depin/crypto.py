@@ -128,14 +128,11 @@ def open_envelope(kind: str, envelope: Any, *, max_payload: int | None = None) -
     return signer, payload
 
 
-def load_or_create_key(path: Path) -> SigningKey:
-    """The key stored at `path` (mode 0600), created on first use."""
+def _create_key(path: Path) -> SigningKey:
+    key = SigningKey.generate()
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
-        seed = path.read_bytes()
-    except FileNotFoundError:
-        key = SigningKey.generate()
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, key.seed_bytes())
@@ -143,7 +140,17 @@ def load_or_create_key(path: Path) -> SigningKey:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        return key
+    except OSError as exc:
+        raise UserError(f"cannot create key file {path}: {exc.strerror}") from None
+    return key
+
+
+def load_or_create_key(path: Path) -> SigningKey:
+    """The key stored at `path` (mode 0600), created on first use."""
+    try:
+        seed = path.read_bytes()
+    except FileNotFoundError:
+        return _create_key(path)
     except OSError as exc:
         raise UserError(f"cannot read key file {path}: {exc.strerror}") from None
     if len(seed) != 32:

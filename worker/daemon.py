@@ -141,10 +141,19 @@ class Worker:
                 break
             try:
                 checked = tasks.check(grant, coordinator)
-            except (VerificationError, PeerProtocolError) as exc:
+            except VerificationError as exc:
+                # Not signed by the key we pinned: perhaps another coordinator now answers at this URL. Give the
+                # work back, forget the connection so the next cycle re-reads /v1/info (a changed key then stops
+                # the worker), and back off instead of asking again at once.
                 log.error("refusing lease %s: %s", grant.lease_id, exc)
-                await self._release(client, [grant.lease_id])
-                continue
+                await self._release(client, [g.lease_id for g in grants[i:]])
+                self.coordinator = None
+                raise
+            except PeerProtocolError as exc:
+                # A task we cannot run; released, it may come straight back, so back off before asking again.
+                log.error("refusing lease %s: %s", grant.lease_id, exc)
+                await self._release(client, [g.lease_id for g in grants[i:]])
+                raise
             item = await loop.run_in_executor(None, tasks.run, checked)
             self.journal.add(item, int(time.time() * 1000))
             self.stats.computed += 1

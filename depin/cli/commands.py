@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,11 @@ def _client_config(args: argparse.Namespace) -> config.ClientConfig:
         home=config.home_dir(getattr(args, "home", None), env),
         json=bool(getattr(args, "json", False)),
     )
+
+
+def _quoted(job_id: str) -> str:
+    # A job id is one path segment, whatever the user typed ("../info" must not become another endpoint).
+    return urllib.parse.quote(job_id, safe="")
 
 
 def parse_param_flags(flags: list[str]) -> dict[str, str]:
@@ -58,7 +64,7 @@ async def _submit(cfg: config.ClientConfig, args: argparse.Namespace) -> int:
 
 async def _status(cfg: config.ClientConfig, args: argparse.Namespace) -> int:
     async with Client(cfg.coordinator) as c:
-        job = await c.get_json(f"/v1/jobs/{args.job}")
+        job = await c.get_json(f"/v1/jobs/{_quoted(args.job)}")
     output.emit(cfg.json, job, output.job_text(job))
     return 0
 
@@ -67,7 +73,7 @@ async def wait_for(c: Client, job_id: str, *, show: bool, poll_s: float = 0.25) 
     """Poll a job until it ends, drawing a progress bar on stderr if `show`."""
     from tqdm import tqdm
 
-    job: dict[str, Any] = await c.get_json(f"/v1/jobs/{job_id}")
+    job: dict[str, Any] = await c.get_json(f"/v1/jobs/{_quoted(job_id)}")
     bar = tqdm(total=job["tasks_total"], unit="task", desc=job_id, disable=not show, file=sys.stderr,
                dynamic_ncols=True)
     try:
@@ -78,7 +84,7 @@ async def wait_for(c: Client, job_id: str, *, show: bool, poll_s: float = 0.25) 
             if job["state"] in TERMINAL:
                 return job
             await asyncio.sleep(poll_s)
-            job = await c.get_json(f"/v1/jobs/{job_id}")
+            job = await c.get_json(f"/v1/jobs/{_quoted(job_id)}")
     finally:
         bar.close()
 
@@ -101,7 +107,7 @@ async def fetch_result(c: Client, job_id: str, path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix not in (".npy", ".png"):
         raise UserError(f"{path}: the output file must end in .npy or .png")
-    answer = await c.get_msgpack(f"/v1/jobs/{job_id}/result")
+    answer = await c.get_msgpack(f"/v1/jobs/{_quoted(job_id)}/result")
     array = codec.array_from_wire(answer["output"])
     if suffix == ".npy":
         buf = io.BytesIO()
@@ -128,7 +134,7 @@ async def _result(cfg: config.ClientConfig, args: argparse.Namespace) -> int:
 async def _cancel(cfg: config.ClientConfig, args: argparse.Namespace) -> int:
     key = load_or_create_key(cfg.home / "key")
     async with Client(cfg.coordinator) as c:
-        answer = await c.post_signed(f"/v1/jobs/{args.job}/cancel", key, "cancel", {"job_id": args.job})
+        answer = await c.post_signed(f"/v1/jobs/{_quoted(args.job)}/cancel", key, "cancel", {"job_id": args.job})
     output.emit(cfg.json, answer, f"{answer['job_id']} {answer['state']}")
     return 0
 
@@ -182,8 +188,7 @@ def _coordinator(args: argparse.Namespace) -> int:
     def ready(url: str) -> None:
         print(f"coordinator listening on {url}", flush=True)
 
-    asyncio.run(serve(cfg, ready))
-    return 0
+    return asyncio.run(serve(cfg, ready))
 
 
 def _worker(args: argparse.Namespace) -> int:
