@@ -138,6 +138,7 @@ class Scheduler:
         self._new_id = new_id
         self.jobs: dict[str, Job] = {}
         self.tasks: dict[str, Task] = {}  # only tasks of unfinished jobs, in job then index order
+        self._job_tasks: dict[str, list[Task]] = {}  # unfinished job id -> its tasks in index order
         self.leases: dict[str, Lease] = {}  # only leases of unfinished jobs
         self.results: dict[str, Result] = {}  # only results of unfinished jobs
         self.workers: dict[str, Worker] = {}
@@ -167,6 +168,8 @@ class Scheduler:
         s = cls(key=key, lease_timeout_ms=lease_timeout_ms, new_id=new_id, archive=archive)
         s.jobs = {j.job_id: j for j in jobs}
         s.tasks = {t.task_id: t for t in sorted(tasks, key=lambda t: (s.jobs[t.job_id].created_ms, t.job_id, t.index))}
+        for t in s.tasks.values():
+            s._job_tasks.setdefault(t.job_id, []).append(t)
         for lease in leases:
             s.leases[lease.lease_id] = lease
             task = s.tasks[lease.task_id]
@@ -217,6 +220,7 @@ class Scheduler:
         )
         self.jobs[job.job_id] = job
         self._changes.jobs[job.job_id] = job
+        self._job_tasks[job.job_id] = []
         for index, task_params in enumerate(pieces):
             task_id = f"{job.job_id}-{index}"
             payload = codec.encode({
@@ -228,6 +232,7 @@ class Scheduler:
                 payload=payload, sig=self.key.sign("task", payload), wanted=replicas,
             )
             self.tasks[task_id] = task
+            self._job_tasks[job.job_id].append(task)
             self._changes.tasks[task_id] = task
         return job
 
@@ -251,7 +256,7 @@ class Scheduler:
         job.state = states.move(states.JOB, job.state, state)
         job.finished_ms, job.error = now, error
         self._changes.jobs[job.job_id] = job
-        for task in [t for t in self.tasks.values() if t.job_id == job.job_id]:
+        for task in self._job_tasks.pop(job.job_id, []):
             if task.state == "pending":
                 task.state = states.move(states.TASK, task.state, "cancelled")
                 self._changes.tasks[task.task_id] = task
@@ -458,7 +463,7 @@ class Scheduler:
         if job.tasks_validated == job.n_tasks:
             outputs = [
                 codec.array_from_wire(codec.decode(t.canonical))
-                for t in self.tasks.values() if t.job_id == job.job_id and t.canonical is not None
+                for t in self._job_tasks[job.job_id] if t.canonical is not None
             ]
             merged = kernel.merge(job.params, outputs)
             self._changes.merged[job.job_id] = codec.encode(codec.array_to_wire(merged))
