@@ -1,10 +1,15 @@
 """Quorum: given the results a task has, decide whether it is validated, failed, or needs more.
 
-Results are grouped by agreement (equal digests for exact kernels, the kernel's compare otherwise). The first
-group to reach `quorum` members wins and its first result is canonical. A task that has `max_results` results
-without such a group, or can no longer reach one within that bound, fails, and nobody is judged (we cannot
-tell who was wrong). Otherwise it asks for exactly as
-many more results as the largest group still lacks: a disagreement leases one more replica instead of guessing.
+A result a kernel can check on its own (`verified` True) validates its task at once. A result that is malformed
+or that the kernel's check refutes (`verified` False) is an *error*; more than `max_errors` of them fail the task.
+The remaining results are grouped by agreement (equal digests for exact kernels, the kernel's compare otherwise).
+The first group with `quorum` members wins, provided that, when `need_trusted` is set, it includes a trusted
+worker's result: a swarm of fresh identities cannot validate each other while a trusted worker could be asked.
+The winner's first result is canonical, its members are valid, everyone else is invalid. A task that has
+`max_results` results without such a group, or can no longer reach one within that bound, fails, and nobody is
+judged (we cannot tell who was wrong). Otherwise it asks for exactly as many more results as the largest group
+still lacks (at least one, from a trusted worker, when only trust is missing): a disagreement leases one more
+replica instead of guessing.
 """
 
 from __future__ import annotations
@@ -22,6 +27,13 @@ class Candidate:
     key: str  # lease id
     digest: bytes
     output: np.ndarray | None
+    verified: bool | None = None  # the kernel's own check: True right, False wrong, None cannot tell
+    trusted: bool = False  # from a worker trusted for this kernel, and not flagged as implausibly fast
+
+    @property
+    def error(self) -> bool:
+        """Malformed, or refuted by the kernel's check."""
+        return self.output is None or self.verified is False
 
 
 @dataclass(frozen=True)
@@ -30,6 +42,7 @@ class Decision:
 
     state: str
     more: int = 0
+    needs_trusted: bool = False  # pending only: the next result should come from a trusted worker
     canonical: str | None = None
     valid: tuple[str, ...] = ()
     invalid: tuple[str, ...] = ()
@@ -41,35 +54,52 @@ def decide(
     *,
     quorum: int,
     max_results: int,
+    max_errors: int | None = None,
     exact: bool,
     compare: Callable[[np.ndarray, np.ndarray], bool],
+    need_trusted: bool = False,
 ) -> Decision:
     """The decision for a task with these results, in arrival order."""
+    verified = [r for r in results if r.verified is True]
+    if verified:
+        winners = {r.key for r in verified}
+        return Decision(
+            state="validated", canonical=verified[0].key,
+            valid=tuple(r.key for r in results if r.key in winners),
+            invalid=tuple(r.key for r in results if r.key not in winners),
+        )
+    errors = sum(1 for r in results if r.error)
+    if max_errors is not None and errors > max_errors:
+        return Decision(state="failed", reason=f"{errors} error results (limit {max_errors})")
     groups: list[list[Candidate]] = []
     for r in results:
-        if r.output is None:
+        if r.error:
             continue
         for g in groups:
             rep = g[0]
-            if rep.digest == r.digest or (not exact and rep.output is not None and compare(rep.output, r.output)):
+            if rep.digest == r.digest or (not exact and rep.output is not None and r.output is not None
+                                          and compare(rep.output, r.output)):
                 g.append(r)
                 break
         else:
             groups.append([r])
+    for g in groups:
+        if len(g) >= quorum and (not need_trusted or any(r.trusted for r in g)):
+            winners = {r.key for r in g}
+            return Decision(
+                state="validated", canonical=g[0].key,
+                valid=tuple(r.key for r in results if r.key in winners),
+                invalid=tuple(r.key for r in results if r.key not in winners),
+            )
     best = max(groups, key=len, default=[])
-    if len(best) >= quorum:
-        winners = {r.key for r in best}
-        return Decision(
-            state="validated",
-            canonical=best[0].key,
-            valid=tuple(r.key for r in results if r.key in winners),
-            invalid=tuple(r.key for r in results if r.key not in winners),
-        )
     lacking = quorum - len(best)
+    only_trust_missing = lacking <= 0
+    if only_trust_missing:
+        lacking = 1
     room = max_results - len(results)
     if room < lacking:
         return Decision(
             state="failed",
             reason=f"no {quorum} agreeing results among {len(results)} (limit {max_results})",
         )
-    return Decision(state="pending", more=lacking)
+    return Decision(state="pending", more=lacking, needs_trusted=need_trusted and only_trust_missing)

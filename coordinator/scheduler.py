@@ -1,122 +1,57 @@
-"""The coordinator's brain: jobs, tasks, leases, results, quorum and rewards, with no I/O at all.
+"""The coordinator's brain: jobs, tasks, leases, results, quorum, trust and rewards, with no I/O at all.
 
 The aiohttp shell calls one method per request with the current time; the method checks, decides and mutates
 the in-memory state, and records every row it touched. The shell then writes `take_changes()` to the database
 in one transaction before it answers, so nothing is acknowledged that is not durable. On restart the shell
-loads the rows back and calls `Scheduler.restore`.
+loads the rows back and calls `Scheduler.restore`. Randomness (spot checks) comes from the injected `rand`.
 
-How a task moves: it is created `pending` and wants `replicas` results from distinct workers. Each lease names
-one worker; a lease that times out is `expired` and the task is offered again (a late result on it still
-counts). When results arrive, quorum.decide judges them: an agreeing quorum validates the task and pays each
-agreeing worker one reward entry; a disagreement asks for one more result; too many results without agreement
-fail the task and its job. When every task is validated the kernel merges the canonical outputs.
+How a task moves: it is created `pending` and wants `replicas` results from distinct workers (one, for a kernel
+that can verify a result on its own). Each lease names one worker; a lease that times out is `expired` and the
+task is offered again (a late result on it still counts). A worker trusted for the kernel may take a fresh task
+*single* (quorum 1) unless a spot check says otherwise. When results arrive, quorum.decide judges them: an agreeing
+quorum (with a trusted member, while one could be asked) validates the task and pays each agreeing worker one
+reward entry; a disagreement asks for one more result; too many errors or results fail the task and its job.
+Every verdict feeds the TrustBook, which may ban a worker. When every task is validated the kernel merges the
+canonical outputs.
 """
 
 from __future__ import annotations
 
 import heapq
+import ipaddress
+import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from coordinator import states
-from coordinator.quorum import Candidate, decide
+from coordinator.model import Changes, Job, Lease, Result, Task, Worker
+from coordinator.quorum import Candidate, Decision, decide
+from coordinator.trust import Trust, TrustBook, TrustPolicy
 from depin import codec, kernels, ledger, protocol
 from depin.crypto import SigningKey
 from depin.errors import Conflict, Forbidden, NotFound, PeerProtocolError, UserError
 from depin.kernels import Kernel, wire_digest
 from depin.protocol import AckItem, LeaseGrant, ResultItem
 
-
-@dataclass
-class Job:
-    job_id: str
-    kernel: str
-    kernel_version: int
-    params: dict[str, Any]
-    n_tasks: int
-    replicas: int
-    max_results: int
-    price: int
-    submitter: str
-    state: str
-    created_ms: int
-    finished_ms: int | None = None
-    error: str | None = None
-    tasks_validated: int = 0
-
-
-@dataclass
-class Task:
-    task_id: str
-    job_id: str
-    index: int
-    params: dict[str, Any]
-    payload: bytes  # the signed task message, canonical msgpack
-    sig: bytes
-    state: str = "pending"
-    canonical: bytes | None = None  # the validated output, as wire msgpack
-    # Not persisted as columns; rebuilt from the lease and result rows.
-    leases: list[str] = field(default_factory=list)
-    results: list[str] = field(default_factory=list)
-    workers: set[str] = field(default_factory=set)
-    wanted: int = 0
-
-
-@dataclass
-class Lease:
-    lease_id: str
-    task_id: str
-    job_id: str
-    worker_id: str
-    issued_ms: int
-    expires_ms: int
-    state: str = "active"
-
-
-@dataclass
-class Result:
-    lease_id: str
-    task_id: str
-    job_id: str
-    worker_id: str
-    digest: bytes
-    output: bytes | None  # wire msgpack of the array while it may still matter; None if malformed or dropped
-    verdict: str
-    received_ms: int
-    error: str | None = None
-
-
-@dataclass
-class Worker:
-    worker_id: str
-    public_key: bytes
-    first_seen_ms: int
-    last_seen_ms: int
-    validated: int = 0
-    rejected: int = 0
-    balance: int = 0
-
-
-@dataclass
-class Changes:
-    """Every row touched since the last take_changes(), for the shell to persist in one transaction."""
-
-    jobs: dict[str, Job] = field(default_factory=dict)
-    tasks: dict[str, Task] = field(default_factory=dict)
-    leases: dict[str, Lease] = field(default_factory=dict)
-    results: dict[str, Result] = field(default_factory=dict)
-    workers: dict[str, Worker] = field(default_factory=dict)
-    entries: list[ledger.Entry] = field(default_factory=list)
-    merged: dict[str, bytes] = field(default_factory=dict)  # job id -> merged output (wire msgpack), once done
-
-    def __bool__(self) -> bool:
-        return any((self.jobs, self.tasks, self.leases, self.results, self.workers, self.entries, self.merged))
-
+__all__ = ["LAST_SEEN_PERSIST_MS", "Changes", "Job", "Lease", "Result", "Scheduler", "Task", "Worker"]
 
 LAST_SEEN_PERSIST_MS = 10_000
+DEFAULT_QUORUM = 2
+DEFAULT_MAX_ERRORS = 3
+
+Archive = Callable[[str], "tuple[str, str, bytes, str] | None"]
+
+
+def public_address(address: str | None) -> str | None:
+    """`address` if it is a globally routable IP (the only kind that says two workers share a machine)."""
+    if address is None:
+        return None
+    try:
+        return address if ipaddress.ip_address(address).is_global else None
+    except ValueError:
+        return None
 
 
 class Scheduler:
@@ -128,7 +63,9 @@ class Scheduler:
         key: SigningKey,
         lease_timeout_ms: int,
         new_id: Callable[[], str],
-        archive: Callable[[str], tuple[str, str, bytes, str] | None] = lambda lease_id: None,
+        archive: Archive = lambda lease_id: None,
+        policy: TrustPolicy | None = None,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         self.key = key
         # Looks up (worker_id, task_id, digest, verdict) of a result whose job has left memory, so a resend after the
@@ -136,6 +73,8 @@ class Scheduler:
         self._archive = archive
         self.lease_timeout_ms = lease_timeout_ms
         self._new_id = new_id
+        self._rand = rand
+        self.trust = TrustBook(policy or TrustPolicy())
         self.jobs: dict[str, Job] = {}
         self.tasks: dict[str, Task] = {}  # only tasks of unfinished jobs, in job then index order
         self._job_tasks: dict[str, list[Task]] = {}  # unfinished job id -> its tasks in index order
@@ -145,6 +84,8 @@ class Scheduler:
         self.head: ledger.Entry | None = None
         self._expiry: list[tuple[int, str]] = []
         self._seen_persisted: dict[str, int] = {}  # worker id -> last_seen_ms last handed to the store
+        self._trust_version = 0  # bumped on every verdict, so cached trust views know they are stale
+        self._online_cache: tuple[tuple[int, int], dict[str, list[str]]] | None = None
         self._changes = Changes()
 
     # ---- restore ---------------------------------------------------------------------------------------
@@ -156,17 +97,29 @@ class Scheduler:
         key: SigningKey,
         lease_timeout_ms: int,
         new_id: Callable[[], str],
-        archive: Callable[[str], tuple[str, str, bytes, str] | None] = lambda lease_id: None,
+        archive: Archive = lambda lease_id: None,
+        policy: TrustPolicy | None = None,
+        rand: Callable[[], float] = random.random,
         jobs: Iterable[Job],
         tasks: Iterable[Task],
         leases: Iterable[Lease],
         results: Iterable[Result],
         workers: Iterable[Worker],
+        trust: Iterable[Trust] = (),
         head: ledger.Entry | None,
+        now: int = 0,
     ) -> Scheduler:
         """A scheduler over rows loaded from the database (tasks/leases/results of unfinished jobs only)."""
-        s = cls(key=key, lease_timeout_ms=lease_timeout_ms, new_id=new_id, archive=archive)
+        s = cls(key=key, lease_timeout_ms=lease_timeout_ms, new_id=new_id, archive=archive, policy=policy,
+                rand=rand)
         s.jobs = {j.job_id: j for j in jobs}
+        s.workers = {w.worker_id: w for w in workers}
+        for w in s.workers.values():
+            standing = s.trust.standing_of(w.worker_id)
+            standing.banned, standing.too_fast = w.banned, w.too_fast
+        for record in trust:
+            s.trust.records[(record.worker_id, record.kernel)] = record
+        s.trust.refresh_outliers()
         s.tasks = {t.task_id: t for t in sorted(tasks, key=lambda t: (s.jobs[t.job_id].created_ms, t.job_id, t.index))}
         for t in s.tasks.values():
             s._job_tasks.setdefault(t.job_id, []).append(t)
@@ -175,17 +128,17 @@ class Scheduler:
             task = s.tasks[lease.task_id]
             task.leases.append(lease.lease_id)
             if lease.state != "released":
-                task.workers.add(lease.worker_id)
+                s._mark_holder(task, lease.worker_id)
             if lease.state == "active":
                 heapq.heappush(s._expiry, (lease.expires_ms, lease.lease_id))
         for r in sorted(results, key=lambda r: r.received_ms):
             s.results[r.lease_id] = r
-            s.tasks[r.task_id].results.append(r.lease_id)
-        s.workers = {w.worker_id: w for w in workers}
+            if r.verdict != "void":  # in an unfinished job, void means set aside when its worker was banned
+                s.tasks[r.task_id].results.append(r.lease_id)
         s.head = head
         for task in s.tasks.values():
             if task.state == "pending":
-                s._refresh_wanted(task)
+                s._refresh_wanted(task, now)
         return s
 
     # ---- jobs ------------------------------------------------------------------------------------------
@@ -198,25 +151,23 @@ class Scheduler:
         kernel_name: str,
         params: dict[str, Any],
         n_tasks: int,
-        replicas: int,
+        replicas: int | None,
         max_results: int | None,
         price: int,
+        quorum: int | None = None,
+        max_errors: int | None = None,
     ) -> Job:
         """Create a job and its signed tasks; UserError for anything the submitter got wrong."""
         kernel = kernels.get(kernel_name)
         checked = kernel.validate(params)
-        if not 1 <= replicas <= protocol.MAX_REPLICAS:
-            raise UserError(f"replicas must be between 1 and {protocol.MAX_REPLICAS}")
-        limit = min(replicas + 3, protocol.MAX_RESULTS) if max_results is None else max_results
-        if not replicas <= limit <= protocol.MAX_RESULTS:
-            raise UserError(f"max_results must be between replicas ({replicas}) and {protocol.MAX_RESULTS}")
+        q, r, errors, limit = _policy(replicas, quorum, max_errors, max_results)
         if not 1 <= price <= protocol.MAX_PRICE:
             raise UserError(f"price must be a whole number of credits from 1 to {protocol.MAX_PRICE}")
         pieces = kernel.split(checked, n_tasks)
         job = Job(
             job_id=self._new_id(), kernel=kernel.name, kernel_version=kernel.version, params=checked,
-            n_tasks=len(pieces), replicas=replicas, max_results=limit, price=price, submitter=submitter,
-            state="queued", created_ms=now,
+            n_tasks=len(pieces), replicas=r, quorum=q, max_errors=errors, max_results=limit, price=price,
+            submitter=submitter, state="queued", created_ms=now,
         )
         self.jobs[job.job_id] = job
         self._changes.jobs[job.job_id] = job
@@ -229,7 +180,8 @@ class Scheduler:
             })
             task = Task(
                 task_id=task_id, job_id=job.job_id, index=index, params=task_params,
-                payload=payload, sig=self.key.sign("task", payload), wanted=replicas,
+                payload=payload, sig=self.key.sign("task", payload), quorum=q,
+                wanted=1 if kernel.verify is not None else r,
             )
             self.tasks[task_id] = task
             self._job_tasks[job.job_id].append(task)
@@ -272,50 +224,126 @@ class Scheduler:
                     result.output = None
                     self._changes.results[lease_id] = result
             del self.tasks[task.task_id]
+        for lease_id in [lid for lid, r in self.results.items() if r.job_id == job.job_id]:
+            del self.results[lease_id]  # results set aside from their task (a banned worker's) leave memory too
 
-    # ---- leasing ---------------------------------------------------------------------------------------
+    # ---- workers -----------------------------------------------------------------------------------------
 
-    def touch_worker(self, *, now: int, worker_id: str, public_key: bytes) -> Worker:
-        """Register a worker on first contact and note that it was seen."""
+    def touch_worker(self, *, now: int, worker_id: str, public_key: bytes, address: str | None = None,
+                     owner: str | None = None) -> Worker:
+        """Register a worker on first contact and note that (and from where) it was seen."""
         worker = self.workers.get(worker_id)
         if worker is None:
             worker = Worker(worker_id=worker_id, public_key=public_key, first_seen_ms=now, last_seen_ms=now)
             self.workers[worker_id] = worker
         worker.last_seen_ms = max(worker.last_seen_ms, now)
+        changed = False
+        if public_address(address) not in (None, worker.address):
+            worker.address, changed = public_address(address), True
+        if owner is not None and owner != worker.owner:
+            worker.owner, changed = owner, True
         # last_seen is for display: persisting it at most this often keeps a write off most lease requests.
-        if now - self._seen_persisted.get(worker_id, -LAST_SEEN_PERSIST_MS) >= LAST_SEEN_PERSIST_MS:
+        if changed or now - self._seen_persisted.get(worker_id, -LAST_SEEN_PERSIST_MS) >= LAST_SEEN_PERSIST_MS:
             self._seen_persisted[worker_id] = now
             self._changes.workers[worker_id] = worker
         return worker
 
+    def banned(self, worker_id: str) -> str | None:
+        """Why this worker is banned, or None."""
+        return self.trust.banned(worker_id)
+
+    def _trusted_online(self, now: int) -> dict[str, list[str]]:
+        # kernel key -> workers trusted for it and seen recently; computed once per (clock tick, trust change).
+        if self._online_cache is not None and self._online_cache[0] == (now, self._trust_version):
+            return self._online_cache[1]
+        online: dict[str, list[str]] = {}
+        horizon = now - self.trust.policy.online_ms
+        for (worker_id, kernel), _ in self.trust.records.items():
+            w = self.workers.get(worker_id)
+            if w is not None and w.last_seen_ms >= horizon and self.trust.trusted(worker_id, kernel):
+                online.setdefault(kernel, []).append(worker_id)
+        self._online_cache = ((now, self._trust_version), online)
+        return online
+
+    @staticmethod
+    def _trusted_could_help(task: Task, candidates: list[str]) -> bool:
+        return any(w not in task.workers for w in candidates)
+
+    # ---- leasing ---------------------------------------------------------------------------------------
+
     def lease(self, *, now: int, worker_id: str, max_tasks: int, kernels_ok: Iterable[str]) -> list[LeaseGrant]:
-        """Up to `max_tasks` leases for this worker, never two of one task, oldest job first."""
+        """Up to `max_tasks` leases for this worker: oldest job first, never two replicas of one task to one
+        worker (or owner, or public address), the last quorum slot kept for a trusted worker while one is online."""
+        if self.trust.banned(worker_id):
+            raise Forbidden(f"worker banned: {self.trust.banned(worker_id)}")
         self.expire(now)
         accepted = set(kernels_ok)
+        worker = self.workers.get(worker_id)
+        owner = worker.owner if worker else None
+        address = worker.address if worker else None
+        trusted_online = self._trusted_online(now)
         grants: list[LeaseGrant] = []
         for task in self.tasks.values():
             if len(grants) >= max_tasks:
                 break
-            if task.wanted <= 0 or worker_id in task.workers or task.state != "pending":
+            if task.wanted <= 0 or task.state != "pending" or worker_id in task.workers:
+                continue
+            if (owner is not None and owner in task.owners) or (address is not None and address in task.addresses):
                 continue
             job = self.jobs[task.job_id]
-            if f"{job.kernel}@{job.kernel_version}" not in accepted:
+            kernel_key = f"{job.kernel}@{job.kernel_version}"
+            if kernel_key not in accepted:
                 continue
-            lease = Lease(
-                lease_id=self._new_id(), task_id=task.task_id, job_id=task.job_id, worker_id=worker_id,
-                issued_ms=now, expires_ms=now + self.lease_timeout_ms,
-            )
-            self.leases[lease.lease_id] = lease
-            self._changes.leases[lease.lease_id] = lease
-            heapq.heappush(self._expiry, (lease.expires_ms, lease.lease_id))
-            task.leases.append(lease.lease_id)
-            task.workers.add(worker_id)
-            task.wanted -= 1
-            if job.state == "queued":
-                job.state = states.move(states.JOB, job.state, "running")
-                self._changes.jobs[job.job_id] = job
-            grants.append(LeaseGrant(lease.lease_id, lease.expires_ms, task.payload, task.sig))
+            is_trusted = self.trust.trusted(worker_id, kernel_key)
+            helpers = trusted_online.get(kernel_key, [])
+            if not is_trusted and task.quorum > 1 and self._trusted_could_help(task, helpers):
+                members = self._members(task)
+                last_slot = len(members) + 1 >= task.quorum
+                if task.needs_trusted or (last_slot and not any(self._counts_as_trusted(task, m) for m in members)):
+                    continue
+            grants.append(self._grant(task, job, kernel_key, worker_id, is_trusted, now))
         return grants
+
+    def _grant(self, task: Task, job: Job, kernel_key: str, worker_id: str, is_trusted: bool, now: int) -> LeaseGrant:
+        lease = Lease(
+            lease_id=self._new_id(), task_id=task.task_id, job_id=task.job_id, worker_id=worker_id,
+            issued_ms=now, expires_ms=now + self.lease_timeout_ms,
+        )
+        self.leases[lease.lease_id] = lease
+        self._changes.leases[lease.lease_id] = lease
+        heapq.heappush(self._expiry, (lease.expires_ms, lease.lease_id))
+        fresh = not task.leases
+        task.leases.append(lease.lease_id)
+        self._mark_holder(task, worker_id)
+        task.wanted -= 1
+        kernel = kernels.get(job.kernel, job.kernel_version)
+        if (fresh and is_trusted and task.quorum > 1 and kernel.verify is None
+                and self._rand() >= self.trust.spot_check_probability(worker_id, kernel_key)):
+            # Adaptive replication: a trusted worker takes this task alone; the spot check said no replica.
+            task.quorum, task.single, task.wanted = 1, lease.lease_id, 0
+            self._changes.tasks[task.task_id] = task
+        if job.state == "queued":
+            job.state = states.move(states.JOB, job.state, "running")
+            self._changes.jobs[job.job_id] = job
+        return LeaseGrant(lease.lease_id, lease.expires_ms, task.payload, task.sig)
+
+    def _mark_holder(self, task: Task, worker_id: str) -> None:
+        task.workers.add(worker_id)
+        w = self.workers.get(worker_id)
+        if w is not None and w.owner is not None:
+            task.owners.add(w.owner)
+        if w is not None and w.address is not None:
+            task.addresses.add(w.address)
+
+    def _members(self, task: Task) -> list[str]:
+        # Workers whose result may still count: active leases and non-error results.
+        out = [self.leases[lid].worker_id for lid in task.leases if self.leases[lid].state == "active"]
+        out += [self.results[lid].worker_id for lid in task.results if self.results[lid].error is None]
+        return out
+
+    def _counts_as_trusted(self, task: Task, worker_id: str) -> bool:
+        job = self.jobs[task.job_id]
+        return self.trust.trusted(worker_id, f"{job.kernel}@{job.kernel_version}")
 
     def release(self, *, now: int, worker_id: str, lease_ids: Iterable[str]) -> int:
         """The worker gives back leases it will not compute; their tasks are offered again at once."""
@@ -328,7 +356,8 @@ class Scheduler:
             self._changes.leases[lease_id] = lease
             task = self.tasks[lease.task_id]
             task.workers.discard(worker_id)
-            self._refresh_wanted(task)
+            self._lease_ended_empty(task, lease)
+            self._refresh_wanted(task, now)
             count += 1
         return count
 
@@ -342,9 +371,17 @@ class Scheduler:
                 continue
             lease.state = states.move(states.LEASE, lease.state, "expired")
             self._changes.leases[lease_id] = lease
-            self._refresh_wanted(self.tasks[lease.task_id])
+            task = self.tasks[lease.task_id]
+            self._lease_ended_empty(task, lease)
+            self._refresh_wanted(task, now)
             count += 1
         return count
+
+    def _lease_ended_empty(self, task: Task, lease: Lease) -> None:
+        # A single lease that ends without a result leaves the task replicated again.
+        if task.single == lease.lease_id:
+            task.quorum, task.single = self.jobs[task.job_id].quorum, None
+            self._changes.tasks[task.task_id] = task
 
     def next_expiry_ms(self) -> int | None:
         """When the earliest active lease expires, if any."""
@@ -356,18 +393,26 @@ class Scheduler:
             heapq.heappop(self._expiry)
         return None
 
-    def _refresh_wanted(self, task: Task) -> None:
+    def _refresh_wanted(self, task: Task, now: int) -> None:
         # How many more leases to hand out: what quorum still lacks, minus leases still running.
         job = self.jobs[task.job_id]
-        decision = self._decide(task, job)
+        decision = self._decide(task, job, now)
         active = sum(1 for lid in task.leases if self.leases[lid].state == "active")
         room = job.max_results - len(task.results) - active
-        task.wanted = max(0, min(decision.more - active, room))
+        if task.results:
+            want = decision.more
+        else:
+            kernel = kernels.get(job.kernel, job.kernel_version)
+            want = 1 if task.single or kernel.verify is not None else job.replicas
+        task.wanted = max(0, min(want - active, room))
+        task.needs_trusted = decision.needs_trusted
 
     # ---- results ---------------------------------------------------------------------------------------
 
     def report(self, *, now: int, worker_id: str, reports: Iterable[ResultItem]) -> list[AckItem]:
         """Take a worker's results; each gets an Ack. Accepted results are judged as soon as quorum allows."""
+        if self.trust.banned(worker_id):
+            raise Forbidden(f"worker banned: {self.trust.banned(worker_id)}")
         acks = []
         for rep in reports:
             try:
@@ -401,41 +446,67 @@ class Scheduler:
             return AckItem(rep.lease_id, "rejected", "lease was given back")
         if lease.state == "cancelled" or task.state != "pending":
             return AckItem(rep.lease_id, "rejected", f"task already {task.state}")
-        error = _check_output(kernel, task.params, rep.output)
+        result = self._take_result(now, lease, task, job, kernel, wire, rep.output)
+        self._settle(task, job, kernel, now)
+        if result.error:
+            return AckItem(rep.lease_id, "rejected", f"malformed output: {result.error}")
+        if result.verified is False:
+            return AckItem(rep.lease_id, "rejected", "the kernel's check refutes this result")
+        return AckItem(rep.lease_id, "accepted", "")
+
+    def _take_result(self, now: int, lease: Lease, task: Task, job: Job, kernel: Kernel, wire: bytes,
+                     output: Any) -> Result:
+        """Record one result with everything known about it at arrival: shape, kernel check, speed, trust."""
+        kernel_key = f"{job.kernel}@{job.kernel_version}"
+        array, error = _check_output(kernel, task.params, output)
         lease.state = states.move(states.LEASE, lease.state, "returned")
         self._changes.leases[lease.lease_id] = lease
         result = Result(
-            lease_id=lease.lease_id, task_id=task.task_id, job_id=job.job_id, worker_id=worker_id,
-            digest=wire_digest(wire), output=None if error else wire, verdict="pending", received_ms=now, error=error,
+            lease_id=lease.lease_id, task_id=task.task_id, job_id=job.job_id, worker_id=lease.worker_id,
+            digest=wire_digest(wire), output=None if error else wire, verdict="pending", received_ms=now,
+            error=error,
         )
+        if array is not None and kernel.verify is not None:
+            result.verified = kernel.verify(task.params, array)
+        if array is not None:
+            speed = kernel.work(task.params) / max(1, now - lease.issued_ms)
+            if self.trust.too_fast(lease.worker_id, kernel_key, speed):
+                result.too_fast = True
+                self.trust.note_fast(lease.worker_id)
+                worker = self.workers[lease.worker_id]
+                worker.too_fast += 1
+                self._changes.workers[worker.worker_id] = worker
+        result.trusted = self.trust.trusted(lease.worker_id, kernel_key) and not result.too_fast
+        if task.single == lease.lease_id and (not result.trusted or error or result.verified is False):
+            task.quorum, task.single = job.quorum, None  # a doubtful single result needs company after all
+            self._changes.tasks[task.task_id] = task
         self.results[result.lease_id] = result
         self._changes.results[result.lease_id] = result
         task.results.append(result.lease_id)
-        if error:
-            self._judge(result, "invalid")
-        self._settle(task, job, kernel, now)
-        if error:
-            return AckItem(rep.lease_id, "rejected", f"malformed output: {error}")
-        return AckItem(rep.lease_id, "accepted", "")
+        if error or result.verified is False:
+            self._judge(result, "invalid", job, now, cross_checked=False)
+        return result
 
-    def _decide(self, task: Task, job: Job) -> Any:
+    def _decide(self, task: Task, job: Job, now: int) -> Decision:
         kernel = kernels.get(job.kernel, job.kernel_version)
         candidates = [self._candidate(self.results[lid], kernel.exact) for lid in task.results]
-        return decide(candidates, quorum=job.replicas, max_results=job.max_results, exact=kernel.exact,
-                      compare=kernel.compare)
+        helpers = self._trusted_online(now).get(f"{job.kernel}@{job.kernel_version}", [])
+        need_trusted = task.quorum > 1 and self._trusted_could_help(task, helpers)
+        return decide(candidates, quorum=task.quorum, max_results=job.max_results, max_errors=job.max_errors,
+                      exact=kernel.exact, compare=kernel.compare, need_trusted=need_trusted)
 
     @staticmethod
     def _candidate(result: Result, exact: bool) -> Candidate:
-        if result.error is not None or result.output is None:
-            return Candidate(result.lease_id, result.digest, None)
+        if result.error is not None or (result.output is None and result.verdict != "valid"):
+            return Candidate(result.lease_id, result.digest, None, result.verified, result.trusted)
         # Exact kernels compare digests only; skip decoding the array.
-        array = _EMPTY if exact else codec.array_from_wire(codec.decode(result.output))
-        return Candidate(result.lease_id, result.digest, array)
+        array = _EMPTY if exact or result.output is None else codec.array_from_wire(codec.decode(result.output))
+        return Candidate(result.lease_id, result.digest, array, result.verified, result.trusted)
 
     def _settle(self, task: Task, job: Job, kernel: Kernel, now: int) -> None:
-        decision = self._decide(task, job)
+        decision = self._decide(task, job, now)
         if decision.state == "pending":
-            self._refresh_wanted(task)
+            self._refresh_wanted(task, now)
             return
         if decision.state == "failed":
             task.state = states.move(states.TASK, task.state, "failed")
@@ -443,16 +514,18 @@ class Scheduler:
             self._finish_job(job, "failed", now, f"task {task.index}: {decision.reason}")
             return
         task.state = states.move(states.TASK, task.state, "validated")
+        assert decision.canonical is not None
         task.canonical = self.results[decision.canonical].output
         task.wanted = 0
         self._changes.tasks[task.task_id] = task
+        cross_checked = len(decision.valid) >= 2 or self.results[decision.canonical].verified is True
         for lease_id in decision.valid:
             result = self.results[lease_id]
-            self._judge(result, "valid")
+            self._judge(result, "valid", job, now, cross_checked=cross_checked)
             self._pay(result, job, now)
         for lease_id in decision.invalid:
             if self.results[lease_id].verdict == "pending":
-                self._judge(self.results[lease_id], "invalid")
+                self._judge(self.results[lease_id], "invalid", job, now, cross_checked=False)
         for lease_id in task.leases:
             lease = self.leases[lease_id]
             if lease.state in ("active", "expired"):
@@ -469,16 +542,52 @@ class Scheduler:
             self._changes.merged[job.job_id] = codec.encode(codec.array_to_wire(merged))
             self._finish_job(job, "done", now, None)
 
-    def _judge(self, result: Result, verdict: str) -> None:
+    def _judge(self, result: Result, verdict: str, job: Job, now: int, *, cross_checked: bool) -> None:
         result.verdict = states.move(states.RESULT, result.verdict, verdict)
         result.output = None  # the canonical output lives on the task; judged copies are not kept
         self._changes.results[result.lease_id] = result
+        self._trust_version += 1
         worker = self.workers[result.worker_id]
+        kernel_key = f"{job.kernel}@{job.kernel_version}"
         if verdict == "valid":
             worker.validated += 1
+            lease = self.leases[result.lease_id]
+            speed = None
+            if not result.too_fast:
+                speed = kernels.get(job.kernel, job.kernel_version).work(self.tasks[result.task_id].params) / max(
+                    1, result.received_ms - lease.issued_ms)
+            record = self.trust.judged_valid(result.worker_id, kernel_key, cross_checked=cross_checked, speed=speed)
         else:
             worker.rejected += 1
+            record, ban = self.trust.judged_invalid(result.worker_id, kernel_key)
+            if ban is not None:
+                self._ban(worker, ban, now)
+        self._changes.trust[(record.worker_id, record.kernel)] = record
         self._changes.workers[worker.worker_id] = worker
+
+    def _ban(self, worker: Worker, reason: str, now: int) -> None:
+        """Shut a worker out: its leases go back, its undecided results stop counting, nothing more is paid."""
+        worker.banned = reason
+        self._changes.workers[worker.worker_id] = worker
+        touched: list[Task] = []
+        for lease in list(self.leases.values()):
+            if lease.worker_id == worker.worker_id and lease.state == "active":
+                lease.state = states.move(states.LEASE, lease.state, "cancelled")
+                self._changes.leases[lease.lease_id] = lease
+                touched.append(self.tasks[lease.task_id])
+        for result in list(self.results.values()):
+            if result.worker_id == worker.worker_id and result.verdict == "pending":
+                result.verdict = states.move(states.RESULT, result.verdict, "void")
+                result.output = None
+                self._changes.results[result.lease_id] = result
+                task = self.tasks[result.task_id]
+                task.results.remove(result.lease_id)  # set aside: it neither agrees nor counts as an error
+                touched.append(task)
+        for task in touched:
+            if task.single is not None and self.leases[task.single].worker_id == worker.worker_id:
+                self._lease_ended_empty(task, self.leases[task.single])
+            if task.state == "pending":
+                self._refresh_wanted(task, now)
 
     def _pay(self, result: Result, job: Job, now: int) -> None:
         entry = ledger.make_entry(
@@ -500,6 +609,24 @@ class Scheduler:
 _EMPTY = np.zeros(0, dtype=np.uint8)
 
 
+def _policy(replicas: int | None, quorum: int | None, max_errors: int | None,
+            max_results: int | None) -> tuple[int, int, int, int]:
+    """(quorum, replicas, max_errors, max_results) with defaults filled in and checked."""
+    q = quorum if quorum is not None else min(DEFAULT_QUORUM, replicas if replicas is not None else DEFAULT_QUORUM)
+    r = replicas if replicas is not None else q
+    if not 1 <= q <= protocol.MAX_REPLICAS:
+        raise UserError(f"quorum must be between 1 and {protocol.MAX_REPLICAS}")
+    if not q <= r <= protocol.MAX_REPLICAS:
+        raise UserError(f"replicas must be between quorum ({q}) and {protocol.MAX_REPLICAS}")
+    errors = DEFAULT_MAX_ERRORS if max_errors is None else max_errors
+    if not 0 <= errors <= protocol.MAX_RESULTS:
+        raise UserError(f"max_errors must be between 0 and {protocol.MAX_RESULTS}")
+    limit = min(r + 3, protocol.MAX_RESULTS) if max_results is None else max_results
+    if not r <= limit <= protocol.MAX_RESULTS:
+        raise UserError(f"max_results must be between replicas ({r}) and {protocol.MAX_RESULTS}")
+    return q, r, errors, limit
+
+
 def _resend_ack(lease_id: str, worker_id: str, wire: bytes, earlier_worker: str, earlier_digest: bytes,
                 earlier_verdict: str) -> AckItem:
     """The answer to a result for a lease that already has one: the same verdict again, never a second credit."""
@@ -512,11 +639,11 @@ def _resend_ack(lease_id: str, worker_id: str, wire: bytes, earlier_worker: str,
     return AckItem(lease_id, "duplicate", "result already received")
 
 
-def _check_output(kernel: Kernel, task_params: dict[str, Any], output: Any) -> str | None:
-    """None if `output` is a well-formed array of the shape this task must produce, else why not."""
+def _check_output(kernel: Kernel, task_params: dict[str, Any], output: Any) -> tuple[np.ndarray | None, str | None]:
+    """(array, None) if `output` is a well-formed array of the shape this task must produce, else (None, why not)."""
     try:
         array = codec.array_from_wire(output)
         kernel.check_output(task_params, array)
     except PeerProtocolError as exc:
-        return str(exc)
-    return None
+        return None, str(exc)
+    return array, None

@@ -58,7 +58,7 @@ def _msgpack(obj: Any, status: int = 200) -> web.Response:
     return web.Response(body=codec.encode(obj), status=status, content_type=MSGPACK)
 
 
-async def _body(request: web.Request, endpoint: str) -> Any:
+async def _read_body(request: web.Request, endpoint: str) -> Any:
     limit = LIMITS[endpoint]
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge(f"body of {request.content_length} bytes exceeds {limit} for this endpoint")
@@ -166,16 +166,21 @@ class Server:
 
     # ---- protocol ----------------------------------------------------------------------------------------
 
+    async def _body(self, request: web.Request, endpoint: str) -> Any:
+        # The per-address rate limit comes first: a flood is refused before any byte is parsed or verified.
+        self.service.admit(request.remote)
+        return await _read_body(request, endpoint)
+
     async def submit(self, request: web.Request) -> web.Response:
-        answer = self.service.submit(await _body(request, "submit"))
+        answer = self.service.submit(await self._body(request, "submit"))
         self.work.fire()
         return _msgpack(answer)
 
     async def cancel(self, request: web.Request) -> web.Response:
-        return _msgpack(self.service.cancel(request.match_info["job_id"], await _body(request, "cancel")))
+        return _msgpack(self.service.cancel(request.match_info["job_id"], await self._body(request, "cancel")))
 
     async def lease(self, request: web.Request) -> web.Response:
-        worker_id, req = self.service.open_lease_request(await _body(request, "lease"))
+        worker_id, req = self.service.open_lease_request(await self._body(request, "lease"), request.remote)
         deadline = asyncio.get_running_loop().time() + req.wait_ms / 1000
         while True:
             leases = self.service.try_lease(worker_id, req)
@@ -185,12 +190,12 @@ class Server:
             await self.work.wait(remaining)
 
     async def release(self, request: web.Request) -> web.Response:
-        answer = self.service.release(await _body(request, "release"))
+        answer = self.service.release(await self._body(request, "release"))
         self.work.fire()
         return _msgpack(answer)
 
     async def results(self, request: web.Request) -> web.Response:
-        answer = self.service.results(await _body(request, "results"))
+        answer = self.service.results(await self._body(request, "results"))
         self.work.fire()  # a disagreement may have made a task want one more replica
         return _msgpack(answer)
 

@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from coordinator import views
+from coordinator.ratelimit import RateLimiter
 from coordinator.replay import ReplayGuard
 from coordinator.scheduler import Scheduler
 from coordinator.store import Store
 from depin import codec, kernels, protocol
 from depin.config import CoordinatorConfig
 from depin.crypto import SigningKey, VerifyKey, load_or_create_key, open_envelope
-from depin.errors import Conflict, NotFound, PeerProtocolError, UserError
+from depin.errors import Conflict, Forbidden, NotFound, PeerProtocolError, UserError
 from depin.protocol import Freshness
 
 ONLINE_MS = 60_000  # a worker seen within this long counts as online on the status page
@@ -62,8 +63,10 @@ class Service:
         rows = self.store.load()
         self.scheduler = Scheduler.restore(
             key=self.key, lease_timeout_ms=config.lease_timeout_ms, new_id=new_id,
-            archive=self.store.result_verdict, **rows
+            archive=self.store.result_verdict, now=clock(), **rows
         )
+        self.per_address = RateLimiter(config.rate_per_address, 2 * config.rate_per_address, "address")
+        self.per_key = RateLimiter(config.rate_per_key, 2 * config.rate_per_key, "key")
         # Nonces live in memory only, so requests signed before this process started are refused outright.
         self.replay = ReplayGuard(config.clock_window_ms, not_before_ms=clock())
 
@@ -80,11 +83,22 @@ class Service:
             self.on_fatal(exc)
             raise
 
+    def admit(self, address: str | None) -> None:
+        """The per-address rate limit, checked before a body is even read (429 if over)."""
+        self.per_address.check(address or "?", self.clock())
+
     def _open(self, kind: str, envelope: Any) -> tuple[VerifyKey, dict[str, Any]]:
         signer, payload = open_envelope(kind, envelope)
+        now = self.clock()
+        self.per_key.check(signer.id, now)
         fresh = Freshness.from_payload(payload)
-        self.replay.check(now=self.clock(), signer=signer.id, ts=fresh.ts, nonce=fresh.nonce)
+        self.replay.check(now=now, signer=signer.id, ts=fresh.ts, nonce=fresh.nonce)
         return signer, payload
+
+    def _refuse_banned(self, worker_id: str) -> None:
+        reason = self.scheduler.banned(worker_id)
+        if reason is not None:
+            raise Forbidden(f"worker banned: {reason}")
 
     # ---- reads -------------------------------------------------------------------------------------------
 
@@ -136,6 +150,7 @@ class Service:
         job = self.scheduler.submit(
             now=self.clock(), submitter=signer.id, kernel_name=req.kernel, params=req.params,
             n_tasks=req.tasks, replicas=req.replicas, max_results=req.max_results, price=req.price,
+            quorum=req.quorum, max_errors=req.max_errors,
         )
         self.save()
         return {"job_id": job.job_id, "tasks": job.n_tasks}
@@ -150,11 +165,13 @@ class Service:
         self.save()
         return {"job_id": job.job_id, "state": job.state}
 
-    def open_lease_request(self, envelope: Any) -> tuple[str, protocol.LeaseRequest]:
-        """Check a lease request once (signature, freshness); the long-poll then calls try_lease."""
+    def open_lease_request(self, envelope: Any, address: str | None = None) -> tuple[str, protocol.LeaseRequest]:
+        """Check a lease request once (signature, freshness, ban); the long-poll then calls try_lease."""
         signer, payload = self._open("lease-request", envelope)
         req = protocol.LeaseRequest.from_payload(payload)
-        self.scheduler.touch_worker(now=self.clock(), worker_id=signer.id, public_key=signer.raw)
+        self._refuse_banned(signer.id)
+        self.scheduler.touch_worker(now=self.clock(), worker_id=signer.id, public_key=signer.raw, address=address,
+                                    owner=req.owner)
         self.save()
         return signer.id, req
 
@@ -169,6 +186,7 @@ class Service:
         """POST /v1/release."""
         signer, payload = self._open("release", envelope)
         req = protocol.ReleaseRequest.from_payload(payload)
+        self._refuse_banned(signer.id)
         count = self.scheduler.release(now=self.clock(), worker_id=signer.id, lease_ids=req.lease_ids)
         self.save()
         return {"released": count}
@@ -177,6 +195,7 @@ class Service:
         """POST /v1/results: judge the batch and answer with a signed ack."""
         signer, payload = self._open("results", envelope)
         req = protocol.ResultsRequest.from_payload(payload)
+        self._refuse_banned(signer.id)
         now = self.clock()
         self.scheduler.touch_worker(now=now, worker_id=signer.id, public_key=signer.raw)
         acks = self.scheduler.report(now=now, worker_id=signer.id, reports=req.results)

@@ -13,11 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from coordinator.scheduler import Changes, Job, Lease, Result, Task, Worker
+from coordinator.model import Changes, Job, Lease, Result, Task, Worker
+from coordinator.trust import Trust
 from depin import codec, ledger
 from depin.errors import UserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -54,7 +55,51 @@ CREATE TABLE IF NOT EXISTS ledger (
 CREATE UNIQUE INDEX IF NOT EXISTS ledger_one_reward ON ledger (task_id, to_account) WHERE kind = 'reward';
 """
 
+# Schema 2 (trust): new columns on old tables, and the trust table. Applied to a version-1 database in place.
+_MIGRATE_2 = """
+ALTER TABLE jobs ADD COLUMN quorum INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN max_errors INTEGER NOT NULL DEFAULT 3;
+UPDATE jobs SET quorum = replicas WHERE quorum = 0;
+ALTER TABLE tasks ADD COLUMN quorum INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN single TEXT;
+UPDATE tasks SET quorum = (SELECT jobs.quorum FROM jobs WHERE jobs.job_id = tasks.job_id) WHERE quorum = 0;
+ALTER TABLE results ADD COLUMN verified INTEGER;
+ALTER TABLE results ADD COLUMN trusted INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE results ADD COLUMN too_fast INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE workers ADD COLUMN owner TEXT;
+ALTER TABLE workers ADD COLUMN address TEXT;
+ALTER TABLE workers ADD COLUMN banned TEXT;
+ALTER TABLE workers ADD COLUMN too_fast INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS trust (
+    worker_id TEXT NOT NULL, kernel TEXT NOT NULL, consecutive_valid INTEGER NOT NULL, valid INTEGER NOT NULL,
+    invalid INTEGER NOT NULL, max_speed REAL NOT NULL, samples INTEGER NOT NULL, PRIMARY KEY (worker_id, kernel)
+);
+UPDATE meta SET value = '2' WHERE key = 'schema_version';
+"""
+
+_JOB_COLS = ("job_id", "kernel", "kernel_version", "params", "n_tasks", "replicas", "quorum", "max_errors",
+             "max_results", "price", "submitter", "state", "created_ms", "finished_ms", "error", "tasks_validated")
+_TASK_COLS = ("task_id", "job_id", "idx", "params", "payload", "sig", "quorum", "state", "canonical", "single")
+_LEASE_COLS = ("lease_id", "task_id", "job_id", "worker_id", "issued_ms", "expires_ms", "state")
+_RESULT_COLS = ("lease_id", "task_id", "job_id", "worker_id", "digest", "output", "verdict", "received_ms", "error",
+                "verified", "trusted", "too_fast")
+_WORKER_COLS = ("worker_id", "public_key", "first_seen_ms", "last_seen_ms", "validated", "rejected", "owner",
+                "address", "banned", "too_fast")
+_TRUST_COLS = ("worker_id", "kernel", "consecutive_valid", "valid", "invalid", "max_speed", "samples")
 _FINISHED = ("done", "failed", "cancelled")
+
+
+def _upsert(table: str, cols: tuple[str, ...], update: tuple[str, ...] | None = None) -> str:
+    marks = ",".join("?" * len(cols))
+    keep = update if update is not None else cols
+    key = cols[:2] if table == "trust" else cols[:1]
+    sets = ", ".join(f"{c} = excluded.{c}" for c in keep if c not in key)
+    return (f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks})"
+            f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}")
+
+
+def _opt_bool(v: bool | None) -> int | None:
+    return None if v is None else int(v)
 
 
 class Store:
@@ -72,8 +117,11 @@ class Store:
                 self.db = sqlite3.connect(path, isolation_level=None)
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=FULL")
+                # Every database starts as schema 1 and is migrated forward, new or old, by the same steps.
                 self.db.executescript(_SCHEMA)
-                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', '1')")
+                if self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "1":
+                    self.db.executescript("BEGIN IMMEDIATE;" + _MIGRATE_2 + "COMMIT;")
             version = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         except sqlite3.DatabaseError as exc:
             raise UserError(f"cannot open coordinator database {path}: {exc}") from None
@@ -93,35 +141,39 @@ class Store:
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
+            # A job row never changes its definition; only its progress columns are updated.
             db.executemany(
-                "INSERT INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL) ON CONFLICT (job_id) DO UPDATE SET"
-                " state = excluded.state, finished_ms = excluded.finished_ms, error = excluded.error,"
-                " tasks_validated = excluded.tasks_validated",
-                [(j.job_id, j.kernel, j.kernel_version, codec.encode(j.params), j.n_tasks, j.replicas,
-                  j.max_results, j.price, j.submitter, j.state, j.created_ms, j.finished_ms, j.error,
+                _upsert("jobs", _JOB_COLS, ("state", "finished_ms", "error", "tasks_validated")),
+                [(j.job_id, j.kernel, j.kernel_version, codec.encode(j.params), j.n_tasks, j.replicas, j.quorum,
+                  j.max_errors, j.max_results, j.price, j.submitter, j.state, j.created_ms, j.finished_ms, j.error,
                   j.tasks_validated) for j in ch.jobs.values()],
             )
             db.executemany("UPDATE jobs SET result = ? WHERE job_id = ?",
                            [(data, job_id) for job_id, data in ch.merged.items()])
             db.executemany(
-                "INSERT OR REPLACE INTO tasks VALUES (?,?,?,?,?,?,?,?)",
-                [(t.task_id, t.job_id, t.index, codec.encode(t.params), t.payload, t.sig, t.state, t.canonical)
-                 for t in ch.tasks.values()],
+                _upsert("tasks", _TASK_COLS),
+                [(t.task_id, t.job_id, t.index, codec.encode(t.params), t.payload, t.sig, t.quorum, t.state,
+                  t.canonical, t.single) for t in ch.tasks.values()],
             )
             db.executemany(
-                "INSERT OR REPLACE INTO leases VALUES (?,?,?,?,?,?,?)",
+                _upsert("leases", _LEASE_COLS),
                 [(x.lease_id, x.task_id, x.job_id, x.worker_id, x.issued_ms, x.expires_ms, x.state)
                  for x in ch.leases.values()],
             )
             db.executemany(
-                "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?)",
+                _upsert("results", _RESULT_COLS),
                 [(r.lease_id, r.task_id, r.job_id, r.worker_id, r.digest, r.output, r.verdict, r.received_ms,
-                  r.error) for r in ch.results.values()],
+                  r.error, _opt_bool(r.verified), int(r.trusted), int(r.too_fast)) for r in ch.results.values()],
             )
             db.executemany(
-                "INSERT OR REPLACE INTO workers VALUES (?,?,?,?,?,?)",
-                [(w.worker_id, w.public_key, w.first_seen_ms, w.last_seen_ms, w.validated, w.rejected)
-                 for w in ch.workers.values()],
+                _upsert("workers", _WORKER_COLS),
+                [(w.worker_id, w.public_key, w.first_seen_ms, w.last_seen_ms, w.validated, w.rejected, w.owner,
+                  w.address, w.banned, w.too_fast) for w in ch.workers.values()],
+            )
+            db.executemany(
+                _upsert("trust", _TRUST_COLS),
+                [(t.worker_id, t.kernel, t.consecutive_valid, t.valid, t.invalid, t.max_speed, t.samples)
+                 for t in ch.trust.values()],
             )
             db.executemany(
                 "INSERT INTO ledger VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -135,32 +187,30 @@ class Store:
 
     # ---- reading -----------------------------------------------------------------------------------------
 
+    def _rows(self, table: str, cols: tuple[str, ...], where: str = "", args: tuple[Any, ...] = ()
+              ) -> Iterator[dict[str, Any]]:
+        for row in self.db.execute(f"SELECT {', '.join(cols)} FROM {table} {where}", args):
+            yield dict(zip(cols, row, strict=True))
+
     def load(self) -> dict[str, Any]:
-        """Every row Scheduler.restore needs: all jobs, and the tasks/leases/results of unfinished ones."""
-        db = self.db
-        jobs = [
-            Job(job_id=r[0], kernel=r[1], kernel_version=r[2], params=codec.decode(r[3]), n_tasks=r[4],
-                replicas=r[5], max_results=r[6], price=r[7], submitter=r[8], state=r[9], created_ms=r[10],
-                finished_ms=r[11], error=r[12], tasks_validated=r[13])
-            for r in db.execute("SELECT * FROM jobs ORDER BY created_ms, job_id")
-        ]
-        open_ids = [j.job_id for j in jobs if j.state not in _FINISHED]
-        marks = ",".join("?" * len(open_ids))
-        tasks = [
-            Task(task_id=r[0], job_id=r[1], index=r[2], params=codec.decode(r[3]), payload=r[4], sig=r[5],
-                 state=r[6], canonical=r[7])
-            for r in db.execute(f"SELECT * FROM tasks WHERE job_id IN ({marks})", open_ids)
-        ]
-        leases = [Lease(*r) for r in db.execute(f"SELECT * FROM leases WHERE job_id IN ({marks})", open_ids)]
-        results = [Result(*r) for r in db.execute(f"SELECT * FROM results WHERE job_id IN ({marks})", open_ids)]
-        balances = dict(db.execute("SELECT to_account, SUM(amount) FROM ledger GROUP BY to_account").fetchall())
-        workers = [
-            Worker(worker_id=r[0], public_key=r[1], first_seen_ms=r[2], last_seen_ms=r[3], validated=r[4],
-                   rejected=r[5], balance=int(balances.get(r[0], 0)))
-            for r in db.execute("SELECT * FROM workers")
-        ]
+        """Every row Scheduler.restore needs: all jobs and workers, and the tasks/leases/results of unfinished jobs."""
+        jobs = [Job(**{**r, "params": codec.decode(r["params"])})
+                for r in self._rows("jobs", _JOB_COLS, "ORDER BY created_ms, job_id")]
+        open_ids = tuple(j.job_id for j in jobs if j.state not in _FINISHED)
+        where = f"WHERE job_id IN ({','.join('?' * len(open_ids))})"
+        tasks = [Task(**{k: v for k, v in r.items() if k not in ("idx", "params")}, index=r["idx"],
+                      params=codec.decode(r["params"]))
+                 for r in self._rows("tasks", _TASK_COLS, where, open_ids)]
+        leases = [Lease(**r) for r in self._rows("leases", _LEASE_COLS, where, open_ids)]
+        results = [Result(**{**r, "verified": None if r["verified"] is None else bool(r["verified"]),
+                             "trusted": bool(r["trusted"]), "too_fast": bool(r["too_fast"])})
+                   for r in self._rows("results", _RESULT_COLS, where, open_ids)]
+        balances = dict(self.db.execute("SELECT to_account, SUM(amount) FROM ledger GROUP BY to_account").fetchall())
+        workers = [Worker(**r, balance=int(balances.get(r["worker_id"], 0)))
+                   for r in self._rows("workers", _WORKER_COLS)]
+        trust = [Trust(**r) for r in self._rows("trust", _TRUST_COLS)]
         return {"jobs": jobs, "tasks": tasks, "leases": leases, "results": results, "workers": workers,
-                "head": self.ledger_head()}
+                "trust": trust, "head": self.ledger_head()}
 
     def result_verdict(self, lease_id: str) -> tuple[str, str, bytes, str] | None:
         """(worker_id, task_id, digest, verdict) of a stored result, if any."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from coordinator.scheduler import Job, Scheduler, Worker
+from coordinator.model import Job, Worker
+from coordinator.scheduler import Scheduler
+from coordinator.trust import TrustBook
 
 
 def job_view(job: Job) -> dict[str, Any]:
@@ -17,6 +19,8 @@ def job_view(job: Job) -> dict[str, Any]:
         "tasks_total": job.n_tasks,
         "tasks_validated": job.tasks_validated,
         "replicas": job.replicas,
+        "quorum": job.quorum,
+        "max_errors": job.max_errors,
         "max_results": job.max_results,
         "price": job.price,
         "submitter": job.submitter,
@@ -27,8 +31,10 @@ def job_view(job: Job) -> dict[str, Any]:
     }
 
 
-def worker_view(w: Worker, now: int, online_ms: int) -> dict[str, Any]:
-    """One worker's row (the `depin earnings --json` contract)."""
+def worker_view(w: Worker, now: int, online_ms: int, trust: TrustBook | None = None) -> dict[str, Any]:
+    """One worker's row (the `depin earnings --json` contract), with its standing and trust per kernel."""
+    records = [] if trust is None else [r for r in trust.records.values() if r.worker_id == w.worker_id]
+    standing = None if trust is None else trust.standing.get(w.worker_id)
     return {
         "worker_id": w.worker_id,
         "balance": w.balance,
@@ -37,6 +43,12 @@ def worker_view(w: Worker, now: int, online_ms: int) -> dict[str, Any]:
         "first_seen_ms": w.first_seen_ms,
         "last_seen_ms": w.last_seen_ms,
         "online": now - w.last_seen_ms <= online_ms,
+        "banned": w.banned,
+        "too_fast": w.too_fast,
+        "outlier": bool(standing and standing.outlier),
+        "trusted": sorted(r.kernel for r in records if trust is not None and trust.trusted(w.worker_id, r.kernel)),
+        "trust": {r.kernel: {"consecutive_valid": r.consecutive_valid, "valid": r.valid, "invalid": r.invalid}
+                  for r in sorted(records, key=lambda r: r.kernel)},
     }
 
 
@@ -47,7 +59,7 @@ def jobs_view(s: Scheduler) -> list[dict[str, Any]]:
 
 def workers_view(s: Scheduler, now: int, online_ms: int) -> list[dict[str, Any]]:
     """Every worker, biggest balance first."""
-    rows = [worker_view(w, now, online_ms) for w in s.workers.values()]
+    rows = [worker_view(w, now, online_ms, s.trust) for w in s.workers.values()]
     return sorted(rows, key=lambda r: (-r["balance"], r["worker_id"]))
 
 

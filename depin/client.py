@@ -25,11 +25,13 @@ from depin.errors import (
     NotFound,
     PeerProtocolError,
     TooLarge,
+    TooManyRequests,
     VerificationError,
 )
 
 _BY_STATUS: dict[int, type[DepinError]] = {
     400: BadRequest, 401: VerificationError, 403: Forbidden, 404: NotFound, 409: Conflict, 413: TooLarge,
+    429: TooManyRequests,
 }
 
 

@@ -79,12 +79,26 @@ def _pack_into(packer: msgpack.Packer, value: Any, out: bytearray) -> None:
         out += packer.pack(value)
 
 
+MAX_DEPTH = 32  # nesting of arrays and maps; protocol messages use fewer than 8 levels
+
+
+def _check_depth(value: Any) -> None:
+    # Iterative, so a hostile 1000-level message costs a loop, not Python's recursion limit.
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise PeerProtocolError(f"message nested deeper than {MAX_DEPTH} levels")
+            stack.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
+
+
 def decode(data: bytes, *, max_size: int | None = None) -> Any:
-    """Decode msgpack from a peer; any malformation is a PeerProtocolError."""
+    """Decode msgpack from a peer (at most MAX_DEPTH levels deep); any malformation is a PeerProtocolError."""
     if max_size is not None and len(data) > max_size:
         raise PeerProtocolError(f"message of {len(data)} bytes exceeds {max_size}")
     try:
-        return msgpack.unpackb(
+        value = msgpack.unpackb(
             data,
             raw=False,
             strict_map_key=True,
@@ -94,6 +108,8 @@ def decode(data: bytes, *, max_size: int | None = None) -> Any:
         raise PeerProtocolError(f"malformed msgpack: {exc}") from None
     except Exception as exc:  # msgpack raises a few undocumented types on truncated input
         raise PeerProtocolError(f"malformed msgpack: {type(exc).__name__}") from None
+    _check_depth(value)
+    return value
 
 
 def decode_canonical(data: bytes, *, max_size: int | None = None) -> Any:

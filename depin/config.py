@@ -6,6 +6,7 @@ No other module reads the environment. Each process gets one frozen config objec
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,12 +50,16 @@ class CoordinatorConfig:
     port: int
     lease_timeout_ms: int
     clock_window_ms: int = 300_000
+    rate_per_key: float = 500.0  # signed requests per second per key (bursts of twice that); 0 = unlimited
+    rate_per_address: float = 2000.0  # requests per second per network address; 0 = unlimited
 
     def __post_init__(self) -> None:
         if not 0 <= self.port < 65536:
             raise UserError(f"--port {self.port} is not a TCP port")
         if not 1_000 <= self.lease_timeout_ms <= 86_400_000:
             raise UserError("--lease-timeout must be between 1 and 86400 seconds")
+        if self.rate_per_key < 0 or self.rate_per_address < 0:
+            raise UserError("--rate-per-key and --rate-per-address must be 0 (no limit) or positive")
 
 
 @dataclass(frozen=True)
@@ -68,10 +73,13 @@ class WorkerConfig:
     poll_ms: int = 20_000
     once: bool = False
     max_backoff_s: float = 30.0
+    owner: str | None = None  # the owner's party id, sent with lease requests
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch <= 256:
             raise UserError("--batch must be between 1 and 256")
+        if self.owner is not None and not re.fullmatch(r"[a-z2-7]{32}", self.owner):
+            raise UserError("--owner must be a depin id (32 characters a-z, 2-7; see depin keygen)")
         if self.coordinator_key is not None:
             try:
                 raw = bytes.fromhex(self.coordinator_key)

@@ -70,6 +70,12 @@ class Replayed(ProtocolError):
     http_status = 409
 
 
+class TooManyRequests(ProtocolError):
+    """Over the request rate allowed for one key or address."""
+
+    http_status = 429
+
+
 class TooLarge(ProtocolError):
     """A request body over the endpoint's limit."""
 

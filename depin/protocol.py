@@ -21,6 +21,7 @@ MAX_PRICE = 2**40 - 1  # credits per validated result
 MAX_WAIT_MS = 30_000  # longest long-poll a worker may ask for
 NONCE_MIN, NONCE_MAX = 8, 32
 _ID_MAX = 128
+_PARTY_ID = re.compile(r"[a-z2-7]{32}")
 _KERNEL_KEY = re.compile(r"[a-z][a-z0-9_]{0,47}@[0-9]{1,9}")  # name@version, as in GET /v1/info
 
 
@@ -83,19 +84,29 @@ class LeaseRequest:
     max_tasks: int
     wait_ms: int
     kernels: tuple[str, ...]
+    owner: str | None = None  # optional: the id of the person running this worker (replicas avoid one owner)
 
     @classmethod
     def from_payload(cls, p: dict[str, Any]) -> LeaseRequest:
         """Validate a lease-request payload."""
-        _exact_fields(p, {"max_tasks", "wait_ms", "kernels"} | _FRESH)
+        _exact_fields(p, {"max_tasks", "wait_ms", "kernels", "owner"} | _FRESH)
         kernels = _field(p, "kernels", list)
         if not 0 < len(kernels) <= 64 or not all(isinstance(k, str) and _KERNEL_KEY.fullmatch(k) for k in kernels):
             raise PeerProtocolError("field kernels: must list 1..64 'name@version' strings")
-        return cls(_int_in(p, "max_tasks", 1, MAX_BATCH), _int_in(p, "wait_ms", 0, MAX_WAIT_MS), tuple(kernels))
+        owner = None
+        if "owner" in p:
+            owner = _field(p, "owner", str)
+            if not _PARTY_ID.fullmatch(owner):
+                raise PeerProtocolError("field owner: must be a party id (32 characters a-z, 2-7)")
+        return cls(_int_in(p, "max_tasks", 1, MAX_BATCH), _int_in(p, "wait_ms", 0, MAX_WAIT_MS), tuple(kernels),
+                   owner)
 
     def to_payload(self) -> dict[str, Any]:
         """The payload map (without ts/nonce)."""
-        return {"max_tasks": self.max_tasks, "wait_ms": self.wait_ms, "kernels": list(self.kernels)}
+        out: dict[str, Any] = {"max_tasks": self.max_tasks, "wait_ms": self.wait_ms, "kernels": list(self.kernels)}
+        if self.owner is not None:
+            out["owner"] = self.owner
+        return out
 
 
 @dataclass(frozen=True)
@@ -177,11 +188,14 @@ class SubmitRequest:
     replicas: int
     max_results: int | None
     price: int
+    quorum: int | None = None  # optional: agreeing results needed (default min(2, replicas))
+    max_errors: int | None = None  # optional: error results a task survives (default 3)
 
     @classmethod
     def from_payload(cls, p: dict[str, Any]) -> SubmitRequest:
         """Validate a submit payload (kernel parameters are checked later, by the kernel)."""
-        _exact_fields(p, {"kernel", "params", "tasks", "replicas", "max_results", "price"} | _FRESH)
+        _exact_fields(p, {"kernel", "params", "tasks", "replicas", "max_results", "price", "quorum", "max_errors"}
+                      | _FRESH)
         params = _field(p, "params", dict)
         numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in params.values())
         if len(params) > 64 or not numbers:
@@ -189,13 +203,21 @@ class SubmitRequest:
         max_results = p.get("max_results")
         if max_results is not None:
             max_results = _int_in(p, "max_results", 1, MAX_RESULTS)
+        quorum = None if p.get("quorum") is None else _int_in(p, "quorum", 1, MAX_REPLICAS)
+        max_errors = None if p.get("max_errors") is None else _int_in(p, "max_errors", 0, MAX_RESULTS)
         return cls(_id(p, "kernel"), params, _int_in(p, "tasks", 1, 1_000_000),
-                   _int_in(p, "replicas", 1, MAX_REPLICAS), max_results, _int_in(p, "price", 1, MAX_PRICE))
+                   _int_in(p, "replicas", 1, MAX_REPLICAS), max_results, _int_in(p, "price", 1, MAX_PRICE),
+                   quorum, max_errors)
 
     def to_payload(self) -> dict[str, Any]:
-        """The payload map (without ts/nonce)."""
-        return {"kernel": self.kernel, "params": self.params, "tasks": self.tasks, "replicas": self.replicas,
-                "max_results": self.max_results, "price": self.price}
+        """The payload map (without ts/nonce); quorum and max_errors only when set."""
+        out: dict[str, Any] = {"kernel": self.kernel, "params": self.params, "tasks": self.tasks,
+                               "replicas": self.replicas, "max_results": self.max_results, "price": self.price}
+        if self.quorum is not None:
+            out["quorum"] = self.quorum
+        if self.max_errors is not None:
+            out["max_errors"] = self.max_errors
+        return out
 
 
 @dataclass(frozen=True)

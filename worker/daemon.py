@@ -162,7 +162,8 @@ class Worker:
 
     async def _lease(self, client: Client) -> list[protocol.LeaseGrant] | None:
         req = protocol.LeaseRequest(max_tasks=1 if self.config.once else self.config.batch,
-                                    wait_ms=self.config.poll_ms, kernels=tuple(self.kernel_keys))
+                                    wait_ms=self.config.poll_ms, kernels=tuple(self.kernel_keys),
+                                    owner=self.config.owner)
         request = asyncio.ensure_future(client.post_signed(
             "/v1/lease", self.key, "lease-request", req.to_payload(), read_timeout_s=self.config.poll_ms / 1000 + 15))
         stopping = asyncio.ensure_future(self.stop.wait())

@@ -56,6 +56,10 @@ async def _submit(cfg: config.ClientConfig, args: argparse.Namespace) -> int:
     key = load_or_create_key(cfg.home / "key")
     payload = {"kernel": kernel.name, "params": params, "tasks": args.tasks, "replicas": args.replicas,
                "max_results": args.max_results, "price": args.price}
+    if args.quorum is not None:
+        payload["quorum"] = args.quorum
+    if args.max_errors is not None:
+        payload["max_errors"] = args.max_errors
     async with Client(cfg.coordinator) as c:
         answer = await c.post_signed("/v1/jobs", key, "submit", payload)
     output.emit(cfg.json, {"job_id": answer["job_id"]}, answer["job_id"])
@@ -181,7 +185,8 @@ def _coordinator(args: argparse.Namespace) -> int:
 
     cfg = config.CoordinatorConfig(
         data_dir=Path(args.data_dir), host=args.host, port=args.port,
-        lease_timeout_ms=int(args.lease_timeout * 1000),
+        lease_timeout_ms=int(args.lease_timeout * 1000), rate_per_key=args.rate_per_key,
+        rate_per_address=args.rate_per_address,
     )
     output.setup_logging()
 
@@ -198,7 +203,7 @@ def _worker(args: argparse.Namespace) -> int:
     env = config.environment()
     cfg = config.WorkerConfig(
         coordinator=config.coordinator_url(args.coordinator, env), data_dir=Path(args.data_dir),
-        coordinator_key=args.coordinator_key, batch=args.batch, once=args.once,
+        coordinator_key=args.coordinator_key, batch=args.batch, once=args.once, owner=args.owner,
     )
     # numba reads its cache location from the environment when it is first imported: point it into the data dir.
     os.environ.setdefault("NUMBA_CACHE_DIR", str(cfg.data_dir / "numba-cache"))

@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8642, help="port to listen on; 0 picks a free one (default 8642)")
     p.add_argument("--lease-timeout", type=float, default=60.0, metavar="SECONDS",
                    help="seconds before an unanswered lease is given to another worker (default 60)")
+    p.add_argument("--rate-per-key", type=float, default=500.0, metavar="N",
+                   help="signed requests per second allowed per key, bursts of 2N; 0 = no limit (default 500)")
+    p.add_argument("--rate-per-address", type=float, default=2000.0, metavar="N",
+                   help="requests per second allowed per network address, bursts of 2N; 0 = no limit (default 2000)")
 
     p = sub.add_parser("worker", help="run a worker daemon")
     _add_coordinator(p)
@@ -53,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coordinator-key", metavar="HEX", help="the coordinator public key to pin (else: first contact)")
     p.add_argument("--batch", type=int, default=4, help="tasks to lease per request (default 4)")
     p.add_argument("--once", action="store_true", help="compute a single task, report it, and exit")
+    p.add_argument("--owner", metavar="ID", help="your id (depin keygen): your workers never cross-check each other")
 
     p = sub.add_parser("submit", help="submit a job")
     _add_coordinator(p)
@@ -61,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kernel", help="kernel name (see `depin kernels`)")
     p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="a kernel parameter")
     p.add_argument("--tasks", type=int, default=8, help="how many tasks to split the job into (default 8)")
-    p.add_argument("--replicas", type=int, default=2, help="agreeing results needed per task (default 2)")
+    p.add_argument("--replicas", type=int, default=2, help="copies of each task sent out at first (default 2)")
+    p.add_argument("--quorum", type=int, help="agreeing results that validate a task (default min(2, replicas))")
+    p.add_argument("--max-errors", type=int, help="error results a task survives before it fails (default 3)")
     p.add_argument("--max-results", type=int, help="results per task before it fails (default replicas+3)")
     p.add_argument("--price", type=int, default=10, help="credits paid per validated result (default 10)")
 

@@ -95,6 +95,24 @@ def exact_compare(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 @dataclass(frozen=True)
+class Tolerance:
+    """Float agreement: |a - b| <= abs_tol + rel_tol * max(|a|, |b|) elementwise; NaN and inf never agree."""
+
+    abs_tol: float
+    rel_tol: float
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> bool:
+        """Whether two outputs agree within this tolerance."""
+        if a.dtype != b.dtype or a.shape != b.shape:
+            return False
+        x, y = a.astype(np.float64), b.astype(np.float64)
+        if not (np.isfinite(x).all() and np.isfinite(y).all()):
+            return False
+        bound = self.abs_tol + self.rel_tol * np.maximum(np.abs(x), np.abs(y))
+        return bool((np.abs(x - y) <= bound).all())
+
+
+@dataclass(frozen=True)
 class Kernel:
     """A registered kernel. All callables are pure; `run` is deterministic for a given task."""
 
@@ -118,9 +136,12 @@ class Kernel:
     work: Callable[[Params], int]
     # Compile whatever `run` needs (numba), so the first task pays no JIT time.
     warmup: Callable[[], None]
-    # True: results agree iff their digests are equal. False: `compare` decides.
+    # True: results agree iff their digests are equal. False: `compare` decides (e.g. a Tolerance).
     exact: bool = True
     compare: Callable[[np.ndarray, np.ndarray], bool] = exact_compare
+    # Optional cheap check of one result on its own: True = certainly right (no replica needed), False =
+    # certainly wrong, None = cannot tell cheaply (fall back to quorum). Must cost far less than `run`.
+    verify: Callable[[Params, np.ndarray], bool | None] | None = None
     # Optional: the job's result as PNG bytes.
     render_png: Callable[[Params, np.ndarray], bytes] | None = None
 

@@ -44,9 +44,11 @@ def new_scheduler(ids: Ids | None = None) -> Scheduler:
 
 
 def submit(s: Scheduler, *, now: int = 0, tasks: int = 1, replicas: int = 2, max_results: int | None = None,
-           price: int = PRICE, params: dict[str, Any] | None = None, submitter: str = SUBMITTER) -> Job:
-    return s.submit(now=now, submitter=submitter, kernel_name="mandelbrot", params=dict(params or PARAMS),
-                    n_tasks=tasks, replicas=replicas, max_results=max_results, price=price)
+           price: int = PRICE, params: dict[str, Any] | None = None, submitter: str = SUBMITTER,
+           quorum: int | None = None, max_errors: int | None = None, kernel: str = "mandelbrot") -> Job:
+    return s.submit(now=now, submitter=submitter, kernel_name=kernel, params=dict(params or PARAMS),
+                    n_tasks=tasks, replicas=replicas, max_results=max_results, price=price, quorum=quorum,
+                    max_errors=max_errors)
 
 
 def lease(s: Scheduler, name: str, *, now: int, max_tasks: int = 8) -> list[LeaseGrant]:

@@ -83,8 +83,11 @@ def test_submit_explicit_max_results() -> None:
 @pytest.mark.parametrize(
     ("changes", "error", "message"),
     [
-        ({"replicas": 0}, UserError, "replicas must be between 1 and 16"),
-        ({"replicas": 17}, UserError, "replicas must be between 1 and 16"),
+        ({"replicas": 0}, UserError, "quorum must be between 1 and 16"),
+        ({"replicas": 17}, UserError, r"replicas must be between quorum \(2\) and 16"),
+        ({"replicas": 1, "quorum": 2}, UserError, r"replicas must be between quorum \(2\) and 1"),
+        ({"quorum": 0}, UserError, "quorum must be between 1 and 16"),
+        ({"max_errors": -1}, UserError, "max_errors must be between 0 and 64"),
         ({"replicas": 3, "max_results": 2}, UserError, r"max_results must be between replicas \(3\) and 64"),
         ({"max_results": 65}, UserError, r"max_results must be between replicas \(2\) and 64"),
         ({"price": 0}, UserError, "price must be a whole number of credits from 1 to 1099511627775"),

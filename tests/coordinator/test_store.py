@@ -81,7 +81,8 @@ def test_save_then_load_round_trip(store: Store) -> None:
 
 
 def test_load_of_an_empty_database(store: Store) -> None:
-    assert store.load() == {"jobs": [], "tasks": [], "leases": [], "results": [], "workers": [], "head": None}
+    assert store.load() == {"jobs": [], "tasks": [], "leases": [], "results": [], "workers": [], "trust": [],
+                            "head": None}
     assert store.ledger_head() is None
     assert list(store.ledger_entries()) == []
 
@@ -132,9 +133,10 @@ def test_failing_save_leaves_nothing(store: Store) -> None:
     changes.entries.append(entry)  # the same seq twice: the ledger insert fails after every other table is written
     with pytest.raises(sqlite3.IntegrityError):
         store.save(changes)
-    assert store.load() == {"jobs": [], "tasks": [], "leases": [], "results": [], "workers": [], "head": None}
+    assert store.load() == {"jobs": [], "tasks": [], "leases": [], "results": [], "workers": [], "trust": [],
+                            "head": None}
     counts = {t: store.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-              for t in ("jobs", "tasks", "leases", "results", "workers", "ledger")}
+              for t in ("jobs", "tasks", "leases", "results", "workers", "trust", "ledger")}
     assert counts == dict.fromkeys(counts, 0)
     # The connection is usable afterwards, and the same change set without the fault goes through.
     changes.entries.pop()
@@ -210,7 +212,7 @@ def test_wrong_schema_version_is_refused(tmp_path: Path) -> None:
     db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     db.commit()
     db.close()
-    with pytest.raises(UserError, match="has schema version 99, this depin needs 1"):
+    with pytest.raises(UserError, match="has schema version 99, this depin needs 2"):
         Store(path)
 
 

@@ -1,0 +1,115 @@
+"""The coordinator's rows: jobs, tasks, leases, results and workers, as plain mutable records.
+
+The scheduler mutates them and lists every one it touched in a `Changes`; the store persists exactly those.
+Field names match the database columns and the status API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from coordinator.trust import Trust
+from depin import ledger
+
+
+@dataclass
+class Job:
+    job_id: str
+    kernel: str
+    kernel_version: int
+    params: dict[str, Any]
+    n_tasks: int
+    replicas: int  # results asked for at first
+    quorum: int  # agreeing results that validate a task
+    max_errors: int  # error results (malformed, refuted) a task survives
+    max_results: int  # results of any kind a task may use
+    price: int
+    submitter: str
+    state: str
+    created_ms: int
+    finished_ms: int | None = None
+    error: str | None = None
+    tasks_validated: int = 0
+
+
+@dataclass
+class Task:
+    task_id: str
+    job_id: str
+    index: int
+    params: dict[str, Any]
+    payload: bytes  # the signed task message, canonical msgpack
+    sig: bytes
+    quorum: int  # the job's quorum, or 1 while the task is out single to a trusted worker
+    state: str = "pending"
+    canonical: bytes | None = None  # the validated output, as wire msgpack
+    single: str | None = None  # the lease that took this task single (adaptive replication), if any
+    # Not persisted as columns; rebuilt from the lease and result rows.
+    leases: list[str] = field(default_factory=list)
+    results: list[str] = field(default_factory=list)
+    workers: set[str] = field(default_factory=set)
+    owners: set[str] = field(default_factory=set)
+    addresses: set[str] = field(default_factory=set)
+    wanted: int = 0
+    needs_trusted: bool = False
+
+
+@dataclass
+class Lease:
+    lease_id: str
+    task_id: str
+    job_id: str
+    worker_id: str
+    issued_ms: int
+    expires_ms: int
+    state: str = "active"
+
+
+@dataclass
+class Result:
+    lease_id: str
+    task_id: str
+    job_id: str
+    worker_id: str
+    digest: bytes
+    output: bytes | None  # wire msgpack of the array while it may still matter; None if malformed or dropped
+    verdict: str
+    received_ms: int
+    error: str | None = None
+    verified: bool | None = None  # the kernel's own check, for kernels that have one
+    trusted: bool = False  # the worker was trusted for this kernel when it reported, and not too fast
+    too_fast: bool = False
+
+
+@dataclass
+class Worker:
+    worker_id: str
+    public_key: bytes
+    first_seen_ms: int
+    last_seen_ms: int
+    validated: int = 0
+    rejected: int = 0
+    balance: int = 0
+    owner: str | None = None  # declared by the worker: replicas avoid two workers of one owner
+    address: str | None = None  # a public network address it was seen from, if any
+    banned: str | None = None
+    too_fast: int = 0
+
+
+@dataclass
+class Changes:
+    """Every row touched since the last take_changes(), for the shell to persist in one transaction."""
+
+    jobs: dict[str, Job] = field(default_factory=dict)
+    tasks: dict[str, Task] = field(default_factory=dict)
+    leases: dict[str, Lease] = field(default_factory=dict)
+    results: dict[str, Result] = field(default_factory=dict)
+    workers: dict[str, Worker] = field(default_factory=dict)
+    trust: dict[tuple[str, str], Trust] = field(default_factory=dict)
+    entries: list[ledger.Entry] = field(default_factory=list)
+    merged: dict[str, bytes] = field(default_factory=dict)  # job id -> merged output (wire msgpack), once done
+
+    def __bool__(self) -> bool:
+        return any((self.jobs, self.tasks, self.leases, self.results, self.workers, self.trust, self.entries,
+                    self.merged))
