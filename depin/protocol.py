@@ -18,6 +18,7 @@ MAX_BATCH = 256  # leases per request and results per request
 MAX_REPLICAS = 16  # agreeing results a job may ask for per task
 MAX_RESULTS = 64  # results per task before it fails
 MAX_PRICE = 2**40 - 1  # credits per validated result
+MAX_TASKS = 1_000_000  # tasks per job
 MAX_WAIT_MS = 30_000  # longest long-poll a worker may ask for
 NONCE_MIN, NONCE_MAX = 8, 32
 _ID_MAX = 128
@@ -205,7 +206,7 @@ class SubmitRequest:
             max_results = _int_in(p, "max_results", 1, MAX_RESULTS)
         quorum = None if p.get("quorum") is None else _int_in(p, "quorum", 1, MAX_REPLICAS)
         max_errors = None if p.get("max_errors") is None else _int_in(p, "max_errors", 0, MAX_RESULTS)
-        return cls(_id(p, "kernel"), params, _int_in(p, "tasks", 1, 1_000_000),
+        return cls(_id(p, "kernel"), params, _int_in(p, "tasks", 1, MAX_TASKS),
                    _int_in(p, "replicas", 1, MAX_REPLICAS), max_results, _int_in(p, "price", 1, MAX_PRICE),
                    quorum, max_errors)
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from depin.errors import UserError
-from depin.kernels import mandelbrot
+from depin.kernels import mandelbrot, montecarlo, nonce
 from depin.kernels.base import Kernel, Param, Params, exact_compare, output_digest, parse_params, wire_digest
 
-_REGISTRY: dict[str, Kernel] = {k.name: k for k in (mandelbrot.KERNEL,)}
+_REGISTRY: dict[str, Kernel] = {k.name: k for k in (mandelbrot.KERNEL, montecarlo.KERNEL, nonce.KERNEL)}
 
 
 def get(name: str, version: int | None = None) -> Kernel:

@@ -80,11 +80,11 @@ def test_registry() -> None:
     assert k is mandelbrot.KERNEL
     assert (k.name, k.version, k.key, k.exact) == ("mandelbrot", 1, "mandelbrot@1", True)
     assert kernels.get("mandelbrot", 1) is k
-    assert [x.key for x in kernels.all_kernels()] == ["mandelbrot@1"]
+    assert [x.key for x in kernels.all_kernels()] == ["mandelbrot@1", "montecarlo@1", "nonce@1"]
 
 
 def test_registry_unknown_name_or_version() -> None:
-    with pytest.raises(UserError, match="unknown kernel 'mandelbrott'; available: mandelbrot"):
+    with pytest.raises(UserError, match="unknown kernel 'mandelbrott'; available: mandelbrot, montecarlo, nonce$"):
         kernels.get("mandelbrott")
     with pytest.raises(UserError, match="kernel mandelbrot version 2 is not supported \\(have 1\\)"):
         kernels.get("mandelbrot", 2)
