@@ -91,15 +91,22 @@ def decide(
                 valid=tuple(r.key for r in results if r.key in winners),
                 invalid=tuple(r.key for r in results if r.key not in winners),
             )
-    best = max(groups, key=len, default=[])
-    lacking = quorum - len(best)
-    only_trust_missing = lacking <= 0
-    if only_trust_missing:
-        lacking = 1
+    # The group closest to qualifying decides what to ask for: a group with a trusted member (or any group, when
+    # no trust is needed) lacks quorum - size results of anyone; an untrusted group lacks at least one, and its
+    # last missing result must come from a trusted worker.
+    def lacks(g: list[Candidate]) -> tuple[int, bool]:
+        short = quorum - len(g)
+        if need_trusted and not any(r.trusted for r in g):
+            return max(short, 1), short <= 1
+        return short, False
+
+    lacking, needs_trusted = min((lacks(g) for g in groups), default=(quorum, False), key=lambda x: (x[0], x[1]))
     room = max_results - len(results)
     if room < lacking:
-        return Decision(
-            state="failed",
-            reason=f"no {quorum} agreeing results among {len(results)} (limit {max_results})",
-        )
-    return Decision(state="pending", more=lacking, needs_trusted=need_trusted and only_trust_missing)
+        if needs_trusted and quorum - max((len(g) for g in groups), default=0) <= 0:
+            reason = (f"{max(len(g) for g in groups)} agreeing results but none from a trusted worker, and no"
+                      f" room for one (limit {max_results})")
+        else:
+            reason = f"no {quorum} agreeing results among {len(results)} (limit {max_results})"
+        return Decision(state="failed", reason=reason)
+    return Decision(state="pending", more=lacking, needs_trusted=needs_trusted)

@@ -265,9 +265,16 @@ class Scheduler:
         self._online_cache = ((now, self._trust_version), online)
         return online
 
-    @staticmethod
-    def _trusted_could_help(task: Task, candidates: list[str]) -> bool:
-        return any(w not in task.workers for w in candidates)
+    def _trusted_could_help(self, task: Task, candidates: list[str]) -> bool:
+        # Some online trusted worker could still be given this task (not a holder, nor sharing owner or address).
+        return any(self._eligible(task, w) for w in candidates)
+
+    def _eligible(self, task: Task, worker_id: str) -> bool:
+        if worker_id in task.workers:
+            return False
+        w = self.workers.get(worker_id)
+        return w is None or ((w.owner is None or w.owner not in task.owners)
+                             and (w.address is None or w.address not in task.addresses))
 
     # ---- leasing ---------------------------------------------------------------------------------------
 
@@ -278,24 +285,24 @@ class Scheduler:
             raise Forbidden(f"worker banned: {self.trust.banned(worker_id)}")
         self.expire(now)
         accepted = set(kernels_ok)
-        worker = self.workers.get(worker_id)
-        owner = worker.owner if worker else None
-        address = worker.address if worker else None
         trusted_online = self._trusted_online(now)
         grants: list[LeaseGrant] = []
-        for task in self.tasks.values():
+        for task in list(self.tasks.values()):
             if len(grants) >= max_tasks:
                 break
-            if task.wanted <= 0 or task.state != "pending" or worker_id in task.workers:
-                continue
-            if (owner is not None and owner in task.owners) or (address is not None and address in task.addresses):
+            if task.state != "pending":
                 continue
             job = self.jobs[task.job_id]
             kernel_key = f"{job.kernel}@{job.kernel_version}"
-            if kernel_key not in accepted:
+            helpers = trusted_online.get(kernel_key, [])
+            if task.needs_trusted and not self._trusted_could_help(task, helpers):
+                # The trusted worker this task waited for is gone: decide again without it.
+                self._settle(task, job, kernels.get(job.kernel, job.kernel_version), now)
+                if task.state != "pending":
+                    continue
+            if task.wanted <= 0 or not self._eligible(task, worker_id) or kernel_key not in accepted:
                 continue
             is_trusted = self.trust.trusted(worker_id, kernel_key)
-            helpers = trusted_online.get(kernel_key, [])
             if not is_trusted and task.quorum > 1 and self._trusted_could_help(task, helpers):
                 members = self._members(task)
                 last_slot = len(members) + 1 >= task.quorum
@@ -338,7 +345,8 @@ class Scheduler:
     def _members(self, task: Task) -> list[str]:
         # Workers whose result may still count: active leases and non-error results.
         out = [self.leases[lid].worker_id for lid in task.leases if self.leases[lid].state == "active"]
-        out += [self.results[lid].worker_id for lid in task.results if self.results[lid].error is None]
+        out += [self.results[lid].worker_id for lid in task.results
+                if self.results[lid].error is None and self.results[lid].verified is not False]
         return out
 
     def _counts_as_trusted(self, task: Task, worker_id: str) -> bool:
@@ -355,11 +363,26 @@ class Scheduler:
             lease.state = states.move(states.LEASE, lease.state, "released")
             self._changes.leases[lease_id] = lease
             task = self.tasks[lease.task_id]
-            task.workers.discard(worker_id)
+            self._recompute_holders(task)
             self._lease_ended_empty(task, lease)
-            self._refresh_wanted(task, now)
+            self._reconsider(task, now)
             count += 1
         return count
+
+    def _recompute_holders(self, task: Task) -> None:
+        # Holders are everyone with a lease on the task that was not given back.
+        task.workers.clear()
+        task.owners.clear()
+        task.addresses.clear()
+        for lid in task.leases:
+            if self.leases[lid].state != "released":
+                self._mark_holder(task, self.leases[lid].worker_id)
+
+    def _reconsider(self, task: Task, now: int) -> None:
+        # After a lease ends or a result is set aside the task may be decidable (or need new leases).
+        if task.state == "pending":
+            job = self.jobs[task.job_id]
+            self._settle(task, job, kernels.get(job.kernel, job.kernel_version), now)
 
     def expire(self, now: int) -> int:
         """Expire every active lease whose time is up; return how many."""
@@ -373,7 +396,7 @@ class Scheduler:
             self._changes.leases[lease_id] = lease
             task = self.tasks[lease.task_id]
             self._lease_ended_empty(task, lease)
-            self._refresh_wanted(task, now)
+            self._reconsider(task, now)
             count += 1
         return count
 
@@ -399,9 +422,11 @@ class Scheduler:
         decision = self._decide(task, job, now)
         active = sum(1 for lid in task.leases if self.leases[lid].state == "active")
         room = job.max_results - len(task.results) - active
-        if task.results:
+        usable = any(self.results[lid].error is None and self.results[lid].verified is not False
+                     for lid in task.results)
+        if usable:
             want = decision.more
-        else:
+        else:  # nothing to agree with yet (no results, or only errors): ask as for a fresh task
             kernel = kernels.get(job.kernel, job.kernel_version)
             want = 1 if task.single or kernel.verify is not None else job.replicas
         task.wanted = max(0, min(want - active, room))
@@ -415,6 +440,9 @@ class Scheduler:
             raise Forbidden(f"worker banned: {self.trust.banned(worker_id)}")
         acks = []
         for rep in reports:
+            if self.trust.banned(worker_id):  # banned by an earlier item of this very batch
+                acks.append(AckItem(rep.lease_id, "rejected", f"worker banned: {self.trust.banned(worker_id)}"))
+                continue
             try:
                 acks.append(self._report_one(now, worker_id, rep))
             except PeerProtocolError as exc:
@@ -472,7 +500,8 @@ class Scheduler:
             speed = kernel.work(task.params) / max(1, now - lease.issued_ms)
             if self.trust.too_fast(lease.worker_id, kernel_key, speed):
                 result.too_fast = True
-                self.trust.note_fast(lease.worker_id)
+                self._changes.trust[(lease.worker_id, kernel_key)] = self.trust.note_fast(lease.worker_id, kernel_key)
+                self._trust_version += 1
                 worker = self.workers[lease.worker_id]
                 worker.too_fast += 1
                 self._changes.workers[worker.worker_id] = worker
@@ -491,7 +520,9 @@ class Scheduler:
         kernel = kernels.get(job.kernel, job.kernel_version)
         candidates = [self._candidate(self.results[lid], kernel.exact) for lid in task.results]
         helpers = self._trusted_online(now).get(f"{job.kernel}@{job.kernel_version}", [])
-        need_trusted = task.quorum > 1 and self._trusted_could_help(task, helpers)
+        # Once a trusted worker has answered, or while one could still be asked, untrusted agreement is not enough.
+        need_trusted = task.quorum > 1 and (any(c.trusted for c in candidates)
+                                            or self._trusted_could_help(task, helpers))
         return decide(candidates, quorum=task.quorum, max_results=job.max_results, max_errors=job.max_errors,
                       exact=kernel.exact, compare=kernel.compare, need_trusted=need_trusted)
 
@@ -584,10 +615,11 @@ class Scheduler:
                 task.results.remove(result.lease_id)  # set aside: it neither agrees nor counts as an error
                 touched.append(task)
         for task in touched:
+            if task.task_id not in self.tasks:
+                continue  # its job ended while an earlier task was reconsidered
             if task.single is not None and self.leases[task.single].worker_id == worker.worker_id:
                 self._lease_ended_empty(task, self.leases[task.single])
-            if task.state == "pending":
-                self._refresh_wanted(task, now)
+            self._reconsider(task, now)
 
     def _pay(self, result: Result, job: Job, now: int) -> None:
         entry = ledger.make_entry(

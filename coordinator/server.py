@@ -160,8 +160,8 @@ class Server:
             limit = int(request.query.get("limit", "1000"))
         except ValueError:
             raise PeerProtocolError("start and limit must be integers") from None
-        if start < 0 or not 1 <= limit <= 10_000:
-            raise PeerProtocolError("start must be >= 0 and limit between 1 and 10000")
+        if not 0 <= start < 2**63 or not 1 <= limit <= 10_000:
+            raise PeerProtocolError("start must be between 0 and 2^63-1 and limit between 1 and 10000")
         return web.json_response(self.service.ledger_page(start, limit))
 
     # ---- protocol ----------------------------------------------------------------------------------------

@@ -108,9 +108,12 @@ class TrustBook:
 
     # ---- events ------------------------------------------------------------------------------------------
 
-    def note_fast(self, worker_id: str) -> None:
-        """A result was flagged as implausibly fast."""
+    def note_fast(self, worker_id: str, kernel: str) -> Trust:
+        """A result was flagged as implausibly fast: counted, and the kernel's trust must be earned again."""
         self.standing_of(worker_id).too_fast += 1
+        r = self.record(worker_id, kernel)
+        r.consecutive_valid = 0
+        return r
 
     def judged_valid(self, worker_id: str, kernel: str, *, cross_checked: bool, speed: float | None) -> Trust:
         """A result of this worker was validated; only cross-checked ones build trust."""

@@ -54,7 +54,8 @@ async def _submit(cfg: config.ClientConfig, args: argparse.Namespace) -> int:
     params = kernel.validate(parse_param_flags(args.param))  # fail fast, before any network
     kernel.split(params, args.tasks)
     key = load_or_create_key(cfg.home / "key")
-    payload = {"kernel": kernel.name, "params": params, "tasks": args.tasks, "replicas": args.replicas,
+    replicas = args.replicas if args.replicas is not None else max(2, args.quorum or 0)
+    payload = {"kernel": kernel.name, "params": params, "tasks": args.tasks, "replicas": replicas,
                "max_results": args.max_results, "price": args.price}
     if args.quorum is not None:
         payload["quorum"] = args.quorum

@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kernel", help="kernel name (see `depin kernels`)")
     p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="a kernel parameter")
     p.add_argument("--tasks", type=int, default=8, help="how many tasks to split the job into (default 8)")
-    p.add_argument("--replicas", type=int, default=2, help="copies of each task sent out at first (default 2)")
+    p.add_argument("--replicas", type=int, help="copies of each task sent out at first (default max(2, quorum))")
     p.add_argument("--quorum", type=int, help="agreeing results that validate a task (default min(2, replicas))")
     p.add_argument("--max-errors", type=int, help="error results a task survives before it fails (default 3)")
     p.add_argument("--max-results", type=int, help="results per task before it fails (default replicas+3)")

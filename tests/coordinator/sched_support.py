@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from coordinator.scheduler import Job, Scheduler
+from coordinator.trust import TrustPolicy
 from depin import codec
 from depin.crypto import SigningKey
 from depin.kernels import mandelbrot
@@ -39,8 +41,11 @@ class Ids:
         return f"id{self.n:04d}"
 
 
-def new_scheduler(ids: Ids | None = None) -> Scheduler:
-    return Scheduler(key=COORDINATOR, lease_timeout_ms=TIMEOUT, new_id=ids or Ids())
+def new_scheduler(ids: Ids | None = None, *, policy: TrustPolicy | None = None,
+                  rand: Callable[[], float] | None = None) -> Scheduler:
+    """A scheduler with the test key; `rand` defaults to 0.0, so a spot check always replicates."""
+    return Scheduler(key=COORDINATOR, lease_timeout_ms=TIMEOUT, new_id=ids or Ids(), policy=policy,
+                     rand=rand or (lambda: 0.0))
 
 
 def submit(s: Scheduler, *, now: int = 0, tasks: int = 1, replicas: int = 2, max_results: int | None = None,

@@ -136,3 +136,114 @@ def test_unanimous_results_validate_at_exactly_quorum(quorum: int) -> None:
         assert _exact(results[:-1], quorum=quorum, max_results=quorum + 3) == Decision("pending", more=1)
     d = _exact(results, quorum=quorum, max_results=quorum + 3)
     assert d.state == "validated" and d.valid == tuple(r.key for r in results)
+
+
+# ---- kernel checks, error limits, trusted quorum ------------------------------------------------------------------
+
+
+def _v(key: str, digest: str, verified: bool | None, output: np.ndarray | None = _ANY) -> Candidate:
+    return Candidate(key, digest.encode(), output, verified=verified)
+
+
+def _t(key: str, digest: str, trusted: bool) -> Candidate:
+    return Candidate(key, digest.encode(), _ANY, trusted=trusted)
+
+
+def test_a_verified_result_validates_alone() -> None:
+    d = _exact([_v("a", "X", True)], quorum=2)
+    assert d == Decision(state="validated", canonical="a", valid=("a",), invalid=())
+
+
+def test_a_verified_result_wins_over_an_agreeing_group_and_others_are_invalid() -> None:
+    results = [_c("a", "X"), _c("b", "X"), _v("c", "Y", True), _v("d", "Z", None), _c("m", "X", None)]
+    d = _exact(results, quorum=3, max_results=8)
+    assert d == Decision(state="validated", canonical="c", valid=("c",), invalid=("a", "b", "d", "m"))
+
+
+def test_every_verified_result_is_valid_and_the_first_is_canonical() -> None:
+    d = _exact([_c("a", "X"), _v("b", "Y", True), _v("c", "Y2", True)], quorum=2)
+    assert d == Decision(state="validated", canonical="b", valid=("b", "c"), invalid=("a",))
+
+
+def test_a_verified_result_validates_even_when_trust_is_needed() -> None:
+    d = decide([_v("a", "X", True)], quorum=2, max_results=5, exact=True, compare=exact_compare, need_trusted=True)
+    assert d.state == "validated" and d.valid == ("a",)
+
+
+def test_a_result_that_cannot_be_verified_falls_back_to_agreement() -> None:
+    assert _exact([_v("a", "X", None)]) == Decision(state="pending", more=1)
+    d = _exact([_v("a", "X", None), _v("b", "X", None)])
+    assert d == Decision(state="validated", canonical="a", valid=("a", "b"))
+
+
+def test_a_refuted_result_is_an_error_that_agrees_with_nothing() -> None:
+    assert _v("r", "X", False).error and _c("m", "X", None).error and not _v("n", "X", None).error
+    # The refuted result has the same digest as the others, but it is not counted in their group.
+    d = _exact([_v("r", "X", False), _c("a", "X")], quorum=2)
+    assert d == Decision(state="pending", more=1)
+    d = _exact([_v("r", "X", False), _c("a", "X"), _c("b", "X")], quorum=2)
+    assert d == Decision(state="validated", canonical="a", valid=("a", "b"), invalid=("r",))
+
+
+def test_a_refuted_result_counts_as_an_error_against_max_errors() -> None:
+    results = [_v("r", "X", False), _c("a", "X")]
+    assert decide(results, quorum=2, max_results=5, max_errors=0, exact=True, compare=exact_compare) == Decision(
+        state="failed", reason="1 error results (limit 0)")
+    assert decide(results, quorum=2, max_results=5, max_errors=1, exact=True, compare=exact_compare) == Decision(
+        state="pending", more=1)
+
+
+def test_more_than_max_errors_fails_and_malformed_and_refuted_both_count() -> None:
+    results = [_c("m", "X", None), _v("r", "Y", False), _c("a", "X")]
+
+    def run(max_errors: int | None) -> Decision:
+        return decide(results, quorum=2, max_results=8, max_errors=max_errors, exact=True, compare=exact_compare)
+
+    assert run(2) == Decision(state="pending", more=1)  # exactly at the limit is still alive
+    assert run(1) == Decision(state="failed", reason="2 error results (limit 1)")
+    assert run(None) == Decision(state="pending", more=1)  # no limit given: only max_results bounds errors
+
+
+def test_errors_are_checked_before_agreement() -> None:
+    d = decide([_c("m", "X", None), _c("a", "X"), _c("b", "X")], quorum=2, max_results=5, max_errors=0,
+               exact=True, compare=exact_compare)
+    assert d == Decision(state="failed", reason="1 error results (limit 0)")
+
+
+def _trusted_quorum(results: list[Candidate], quorum: int = 2, max_results: int = 5) -> Decision:
+    return decide(results, quorum=quorum, max_results=max_results, exact=True, compare=exact_compare,
+                  need_trusted=True)
+
+
+def test_an_untrusted_agreeing_group_does_not_validate_when_trust_is_needed() -> None:
+    d = _trusted_quorum([_t("a", "X", False), _t("b", "X", False)])
+    assert d == Decision(state="pending", more=1, needs_trusted=True)
+    # Without need_trusted the same group validates.
+    d = decide([_t("a", "X", False), _t("b", "X", False)], quorum=2, max_results=5, exact=True,
+               compare=exact_compare)
+    assert d.state == "validated"
+
+
+@pytest.mark.parametrize("trusted_index", [0, 1])
+def test_a_group_with_a_trusted_member_validates(trusted_index: int) -> None:
+    results = [_t("a", "X", trusted_index == 0), _t("b", "X", trusted_index == 1)]
+    d = _trusted_quorum(results)
+    assert d == Decision(state="validated", canonical="a", valid=("a", "b"), invalid=())
+
+
+def test_trust_needed_and_members_missing_asks_for_members_not_for_trust() -> None:
+    # With one slot left, that slot must go to a trusted worker (the lease steering's last-slot rule).
+    assert _trusted_quorum([_t("a", "X", False)]) == Decision(state="pending", more=1, needs_trusted=True)
+    assert _trusted_quorum([_t("a", "X", False)], quorum=3) == Decision(state="pending", more=2)
+    assert _trusted_quorum([]) == Decision(state="pending", more=2)
+
+
+def test_a_trusted_group_wins_over_an_earlier_untrusted_one() -> None:
+    results = [_t("a", "X", False), _t("b", "X", False), _t("c", "Y", True), _t("d", "Y", False)]
+    d = _trusted_quorum(results)
+    assert d == Decision(state="validated", canonical="c", valid=("c", "d"), invalid=("a", "b"))
+
+
+def test_trust_needed_with_no_room_left_fails() -> None:
+    d = _trusted_quorum([_t("a", "X", False), _t("b", "X", False)], max_results=2)
+    assert d.state == "failed" and d.valid == ()

@@ -8,13 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from coordinator import store as store_module
+from coordinator.model import Job, Task
 from coordinator.scheduler import Changes, Scheduler
 from coordinator.store import Store
-from depin import ledger
+from depin import codec, ledger
 from depin.errors import UserError
 from tests.coordinator.sched_support import (
     COORDINATOR,
     TIMEOUT,
+    WORKER_KEYS,
     Ids,
     bad,
     good,
@@ -235,3 +238,73 @@ def test_state_counts(store: Store) -> None:
     assert store.state_counts("tasks", "id0001") == {"validated": 1, "pending": 2}
     assert store.state_counts("leases", "id0001") == {"returned": 4, "expired": 2, "active": 2}
     assert store.state_counts("tasks", "nope") == {}
+
+
+# ---- migration from schema 1 ---------------------------------------------------------------------------------------
+
+
+def _schema_1_database(path: Path) -> tuple[Job, Task]:
+    """A database exactly as depin wrote it before trust: schema 1 tables, one job/task/lease/result/worker row."""
+    s = new_scheduler()
+    job = submit(s, now=0, tasks=1, replicas=3)
+    (g,) = lease(s, "A", now=1)
+    task = s.tasks[f"{job.job_id}-0"]
+    db = sqlite3.connect(path)
+    db.executescript(store_module._SCHEMA)
+    db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    db.execute("INSERT INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+               (job.job_id, job.kernel, job.kernel_version, codec.encode(job.params), job.n_tasks, job.replicas,
+                job.max_results, job.price, job.submitter, "running", job.created_ms, None, None, 0, None))
+    db.execute("INSERT INTO tasks VALUES (?,?,?,?,?,?,?,?)",
+               (task.task_id, job.job_id, 0, codec.encode(task.params), task.payload, task.sig, "pending", None))
+    db.execute("INSERT INTO leases VALUES (?,?,?,?,?,?,?)",
+               (g.lease_id, task.task_id, job.job_id, wid("A"), 1, g.expires_ms, "returned"))
+    db.execute("INSERT INTO results VALUES (?,?,?,?,?,?,?,?,?)",
+               (g.lease_id, task.task_id, job.job_id, wid("A"), b"\1" * 32, codec.encode(good(g)), "pending", 2,
+                None))
+    db.execute("INSERT INTO workers VALUES (?,?,?,?,?,?)", (wid("A"), WORKER_KEYS["A"].public, 1, 2, 0, 0))
+    db.commit()
+    db.close()
+    return job, task
+
+
+def test_a_schema_1_database_is_migrated_to_2(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    job, task = _schema_1_database(path)
+    store = Store(path)
+    assert store.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    rows = store.load()
+    (j,) = rows["jobs"]
+    assert (j.job_id, j.replicas, j.quorum, j.max_errors, j.max_results) == (job.job_id, 3, 3, 3, job.max_results)
+    (t,) = rows["tasks"]
+    assert (t.task_id, t.quorum, t.single, t.payload, t.params) == (task.task_id, 3, None, task.payload, task.params)
+    (r,) = rows["results"]
+    assert (r.verified, r.trusted, r.too_fast, r.verdict) == (None, False, False, "pending")
+    (w,) = rows["workers"]
+    assert (w.worker_id, w.owner, w.address, w.banned, w.too_fast) == (wid("A"), None, None, None, 0)
+    assert rows["trust"] == [] and rows["head"] is None
+    snapshot = store.load()  # restore below mutates the rows it is given
+    s = Scheduler.restore(key=COORDINATOR, lease_timeout_ms=TIMEOUT, new_id=Ids(), now=3, **rows)
+    restored = s.tasks[task.task_id]
+    assert (restored.quorum, restored.results, restored.wanted) == (3, [r.lease_id], 2)  # all 3 must agree
+    store.close()
+    again = Store(path)  # reopening a migrated database changes nothing
+    assert again.load() == snapshot
+    again.close()
+
+
+def test_migration_keeps_old_columns_and_fills_new_ones_for_every_row(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    _schema_1_database(path)
+    db = sqlite3.connect(path)
+    db.execute("INSERT INTO jobs (job_id, kernel, kernel_version, params, n_tasks, replicas, max_results, price, "
+               "submitter, state, created_ms, tasks_validated) VALUES ('j2', 'mandelbrot', 1, x'80', 1, 1, 4, 1, "
+               "'s', 'done', 5, 1)")
+    db.commit()
+    db.close()
+    store = Store(path)
+    quorums = dict(store.db.execute("SELECT job_id, quorum FROM jobs").fetchall())
+    assert quorums["j2"] == 1 and set(quorums.values()) == {1, 3}
+    cols = {row[1] for row in store.db.execute("PRAGMA table_info(trust)")}
+    assert cols == {"worker_id", "kernel", "consecutive_valid", "valid", "invalid", "max_speed", "samples"}
+    store.close()

@@ -1,0 +1,113 @@
+"""coordinator.views: the status API shows each worker's standing (banned, too fast, outlier) and trust per kernel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from coordinator import views
+from coordinator.scheduler import Scheduler
+from coordinator.trust import TrustPolicy
+from tests.coordinator.sched_support import (
+    PRICE,
+    WORKER_KEYS,
+    good,
+    lease,
+    new_scheduler,
+    report,
+    submit,
+    wid,
+)
+
+K = "mandelbrot@1"
+ONLINE = 60_000
+_MALFORMED = {"dtype": "uint32", "shape": [1], "data": b"\0\0\0\0"}
+
+
+def _scene() -> tuple[Scheduler, int]:
+    """A and B trusted (five cross-checked tasks at 100 ms each), then D banned, C too fast, E an outlier."""
+    s = new_scheduler(policy=TrustPolicy(trust_after=3, speed_samples=5, outlier_min_judged=5), rand=lambda: 0.0)
+    now = 0
+    for _ in range(5):
+        submit(s, now=now, tasks=1, replicas=2)
+        (ga,), (gb,) = lease(s, "A", now=now), lease(s, "B", now=now)
+        report(s, "A", ga, good(ga), now=now + 100)
+        report(s, "B", gb, good(gb), now=now + 100)
+        now += 1000
+    submit(s, now=now, tasks=3, replicas=2)
+    for g in lease(s, "D", now=now):
+        report(s, "D", g, _MALFORMED, now=now + 1)
+    (gc,) = lease(s, "C", now=now, max_tasks=1)
+    report(s, "C", gc, good(gc), now=now + 1)  # 100 times the fastest seen
+    # E: 2 invalid of 5 judged, against a median of 0: an outlier, though too few invalid to be banned.
+    for _ in range(3):
+        s.trust.judged_valid(wid("E"), K, cross_checked=True, speed=None)
+    for _ in range(2):
+        s.trust.judged_invalid(wid("E"), K)
+    s.touch_worker(now=now, worker_id=wid("E"), public_key=WORKER_KEYS["E"].public)
+    return s, now + 2
+
+
+def _rows(s: Scheduler, now: int) -> dict[str, dict[str, Any]]:
+    rows = views.status_view(s, now, ONLINE)["workers"]
+    return {r["worker_id"]: r for r in rows}
+
+
+def test_status_view_shows_trust_and_standing() -> None:
+    s, now = _scene()
+    rows = _rows(s, now)
+    a = rows[wid("A")]
+    assert (a["banned"], a["too_fast"], a["outlier"], a["trusted"]) == (None, 0, False, [K])
+    assert a["trust"] == {K: {"consecutive_valid": 5, "valid": 5, "invalid": 0}}
+    assert (a["balance"], a["tasks_validated"], a["tasks_rejected"], a["online"]) == (5 * PRICE, 5, 0, True)
+    c = rows[wid("C")]
+    assert (c["banned"], c["too_fast"], c["outlier"], c["trusted"]) == (None, 1, False, [])
+    assert all(t["consecutive_valid"] == 0 for t in c["trust"].values())
+    d = rows[wid("D")]
+    assert (d["banned"], d["too_fast"], d["outlier"], d["trusted"]) == ("3 invalid results out of 3", 0, False, [])
+    assert d["trust"] == {K: {"consecutive_valid": 0, "valid": 0, "invalid": 3}}
+    assert d["tasks_rejected"] == 3
+    e = rows[wid("E")]
+    assert (e["banned"], e["outlier"], e["trusted"]) == (None, True, [])
+    assert e["trust"] == {K: {"consecutive_valid": 0, "valid": 3, "invalid": 2}}
+
+
+def test_an_outlier_with_a_streak_is_still_shown_untrusted() -> None:
+    s, now = _scene()
+    for _ in range(3):
+        s.trust.judged_valid(wid("E"), K, cross_checked=True, speed=None)  # streak 3, but 2 of 8 invalid
+    e = _rows(s, now)[wid("E")]
+    assert e["trust"][K]["consecutive_valid"] == 3
+    assert (e["outlier"], e["trusted"]) == (True, [])
+
+
+def test_trust_is_listed_per_kernel_in_name_order() -> None:
+    s, now = _scene()
+    for kernel in ("zeta@1", "alpha@2"):
+        for _ in range(3):
+            s.trust.judged_valid(wid("A"), kernel, cross_checked=kernel == "zeta@1", speed=None)
+    a = _rows(s, now)[wid("A")]
+    assert list(a["trust"]) == ["alpha@2", K, "zeta@1"]
+    assert a["trust"]["alpha@2"] == {"consecutive_valid": 0, "valid": 3, "invalid": 0}
+    assert a["trusted"] == [K, "zeta@1"]
+
+
+def test_worker_view_without_a_trust_book() -> None:
+    s, now = _scene()
+    row = views.worker_view(s.workers[wid("D")], now, ONLINE)
+    assert (row["banned"], row["too_fast"], row["outlier"], row["trusted"], row["trust"]) == (
+        "3 invalid results out of 3", 0, False, [], {})
+
+
+def test_worker_view_online_flag_follows_last_seen() -> None:
+    s, now = _scene()
+    w = s.workers[wid("A")]
+    assert views.worker_view(w, w.last_seen_ms + ONLINE, ONLINE, s.trust)["online"] is True
+    assert views.worker_view(w, w.last_seen_ms + ONLINE + 1, ONLINE, s.trust)["online"] is False
+
+
+def test_a_new_worker_has_a_clean_row() -> None:
+    s = new_scheduler()
+    s.touch_worker(now=5, worker_id=wid("F"), public_key=WORKER_KEYS["F"].public)
+    (row,) = views.status_view(s, 5, ONLINE)["workers"]
+    assert {k: row[k] for k in ("banned", "too_fast", "outlier", "trusted", "trust")} == {
+        "banned": None, "too_fast": 0, "outlier": False, "trusted": [], "trust": {}}
