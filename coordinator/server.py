@@ -183,7 +183,9 @@ class Server:
         worker_id, req = self.service.open_lease_request(await self._body(request, "lease"), request.remote)
         deadline = asyncio.get_running_loop().time() + req.wait_ms / 1000
         while True:
-            leases = self.service.try_lease(worker_id, req)
+            leases, expired = self.service.try_lease(worker_id, req)
+            if expired:
+                self.work.fire()
             remaining = deadline - asyncio.get_running_loop().time()
             if leases or remaining <= 0 or self.closing:
                 return _msgpack({"leases": leases})

@@ -175,12 +175,14 @@ class Service:
         self.save()
         return signer.id, req
 
-    def try_lease(self, worker_id: str, req: protocol.LeaseRequest) -> list[dict[str, Any]]:
-        """Lease what there is now (possibly nothing)."""
-        grants = self.scheduler.lease(now=self.clock(), worker_id=worker_id, max_tasks=req.max_tasks,
-                                      kernels_ok=req.kernels)
+    def try_lease(self, worker_id: str, req: protocol.LeaseRequest) -> tuple[list[dict[str, Any]], bool]:
+        """Lease what there is now (possibly nothing); also whether overdue leases expired on the way, which
+        may have made work for the other waiting workers."""
+        now = self.clock()
+        expired = self.scheduler.expire(now) > 0
+        grants = self.scheduler.lease(now=now, worker_id=worker_id, max_tasks=req.max_tasks, kernels_ok=req.kernels)
         self.save()
-        return [g.to_payload() for g in grants]
+        return [g.to_payload() for g in grants], expired
 
     def release(self, envelope: Any) -> dict[str, Any]:
         """POST /v1/release."""

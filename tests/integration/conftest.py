@@ -12,9 +12,6 @@ into a clear failure. No assertion is about how long something took.
 from __future__ import annotations
 
 import concurrent.futures
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -22,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.support import SLOW_JOB, Cluster
+from tests.integration.support import SLOW_JOB, Cluster, compile_numba_cache
 from tests.reference import cref as cref_module
 
 
@@ -51,12 +48,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 @pytest.fixture(scope="session")
 def numba_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One numba cache for every worker of the session, compiled once here."""
-    path = tmp_path_factory.mktemp("numba-cache")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DEPIN_")}
-    env["NUMBA_CACHE_DIR"] = str(path)
-    subprocess.run([sys.executable, "-c", "from depin import kernels\nfor k in kernels.all_kernels(): k.warmup()"],
-                   env=env, check=True, timeout=300, capture_output=True)
-    return path
+    return compile_numba_cache(tmp_path_factory.mktemp("numba-cache"))
 
 
 def _cluster(root: Path, numba_cache: Path, node: Any) -> Iterator[Cluster]:

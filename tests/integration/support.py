@@ -62,6 +62,15 @@ def wait_until(predicate: Callable[[], T | None], what: str, timeout: float = JO
         time.sleep(interval)
 
 
+def compile_numba_cache(path: Path) -> Path:
+    """Fill `path` as the numba cache of every kernel, so workers that share it start without compiling."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEPIN_")}
+    env["NUMBA_CACHE_DIR"] = str(path)
+    subprocess.run([sys.executable, "-c", "from depin import kernels\nfor k in kernels.all_kernels(): k.warmup()"],
+                   env=env, check=True, timeout=300, capture_output=True)
+    return path
+
+
 def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
     """GET `url`; (status, body) even for 4xx/5xx answers."""
     try:
