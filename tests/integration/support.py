@@ -309,11 +309,11 @@ class Cluster:
         return proc
 
     def coordinator(self, name: str = "coordinator", *, port: int = 0, lease_timeout: float | None = None,
-                    data_dir: Path | None = None) -> Coordinator:
-        """Start `depin coordinator` and wait for its "listening" line."""
+                    data_dir: Path | None = None, extra: tuple[str, ...] = ()) -> Coordinator:
+        """Start `depin coordinator` (with `extra` flags) and wait for its "listening" line."""
         data_dir = data_dir or self.root / name
         args = [sys.executable, "-m", "depin.cli.main", "coordinator", "--data-dir", str(data_dir),
-                "--port", str(port)]
+                "--port", str(port), *extra]
         if lease_timeout is not None:
             args += ["--lease-timeout", str(lease_timeout)]
         unique = self._unique(name + "-stdout")

@@ -219,3 +219,22 @@ async def test_coordinator_still_serves_after_every_kind_of_abuse(live: tuple[Co
     assert coordinator.api.job(job_id)["tasks_validated"] == 1
     assert np.array_equal(np.frombuffer(honest_output(grant)["data"], "<u4"),
                           np.frombuffer(honest_output(carols)["data"], "<u4"))
+
+
+async def test_too_many_requests_from_one_key_is_429_and_costs_nothing(cluster: Cluster) -> None:
+    # A coordinator allowing 2 signed requests a second per key (bursts of 4): a fifth request at once is refused.
+    coordinator = cluster.coordinator("limited", extra=("--rate-per-key", "2"))
+    flooder, other = SigningKey.generate(), SigningKey.generate()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        peer = Peer(session, coordinator.url)
+        statuses = []
+        for _ in range(8):
+            status, answer = await peer.post("/v1/lease", flooder, "lease-request", lease_payload(wait_ms=0))
+            statuses.append(status)
+            if status == 429:
+                assert "too many requests from this key" in answer["error"], answer
+        assert statuses[:4] == [200] * 4 and 429 in statuses[4:], statuses
+        # Another key is not affected, and the refused requests registered nothing beyond the flooder itself.
+        status, _ = await peer.post("/v1/lease", other, "lease-request", lease_payload(wait_ms=0))
+        assert status == 200
+    assert coordinator.api.ledger() == []

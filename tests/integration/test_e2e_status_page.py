@@ -56,9 +56,12 @@ def test_status_page_shows_jobs_and_balances(cluster: Cluster, tmp_path: Path) -
     assert jobs.rows[done][2] == "done" and jobs.rows[cancelled][2] == "cancelled"
 
     assert set(workers_rows.rows) == {w["worker_id"] for w in status["workers"]} == {w.worker_id for w in workers}
-    for w in status["workers"]:  # cells: worker, validated, rejected, balance, last seen
+    for w in status["workers"]:  # cells: worker, validated, rejected, balance, trust, flags, last seen
         cells = workers_rows.rows[w["worker_id"]]
         assert cells[0] == w["worker_id"]
         assert cells[3] == str(w["balance"]), cells
         assert w["balance"] == 2 * 3  # both tasks of the done job, one replica each, at price 3
+        # Two cross-checked results: a trust streak of 2 towards the 10 that make a worker trusted; no flags.
+        assert cells[4] == "mandelbrot@1 2/10", cells
+        assert cells[5] == "", cells
     assert jobs.ids.get("coordinator") == status["coordinator_id"]
