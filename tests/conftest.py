@@ -1,0 +1,22 @@
+"""Hypothesis profiles for the whole suite; nothing else belongs here.
+
+"ci" is loaded by default and keeps `make test` fast. "long" is for a deliberate fuzzing run:
+
+    HYPOTHESIS_PROFILE=long .venv/bin/python -m pytest -q tests/depin/test_codec_properties.py \
+        tests/coordinator/test_handlers_fuzz.py
+
+Tests that pin their own `max_examples` in `@settings` keep it under either profile.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+# Fuzz tests drive one in-process coordinator across all examples of a test: the fixture is meant to be shared.
+_SUPPRESS = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+
+settings.register_profile("ci", max_examples=100, deadline=None, suppress_health_check=_SUPPRESS)
+settings.register_profile("long", max_examples=5000, deadline=None, suppress_health_check=_SUPPRESS)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

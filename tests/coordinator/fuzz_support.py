@@ -1,0 +1,546 @@
+"""An in-process coordinator for the handler fuzz tests, and a model of PROTOCOL.md that says what it must answer.
+
+`Harness` serves the real aiohttp app (coordinator.server.Server over coordinator.service.Service) on a loopback
+TestServer, driven from synchronous hypothesis tests through an event loop of its own. Its clock is fake: it moves
+10 ms per POST and otherwise only when a test says so, so nothing expires between two requests and the per-key and
+per-address rate limits always refill. Every POST goes through `check_post`, which asks `Spec` for the status the
+spec requires, sends the bytes, and checks the answer: the expected 4xx with a JSON {"error": text} body and no
+change at all to the coordinator's state (database rows and the scheduler's memory), or a 2xx of the right shape.
+
+`Spec` is written from docs/PROTOCOL.md (sections 2.3, 2.4, 5.3, 6, 7 and 13.1-13.2), not from the code: it decodes
+envelopes with msgpack and nacl directly and checks canonical form with tests/msgpack_ref.py. It reads the
+coordinator's public state only through the JSON API (which jobs exist, who submitted them, their state). Two
+things it does not model and defers to the coordinator on: worker bans (403) and kernels other than mandelbrot.
+Fields being added to the protocol but not yet in PROTOCOL.md (`owner`, `quorum`, `max_errors`) are never sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import hashlib
+import json
+import math
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import msgpack
+import nacl.exceptions
+import nacl.signing
+from aiohttp.test_utils import TestClient, TestServer
+
+from coordinator.server import Server
+from coordinator.service import Service
+from depin.config import CoordinatorConfig
+from depin.crypto import SigningKey
+from tests.msgpack_ref import ref_encode
+
+MSGPACK = "application/msgpack"
+STEP_MS = 10  # fake time per POST
+REQUEST_TIMEOUT_S = 10.0  # a request that takes longer is a hang, reported as such
+WINDOW_MS = 300_000
+LIMITS = {"lease": 64 << 10, "release": 64 << 10, "cancel": 64 << 10, "submit": 1 << 20, "results": 64 << 20}
+KINDS = {"lease": "lease-request", "release": "release", "results": "results", "submit": "submit",
+         "cancel": "cancel"}
+PATHS = {"lease": "/v1/lease", "release": "/v1/release", "results": "/v1/results", "submit": "/v1/jobs"}
+FIELDS = {  # every field each signed request may carry besides ts and nonce (PROTOCOL.md 7.2-7.6)
+    "lease": {"max_tasks", "wait_ms", "kernels"},
+    "release": {"lease_ids"},
+    "results": {"results"},
+    "submit": {"kernel", "params", "tasks", "replicas", "max_results", "price"},
+    "cancel": {"job_id"},
+}
+ITEM_FIELDS = {"lease_id", "task_id", "output", "elapsed_ms"}
+UNDOCUMENTED = {"owner", "quorum", "max_errors"}  # being added to the protocol; not fuzzed until documented
+FINISHED = {"done", "failed", "cancelled"}
+TABLES = ("jobs", "tasks", "leases", "results", "workers", "ledger")
+
+SUBMITTERS = [SigningKey(bytes([0x51 + i]) * 32) for i in range(2)]
+STRANGERS = [SigningKey(bytes([0x61 + i]) * 32) for i in range(2)]  # never lease, never submit on purpose
+TINY_JOB = {"width": 4, "height": 3, "max_iter": 8}  # three 1x4 tasks; nothing is ever computed
+
+
+def party_id(public_key: bytes) -> str:
+    """PROTOCOL.md 4: lowercase base32 of the first 20 bytes of SHA-256(public key)."""
+    return base64.b32encode(hashlib.sha256(public_key).digest()[:20]).decode().lower()
+
+
+def worker_key(n: int) -> SigningKey:
+    """The n-th throwaway worker identity (deterministic)."""
+    return SigningKey(hashlib.sha256(b"fuzz worker %d" % n).digest())
+
+
+def job_path(job_id: str, suffix: str = "") -> str:
+    """/v1/jobs/{job_id}{suffix} with the id percent-encoded as one path segment."""
+    return f"/v1/jobs/{quote(job_id, safe='')}{suffix}"
+
+
+def zeros_output(task_params: dict[str, Any]) -> dict[str, Any]:
+    """A well-formed mandelbrot@1 output for a task (all zeros: right shape, wrong values, nobody checks)."""
+    rows, width = task_params["row_end"] - task_params["row_start"], task_params["width"]
+    return {"dtype": "uint32", "shape": [rows, width], "data": bytes(4 * rows * width)}
+
+
+class FakeClock:
+    """Unix ms that move only when told to."""
+
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+    def advance(self, ms: int) -> None:
+        self.now += ms
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    status: int
+    content_type: str
+    data: bytes
+
+    @property
+    def value(self) -> Any:
+        """The decoded body: JSON or msgpack by content type."""
+        if self.content_type == "application/json":
+            return json.loads(self.data)
+        return msgpack.unpackb(self.data, raw=False)
+
+    def __str__(self) -> str:
+        body = self.data[:300].decode("utf-8", "replace") if "json" in self.content_type else self.data[:80].hex()
+        return f"{self.status} {self.content_type} {body}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """A signed POST before it is encoded: who signs what, for which endpoint."""
+
+    endpoint: str
+    key: SigningKey
+    payload: dict[str, Any]
+    job_id: str | None = None  # the {job_id} in the URL of a cancel
+
+    @property
+    def path(self) -> str:
+        return job_path(self.job_id or "", "/cancel") if self.endpoint == "cancel" else PATHS[self.endpoint]
+
+    def envelope(self, payload_bytes: bytes | None = None, kind: str | None = None) -> dict[str, bytes]:
+        data = ref_encode(self.payload) if payload_bytes is None else payload_bytes
+        sig = self.key.sign(kind or KINDS[self.endpoint], data)
+        return {"key": self.key.public, "payload": data, "sig": sig}
+
+    def body(self) -> bytes:
+        return ref_encode(self.envelope())
+
+
+# ---- the spec ------------------------------------------------------------------------------------------------
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _int_in(v: Any, lo: int, hi: int) -> bool:
+    return _is_int(v) and lo <= v <= hi
+
+
+def _id_ok(v: Any) -> bool:
+    return isinstance(v, str) and 1 <= len(v) <= 128
+
+
+_KERNEL_KEY = re.compile(r"[a-z][a-z0-9_]{0,47}@[0-9]{1,9}")
+_MANDELBROT_INT = {"width": (1, 4096, None), "height": (1, 4096, None), "max_iter": (1, 1_000_000, 256)}
+_MANDELBROT_FLOAT = {"x_min": -2.0, "x_max": 1.0, "y_min": -1.2, "y_max": 1.2}
+
+
+def canonical_value(data: bytes) -> tuple[bool, Any]:
+    """(True, value) if `data` is the canonical msgpack of a value of the protocol's model (PROTOCOL.md 3.3)."""
+    try:
+        value = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        return ref_encode(value) == data, value
+    except Exception:  # malformed msgpack, or a value outside the model (ext type, non-string key, ...)
+        return False, None
+
+
+def mandelbrot_job_ok(params: dict[str, Any], tasks: int) -> bool:
+    """PROTOCOL.md 13.1 and 13.2: are these job parameters valid, and can they be split into `tasks`?"""
+    if set(params) - set(_MANDELBROT_INT) - set(_MANDELBROT_FLOAT):
+        return False
+    p: dict[str, Any] = {}
+    for name, (lo, hi, default) in _MANDELBROT_INT.items():
+        n: Any = params.get(name, default)
+        if not _int_in(n, lo, hi):
+            return False
+        p[name] = n
+    for name, fallback in _MANDELBROT_FLOAT.items():
+        x: Any = params.get(name, fallback)
+        if not (_is_int(x) or isinstance(x, float)) or not math.isfinite(float(x)) or not -1e6 <= float(x) <= 1e6:
+            return False
+        p[name] = float(x)
+    if not (p["x_min"] < p["x_max"] and p["y_min"] < p["y_max"]):
+        return False
+    if p["width"] * p["height"] * p["max_iter"] > 10**11:
+        return False
+    if not 1 <= tasks <= p["height"]:
+        return False
+    return bool(-(-p["height"] // tasks) * p["width"] <= 1 << 20)
+
+
+class Spec:
+    """What PROTOCOL.md says the coordinator must answer to a signed POST; remembers the nonces it has let through."""
+
+    def __init__(self, *, not_before: int, kernels: list[str], job: Callable[[str], dict[str, Any] | None],
+                 banned: Callable[[str], bool]) -> None:
+        self.not_before = not_before
+        self.kernels = kernels  # kernel names the coordinator runs (GET /v1/info)
+        self.job = job
+        self.banned = banned
+        self.used: set[tuple[str, bytes]] = set()
+
+    def expect(self, endpoint: str, body: bytes, *, now: int, url_job_id: str | None = None) -> set[int]:
+        """The statuses allowed for this body (usually one). Notes the nonce as used when the spec says so."""
+        if endpoint == "cancel" and url_job_id is not None and ("{" in url_job_id or "}" in url_job_id):
+            return {404}  # not a job id the route accepts: no such path
+        if len(body) > LIMITS[endpoint]:
+            return {413}
+        # 5.3: the envelope
+        try:
+            env = msgpack.unpackb(body, raw=False, strict_map_key=False)
+            if not isinstance(env, dict) or set(env) != {"key", "payload", "sig"}:
+                return {400}
+        except Exception:
+            return {400}
+        key, payload_bytes, sig = env["key"], env["payload"], env["sig"]
+        if type(payload_bytes) is not bytes:
+            return {400}
+        if type(key) is not bytes or len(key) != 32:
+            return {400}
+        if type(sig) is not bytes or len(sig) != 64:
+            return {401}
+        signing_input = b"depin/1/" + KINDS[endpoint].encode() + b"\0" + payload_bytes
+        try:
+            nacl.signing.VerifyKey(key).verify(signing_input, sig)
+        except (nacl.exceptions.CryptoError, ValueError, TypeError):
+            return {401}
+        ok, payload = canonical_value(payload_bytes)
+        if not ok or not isinstance(payload, dict):
+            return {400}
+        signer = party_id(key)
+        # 6: freshness
+        ts: Any = payload.get("ts")
+        nonce: Any = payload.get("nonce")
+        if not _int_in(ts, 0, 2**63 - 1) or type(nonce) is not bytes or not 8 <= len(nonce) <= 32:
+            return {400}
+        if ts < now - WINDOW_MS or ts < self.not_before or ts > now + WINDOW_MS or (signer, nonce) in self.used:
+            return {409}
+        self.used.add((signer, nonce))
+        # 7: the request's own fields
+        if set(payload) - FIELDS[endpoint] - {"ts", "nonce"} or not getattr(self, f"_{endpoint}_ok")(payload):
+            return {400}
+        if endpoint == "submit":
+            return self._submit_semantics(payload)
+        if endpoint == "cancel":
+            return self._cancel_semantics(payload, signer, url_job_id)
+        if self.banned(signer):  # bans are the coordinator's business; only their status is checked
+            return {403}
+        return {200}
+
+    @staticmethod
+    def _lease_ok(p: dict[str, Any]) -> bool:
+        kernels = p.get("kernels")
+        return (isinstance(kernels, list) and 1 <= len(kernels) <= 64
+                and all(isinstance(k, str) and _KERNEL_KEY.fullmatch(k) for k in kernels)
+                and _int_in(p.get("max_tasks"), 1, 256) and _int_in(p.get("wait_ms"), 0, 30_000))
+
+    @staticmethod
+    def _release_ok(p: dict[str, Any]) -> bool:
+        ids = p.get("lease_ids")
+        return isinstance(ids, list) and len(ids) <= 256 and all(_id_ok(i) for i in ids)
+
+    @staticmethod
+    def _results_ok(p: dict[str, Any]) -> bool:
+        items = p.get("results")
+        if not isinstance(items, list) or not 1 <= len(items) <= 256:
+            return False
+        for item in items:
+            if not isinstance(item, dict) or set(item) != ITEM_FIELDS:
+                return False
+            if not (_id_ok(item["lease_id"]) and _id_ok(item["task_id"]) and isinstance(item["output"], dict)
+                    and _int_in(item["elapsed_ms"], 0, 2**31 - 1)):
+                return False
+        return len({item["lease_id"] for item in items}) == len(items)
+
+    @staticmethod
+    def _submit_ok(p: dict[str, Any]) -> bool:
+        params = p.get("params")
+        return (isinstance(params, dict) and len(params) <= 64
+                and all(_is_int(v) or isinstance(v, float) for v in params.values())
+                and (p.get("max_results") is None or _int_in(p["max_results"], 1, 64))
+                and _id_ok(p.get("kernel")) and _int_in(p.get("tasks"), 1, 1_000_000)
+                and _int_in(p.get("replicas"), 1, 16) and _int_in(p.get("price"), 1, 2**40 - 1))
+
+    @staticmethod
+    def _cancel_ok(p: dict[str, Any]) -> bool:
+        return _id_ok(p.get("job_id"))
+
+    def _submit_semantics(self, p: dict[str, Any]) -> set[int]:
+        if p["kernel"] not in self.kernels:
+            return {400}
+        limit = min(p["replicas"] + 3, 64) if p.get("max_results") is None else p["max_results"]
+        if limit < p["replicas"]:
+            return {400}
+        if p["kernel"] != "mandelbrot":
+            return {200, 400}  # another kernel's parameters: not modelled here
+        return {200} if mandelbrot_job_ok(p["params"], p["tasks"]) else {400}
+
+    def _cancel_semantics(self, p: dict[str, Any], signer: str, url_job_id: str | None) -> set[int]:
+        if p["job_id"] != url_job_id:
+            return {400}
+        job = self.job(p["job_id"])
+        if job is None:
+            return {404}
+        if job["submitter"] != signer:
+            return {403}
+        return {409} if job["state"] in FINISHED else {200}
+
+
+# ---- the harness ---------------------------------------------------------------------------------------------
+
+
+def _norm(v: Any) -> Any:
+    """A comparable, order-independent form of scheduler records (dataclasses, sets, dicts)."""
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return (type(v).__name__, tuple((f.name, _norm(getattr(v, f.name))) for f in dataclasses.fields(v)))
+    if isinstance(v, dict):
+        return tuple(sorted((repr(k), _norm(x)) for k, x in v.items()))
+    if isinstance(v, (set, frozenset)):
+        return tuple(sorted(repr(x) for x in v))
+    if isinstance(v, (list, tuple)):
+        return tuple(_norm(x) for x in v)
+    return repr(v)
+
+
+def _digest(v: Any) -> str:
+    return hashlib.sha256(repr(v).encode()).hexdigest()[:16]
+
+
+class Harness:
+    """One coordinator in this process, served on 127.0.0.1 through the real aiohttp app."""
+
+    def __init__(self, data_dir: Path, *, lease_timeout_ms: int = 86_400_000) -> None:
+        self.data_dir = data_dir
+        self.clock = FakeClock(1_800_000_000_000)
+        self.loop = asyncio.new_event_loop()
+        self.lease_timeout_ms = lease_timeout_ms
+        self._start()
+        self._nonces = 0
+        self._workers = 0
+        info = self.get("/v1/info").value
+        self.coordinator_key = nacl.signing.VerifyKey(bytes.fromhex(info["public_key"]))
+        self.spec = Spec(not_before=self.clock.now, kernels=[k.split("@")[0] for k in info["kernels"]],
+                         job=self._job, banned=self._banned)
+
+    def _start(self) -> None:
+        config = CoordinatorConfig(data_dir=self.data_dir, host="127.0.0.1", port=0,
+                                   lease_timeout_ms=self.lease_timeout_ms)
+        self.service = Service(config, self.clock)
+        self.server = Server(self.service)
+
+        async def start() -> TestClient[Any, Any]:
+            client: TestClient[Any, Any] = TestClient(TestServer(self.server.app, host="127.0.0.1", port=0))
+            await client.start_server()
+            return client
+
+        self.client = self.loop.run_until_complete(start())
+        self.db = sqlite3.connect(f"file:{self.data_dir / 'coordinator.sqlite3'}?mode=ro", uri=True,
+                                  isolation_level=None)
+
+    def _stop(self) -> None:
+        self.db.close()
+        self.loop.run_until_complete(self.client.close())
+        self.service.close()
+
+    def restart(self) -> None:
+        """Stop the coordinator and start a new one on the same data dir (nonces in memory are forgotten)."""
+        self._stop()
+        self._start()
+        self.spec.not_before = self.clock.now
+        self.spec.used.clear()
+
+    def close(self) -> None:
+        self._stop()
+        self.loop.close()
+
+    def pass_time(self, ms: int) -> None:
+        """Let `ms` go by and expire what is due, as the server's 0.5 s expiry tick would.
+
+        That tick only runs while a request is in flight here, so the test settles expiries itself, between
+        requests: otherwise one could land in the middle of a refused request and look like its doing.
+        """
+        self.clock.advance(ms)
+        self.service.expire()
+
+    # ---- HTTP ----------------------------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, body: bytes | None = None, *, chunked: bool = False) -> Answer:
+        """One HTTP request; a request that does not finish in REQUEST_TIMEOUT_S fails the test as a hang.
+
+        `chunked` sends the body in 64 KiB chunks without a Content-Length."""
+
+        async def chunks() -> AsyncIterator[bytes]:
+            assert body is not None
+            for i in range(0, len(body), 1 << 16):
+                yield body[i:i + (1 << 16)]
+
+        async def go() -> Answer:
+            headers = {"Content-Type": MSGPACK} if body is not None else {}
+            data: Any = chunks() if chunked else body
+            async with self.client.request(method, path, data=data, headers=headers) as resp:
+                return Answer(resp.status, resp.content_type, await resp.read())
+
+        try:
+            return self.loop.run_until_complete(asyncio.wait_for(go(), REQUEST_TIMEOUT_S))
+        except asyncio.TimeoutError:
+            raise AssertionError(f"HANG: {method} {path} got no answer in {REQUEST_TIMEOUT_S} s") from None
+
+    def get(self, path: str) -> Answer:
+        return self.request("GET", path)
+
+    def post(self, path: str, body: bytes) -> Answer:
+        self.clock.advance(STEP_MS)
+        return self.request("POST", path, body)
+
+    # ---- signing -------------------------------------------------------------------------------------------
+
+    def nonce(self) -> bytes:
+        """A nonce never used before in this harness."""
+        self._nonces += 1
+        return self._nonces.to_bytes(16, "big")
+
+    def fresh(self) -> dict[str, Any]:
+        """ts and nonce for a request sent now."""
+        return {"ts": self.clock.now, "nonce": self.nonce()}
+
+    def new_worker(self) -> SigningKey:
+        """A worker identity nobody has used yet (so no earlier verdict can have banned it)."""
+        self._workers += 1
+        return worker_key(self._workers)
+
+    # ---- state ---------------------------------------------------------------------------------------------
+
+    def _job(self, job_id: str) -> dict[str, Any] | None:
+        answer = self.get(job_path(job_id))
+        assert answer.status in (200, 404), answer
+        return answer.value if answer.status == 200 else None
+
+    def _banned(self, worker_id: str) -> bool:
+        banned = getattr(self.service.scheduler, "banned", None)
+        return banned is not None and banned(worker_id) is not None
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Every row of the database, and the scheduler's records in memory, as short digests."""
+        out: dict[str, Any] = {}
+        for table in TABLES:
+            rows = self.db.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
+            out[f"db.{table}"] = (len(rows), _digest(rows))
+        head = self.db.execute("SELECT hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
+        out["db.ledger_head"] = head and head[0]
+        s = self.service.scheduler
+        for name in ("jobs", "tasks", "leases", "results", "workers"):
+            records = getattr(s, name)
+            out[f"memory.{name}"] = (len(records), _digest(_norm(records)))
+        out["memory.trust"] = _digest(_norm(getattr(s, "trust", None)))  # reputation, where the scheduler keeps one
+        out["memory.ledger_head"] = s.head and s.head.hash
+        return out
+
+    # ---- the check -----------------------------------------------------------------------------------------
+
+    def check_post(self, path: str, body: bytes, *, endpoint: str, url_job_id: str | None = None) -> Answer:
+        """POST `body`; the answer must be what Spec allows, and a refusal must change nothing."""
+        before = self.fingerprint()
+        self.clock.advance(STEP_MS)
+        allowed = self.spec.expect(endpoint, body, now=self.clock.now, url_job_id=url_job_id)
+        answer = self.request("POST", path, body)
+        what = f"POST {path} with body {body[:400].hex()} ({len(body)} bytes) -> {answer}"
+        assert answer.status < 500, f"SERVER ERROR: {what}"
+        if answer.status >= 400:
+            after = self.fingerprint()
+            changed = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+            assert not changed, f"PARTIAL STATE: a refused request changed {changed}: {what}"
+            assert answer.content_type == "application/json", what
+            error = answer.value
+            assert isinstance(error, dict) and set(error) == {"error"}, what
+            assert isinstance(error["error"], str) and error["error"].strip(), what
+        assert answer.status in allowed or (200 in allowed and 200 <= answer.status < 300), \
+            f"expected {sorted(allowed)}: {what}"
+        if answer.status < 300:
+            self._check_success(endpoint, body, answer, url_job_id)
+        status = self.get("/v1/status")
+        assert status.status == 200 and status.content_type == "application/json", f"after {what}: {status}"
+        return answer
+
+    def _check_success(self, endpoint: str, body: bytes, answer: Answer, url_job_id: str | None) -> None:
+        assert answer.content_type == MSGPACK, answer
+        value = answer.value
+        env = msgpack.unpackb(body, raw=False, strict_map_key=False)
+        payload = msgpack.unpackb(env["payload"], raw=False)
+        if endpoint == "lease":
+            assert isinstance(value, dict) and isinstance(value["leases"], list), value
+            assert len(value["leases"]) <= payload["max_tasks"]
+            for grant in value["leases"]:
+                assert set(grant) == {"lease_id", "expires_ms", "task", "sig"}, grant
+                self.coordinator_key.verify(b"depin/1/task\0" + grant["task"], grant["sig"])
+        elif endpoint == "release":
+            assert isinstance(value, dict) and _int_in(value.get("released"), 0, len(payload["lease_ids"])), value
+        elif endpoint == "results":
+            assert set(value) == {"key", "payload", "sig"}, value
+            assert value["key"] == bytes(self.coordinator_key)
+            self.coordinator_key.verify(b"depin/1/results-ack\0" + value["payload"], value["sig"])
+            ack = msgpack.unpackb(value["payload"], raw=False)
+            assert ack["worker_id"] == party_id(env["key"]) and ack["request_nonce"] == payload["nonce"], ack
+            assert [a["lease_id"] for a in ack["acks"]] == [r["lease_id"] for r in payload["results"]], ack
+            assert all(a["status"] in ("accepted", "duplicate", "rejected") for a in ack["acks"]), ack
+        elif endpoint == "submit":
+            assert isinstance(value.get("job_id"), str) and _int_in(value.get("tasks"), 1, payload["tasks"]), value
+        else:
+            assert value.get("job_id") == url_job_id and value.get("state") == "cancelled", value
+
+    # ---- honest traffic ------------------------------------------------------------------------------------
+
+    def send(self, req: Request) -> Any:
+        """Send a request the test means to be valid; returns the decoded answer."""
+        answer = self.check_post(req.path, req.body(), endpoint=req.endpoint, url_job_id=req.job_id)
+        assert 200 <= answer.status < 300, answer
+        return answer.value
+
+    def submit(self, key: SigningKey, params: dict[str, Any] | None = None, *, tasks: int = 3,
+               replicas: int = 2) -> str:
+        job = {"kernel": "mandelbrot", "params": params or TINY_JOB, "tasks": tasks, "replicas": replicas,
+               "max_results": None, "price": 5}
+        answer = self.send(Request("submit", key, {**job, **self.fresh()}))
+        return str(answer["job_id"])
+
+    def lease(self, key: SigningKey, max_tasks: int = 1) -> list[dict[str, Any]]:
+        payload = {"max_tasks": max_tasks, "wait_ms": 0, "kernels": ["mandelbrot@1"], **self.fresh()}
+        leases: list[dict[str, Any]] = self.send(Request("lease", key, payload))["leases"]
+        return leases
+
+    def grant_for(self, key: SigningKey) -> dict[str, Any]:
+        """One active lease for `key`, submitting a job first if nothing is leasable."""
+        leases = self.lease(key)
+        if not leases:
+            self.submit(SUBMITTERS[0])
+            leases = self.lease(key)
+        assert len(leases) == 1, leases
+        return leases[0]
+
+    def result_item(self, grant: dict[str, Any], output: dict[str, Any] | None = None) -> dict[str, Any]:
+        task = msgpack.unpackb(grant["task"], raw=False)
+        return {"lease_id": grant["lease_id"], "task_id": task["task_id"],
+                "output": zeros_output(task["params"]) if output is None else output, "elapsed_ms": 1}
