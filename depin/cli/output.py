@@ -65,11 +65,17 @@ def earnings_table(workers: list[dict[str, Any]]) -> str:
     if not workers:
         return "no workers yet"
     return table(
-        ["WORKER", "BALANCE", "VALIDATED", "REJECTED", "ONLINE"],
-        [[w["worker_id"], w["balance"], w["tasks_validated"], w["tasks_rejected"], "yes" if w["online"] else "no"]
-         for w in workers],
+        ["WORKER", "BALANCE", "VALIDATED", "REJECTED", "ONLINE", "TRUSTED FOR", "FLAGS"],
+        [[w["worker_id"], w["balance"], w["tasks_validated"], w["tasks_rejected"], "yes" if w["online"] else "no",
+          ", ".join(w.get("trusted") or []) or "-", _flags(w)] for w in workers],
         right=(1, 2, 3),
     )
+
+
+def _flags(w: dict[str, Any]) -> str:
+    flags = [f"banned ({w['banned']})" if w.get("banned") else "", "disagrees often" if w.get("outlier") else "",
+             f"{w['too_fast']} too fast" if w.get("too_fast") else ""]
+    return "; ".join(f for f in flags if f) or "-"
 
 
 def kernels_text(rows: list[dict[str, Any]]) -> str:
