@@ -21,7 +21,6 @@ import argparse
 import functools
 import os
 import pathlib
-import platform
 import shutil
 import statistics
 import subprocess
@@ -41,6 +40,8 @@ sys.path.insert(0, str(ROOT))
 # keeps the benchmark from writing into the source tree.
 _NUMBA_CACHE = tempfile.TemporaryDirectory(prefix="depin-bench-numba-")
 os.environ["NUMBA_CACHE_DIR"] = _NUMBA_CACHE.name
+
+from _common import machine, revision  # noqa: E402
 
 from depin.kernels.mandelbrot import KERNEL  # noqa: E402
 from tests.reference import cref  # noqa: E402
@@ -231,30 +232,6 @@ def _fmt_rate(r: float) -> str:
     return f"{r / 1e6:,.1f} M/s"
 
 
-def revision() -> str:
-    """The commit measured, and whether the product code differed from it."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True).stdout.strip()
-
-    dirty = git("status", "--porcelain", "--", "depin", "coordinator", "worker")
-    return f"commit {git('rev-parse', '--short', 'HEAD') or '?'}" + (" + uncommitted product changes" if dirty else "")
-
-
-def machine() -> str:
-    """One line about the machine and the software."""
-    import numba
-
-    model = "?"
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gcc = subprocess.run(["gcc", "-dumpfullversion"], capture_output=True, text=True).stdout.strip()
-    return (f"{os.cpu_count()} CPUs ({model}); Python {platform.python_version()}, numba {numba.__version__}, "
-            f"numpy {np.__version__}, gcc {gcc}")
 
 
 def _machine_busy_seconds() -> float:
@@ -276,7 +253,7 @@ def main() -> int:
     if shutil.which("gcc") is None:
         print("gcc not found: the C baseline needs it", file=sys.stderr)
         return 1
-    print(f"machine: {machine()}; {revision()}")
+    print(f"machine: {machine(with_gcc=True)}; {revision()}")
     wall0, busy0, own0 = time.perf_counter(), _machine_busy_seconds(), _own_cpu_seconds()
     started = time.perf_counter()
     KERNEL.warmup()
@@ -316,3 +293,4 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import os
 import pathlib
-import platform
 import shutil
 import signal
 import sqlite3
@@ -40,6 +39,8 @@ from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _common import machine, revision  # noqa: E402
 
 from depin.cli.demo import start_coordinator, start_worker, stop  # noqa: E402
 from depin.client import Client  # noqa: E402
@@ -286,25 +287,6 @@ def _print_profile(profile: pathlib.Path, runs: list[JobRun], worker0: str) -> N
 # ---- report -----------------------------------------------------------------------------------------------------
 
 
-def revision() -> str:
-    """The commit measured, and whether the product code differed from it."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True).stdout.strip()
-
-    dirty = git("status", "--porcelain", "--", "depin", "coordinator", "worker")
-    return f"commit {git('rev-parse', '--short', 'HEAD') or '?'}" + (" + uncommitted product changes" if dirty else "")
-
-
-def machine() -> str:
-    """One line about the machine and the software."""
-    import numba
-
-    model = "?"
-    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    return f"{os.cpu_count()} CPUs ({model}); Python {platform.python_version()}, numba {numba.__version__}"
 
 
 def _loadavg() -> str:
@@ -399,3 +381,4 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
