@@ -258,7 +258,7 @@ class Scheduler:
             return self._online_cache[1]
         online: dict[str, list[str]] = {}
         horizon = now - self.trust.policy.online_ms
-        for (worker_id, kernel), _ in self.trust.records.items():
+        for worker_id, kernel in self.trust.earned():
             w = self.workers.get(worker_id)
             if w is not None and w.last_seen_ms >= horizon and self.trust.trusted(worker_id, kernel):
                 online.setdefault(kernel, []).append(worker_id)
@@ -266,15 +266,22 @@ class Scheduler:
         return online
 
     def _trusted_could_help(self, task: Task, candidates: list[str]) -> bool:
-        # Some online trusted worker could still be given this task (not a holder, nor sharing owner or address).
-        return any(self._eligible(task, w) for w in candidates)
+        # Some online trusted worker could still be given this task (not a holder, nor sharing an address).
+        return any(self._eligible(task, w, trusted=True) for w in candidates)
 
-    def _eligible(self, task: Task, worker_id: str) -> bool:
+    def _eligible(self, task: Task, worker_id: str, *, trusted: bool) -> bool:
+        # Whether this worker may hold a replica of the task: never twice, never beside a worker seen from the
+        # same public address, and, unless it is trusted, never beside a worker declaring the same owner. An
+        # owner is an unchecked claim: honouring it for trusted workers would let colluders shut them out of a
+        # task (and so lift the trusted-member rule) by declaring their owner.
         if worker_id in task.workers:
             return False
         w = self.workers.get(worker_id)
-        return w is None or ((w.owner is None or w.owner not in task.owners)
-                             and (w.address is None or w.address not in task.addresses))
+        if w is None:
+            return True
+        if w.address is not None and w.address in task.addresses:
+            return False
+        return trusted or w.owner is None or w.owner not in task.owners
 
     # ---- leasing ---------------------------------------------------------------------------------------
 
@@ -300,9 +307,11 @@ class Scheduler:
                 self._settle(task, job, kernels.get(job.kernel, job.kernel_version), now)
                 if task.state != "pending":
                     continue
-            if task.wanted <= 0 or not self._eligible(task, worker_id) or kernel_key not in accepted:
+            if task.wanted <= 0 or kernel_key not in accepted:
                 continue
             is_trusted = self.trust.trusted(worker_id, kernel_key)
+            if not self._eligible(task, worker_id, trusted=is_trusted):
+                continue
             if not is_trusted and task.quorum > 1 and self._trusted_could_help(task, helpers):
                 members = self._members(task)
                 last_slot = len(members) + 1 >= task.quorum
@@ -521,7 +530,7 @@ class Scheduler:
         candidates = [self._candidate(self.results[lid], kernel.exact) for lid in task.results]
         helpers = self._trusted_online(now).get(f"{job.kernel}@{job.kernel_version}", [])
         # Once a trusted worker has answered, or while one could still be asked, untrusted agreement is not enough.
-        need_trusted = task.quorum > 1 and (any(c.trusted for c in candidates)
+        need_trusted = task.quorum > 1 and (any(c.trusted and not c.error for c in candidates)
                                             or self._trusted_could_help(task, helpers))
         return decide(candidates, quorum=task.quorum, max_results=job.max_results, max_errors=job.max_errors,
                       exact=kernel.exact, compare=kernel.compare, need_trusted=need_trusted)

@@ -61,13 +61,45 @@ class TrustBook:
     policy: TrustPolicy = field(default_factory=TrustPolicy)
     records: dict[tuple[str, str], Trust] = field(default_factory=dict)
     standing: dict[str, Standing] = field(default_factory=dict)
+    # Derived from `records`, kept up to date as verdicts arrive (see "outliers" below).
+    _by_worker: dict[str, list[int]] | None = field(default=None, repr=False)
+    _index: dict[str, list[Trust]] | None = field(default=None, repr=False)
+    _earned: set[tuple[str, str]] | None = field(default=None, repr=False)
+    _verdicts: int = field(default=0, repr=False)
+    _median: float | None = field(default=None, repr=False)
 
     def record(self, worker_id: str, kernel: str) -> Trust:
         """The record of (worker, kernel), created empty on first use."""
         key = (worker_id, kernel)
         if key not in self.records:
             self.records[key] = Trust(worker_id, kernel)
+            if self._index is not None:
+                self._index.setdefault(worker_id, []).append(self.records[key])
         return self.records[key]
+
+    def earned(self) -> set[tuple[str, str]]:
+        """(worker, kernel) pairs whose streak has reached trust_after (standing not checked), kept up to date as
+        streaks move, so the scheduler finds trusted workers without scanning every record."""
+        if self._earned is None:
+            self._earned = {(r.worker_id, r.kernel) for r in self.records.values()
+                            if r.consecutive_valid >= self.policy.trust_after}
+        return self._earned
+
+    def _streak_moved(self, r: Trust) -> None:
+        if self._earned is not None:
+            if r.consecutive_valid >= self.policy.trust_after:
+                self._earned.add((r.worker_id, r.kernel))
+            else:
+                self._earned.discard((r.worker_id, r.kernel))
+
+    def records_of(self, worker_id: str) -> list[Trust]:
+        """This worker's records, one per kernel it has results for (indexed: no scan of every record)."""
+        if self._index is None:
+            index: dict[str, list[Trust]] = {}
+            for r in self.records.values():
+                index.setdefault(r.worker_id, []).append(r)
+            self._index = index
+        return self._index.get(worker_id, [])
 
     def standing_of(self, worker_id: str) -> Standing:
         """The worker's flags, created clean on first use."""
@@ -113,6 +145,7 @@ class TrustBook:
         self.standing_of(worker_id).too_fast += 1
         r = self.record(worker_id, kernel)
         r.consecutive_valid = 0
+        self._streak_moved(r)
         return r
 
     def judged_valid(self, worker_id: str, kernel: str, *, cross_checked: bool, speed: float | None) -> Trust:
@@ -121,10 +154,11 @@ class TrustBook:
         r.valid += 1
         if cross_checked:
             r.consecutive_valid += 1
+            self._streak_moved(r)
         if speed is not None:
             r.max_speed = max(r.max_speed, speed)
             r.samples += 1
-        self.refresh_outliers()
+        self._count(worker_id, valid=1)
         return r
 
     def judged_invalid(self, worker_id: str, kernel: str) -> tuple[Trust, str | None]:
@@ -132,27 +166,56 @@ class TrustBook:
         r = self.record(worker_id, kernel)
         r.invalid += 1
         r.consecutive_valid = 0
-        self.refresh_outliers()
+        self._streak_moved(r)
+        valid, invalid = self._count(worker_id, invalid=1)
         s = self.standing_of(worker_id)
-        if s.banned is None:
-            valid = sum(x.valid for x in self.records.values() if x.worker_id == worker_id)
-            invalid = sum(x.invalid for x in self.records.values() if x.worker_id == worker_id)
-            if invalid >= self.policy.ban_min_invalid and invalid > self.policy.ban_ratio * (valid + invalid):
-                s.banned = f"{invalid} invalid results out of {valid + invalid}"
-                return r, s.banned
+        if s.banned is None and invalid >= self.policy.ban_min_invalid and invalid > self.policy.ban_ratio * (
+                valid + invalid):
+            s.banned = f"{invalid} invalid results out of {valid + invalid}"
+            return r, s.banned
         return r, None
 
+    # ---- outliers ----------------------------------------------------------------------------------------
+    # Per-worker totals are kept as verdicts arrive, and the median disagreement rate is recomputed every
+    # MEDIAN_EVERY verdicts: a verdict costs O(1) amortised over the workers, however many identities exist.
+
+    MEDIAN_EVERY = 64
+
+    def _count(self, worker_id: str, *, valid: int = 0, invalid: int = 0) -> tuple[int, int]:
+        totals = self._totals()
+        t = totals.setdefault(worker_id, [0, 0])
+        t[0] += valid
+        t[1] += invalid
+        self._verdicts += 1
+        if self._verdicts % self.MEDIAN_EVERY == 0 or self._median is None:
+            self.refresh_outliers()
+        else:
+            self._flag(worker_id, t)
+        return t[0], t[1]
+
+    def _totals(self) -> dict[str, list[int]]:
+        if self._by_worker is None:
+            by_worker: dict[str, list[int]] = {}
+            for r in self.records.values():
+                t = by_worker.setdefault(r.worker_id, [0, 0])
+                t[0] += r.valid
+                t[1] += r.invalid
+            self._by_worker = by_worker
+        return self._by_worker
+
+    def _flag(self, worker_id: str, t: list[int]) -> None:
+        judged = t[0] + t[1]
+        if judged >= self.policy.outlier_min_judged:
+            bar = max(self.policy.outlier_floor, self.policy.outlier_factor * (self._median or 0.0))
+            self.standing_of(worker_id).outlier = t[1] / judged > bar
+
     def refresh_outliers(self) -> None:
-        """Recompute which workers' disagreement rates stand out."""
-        # Disagreement rate per worker over all kernels; an outlier is far above the median of its peers.
-        totals: dict[str, list[int]] = {}
-        for r in self.records.values():
-            t = totals.setdefault(r.worker_id, [0, 0])
-            t[0] += r.valid
-            t[1] += r.invalid
-        rates = {w: inv / (v + inv) for w, (v, inv) in totals.items() if v + inv >= self.policy.outlier_min_judged}
-        if not rates:
-            return
-        bar = max(self.policy.outlier_floor, self.policy.outlier_factor * statistics.median(rates.values()))
-        for w, rate in rates.items():
-            self.standing_of(w).outlier = rate > bar
+        """Recompute the median disagreement rate and every worker's outlier flag (after a restore, and
+        every MEDIAN_EVERY verdicts)."""
+        self._by_worker = self._index = None  # rebuilt from the records, which are the truth
+        self._earned = None
+        totals = self._totals()
+        rates = [inv / (v + inv) for v, inv in totals.values() if v + inv >= self.policy.outlier_min_judged]
+        self._median = statistics.median(rates) if rates else 0.0
+        for worker_id, t in totals.items():
+            self._flag(worker_id, t)

@@ -33,7 +33,7 @@ def job_view(job: Job) -> dict[str, Any]:
 
 def worker_view(w: Worker, now: int, online_ms: int, trust: TrustBook | None = None) -> dict[str, Any]:
     """One worker's row (the `depin earnings --json` contract), with its standing and trust per kernel."""
-    records = [] if trust is None else [r for r in trust.records.values() if r.worker_id == w.worker_id]
+    records = [] if trust is None else trust.records_of(w.worker_id)
     standing = None if trust is None else trust.standing.get(w.worker_id)
     return {
         "worker_id": w.worker_id,

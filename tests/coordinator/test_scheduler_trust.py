@@ -304,13 +304,6 @@ def test_colluders_do_not_validate_while_a_trusted_worker_could_be_asked() -> No
     assert s.take_changes().entries == []
 
 
-_COLLUSION_BUG = (
-    "BUG: Scheduler._decide sets need_trusted only while some online trusted worker does not hold the task yet. "
-    "Once every online trusted worker has reported, quorum.decide takes the first group to reach quorum, which is "
-    "the colluders' (it arrived first), over the group holding the trusted results: the wrong answer is validated, "
-    "the colluders are paid, and the trusted workers are judged invalid (their trust reset)")
-
-
 def test_colluders_lose_to_two_trusted_workers() -> None:
     s = new_scheduler(policy=_policy(), rand=Dice(0.999))
     now = _earn_trust(s) + 10 * ONLINE
@@ -345,6 +338,38 @@ def test_the_trusted_result_plus_one_honest_result_beats_colluders() -> None:
     verdicts = {r.worker_id: r.verdict for r in changes.results.values()}
     assert verdicts == {wid("C"): "invalid", wid("D"): "invalid", wid("A"): "valid", wid("E"): "valid"}
     assert _rewards(changes) == [(task.task_id, wid("A")), (task.task_id, wid("E"))]
+
+
+def test_colluders_cannot_shut_a_trusted_worker_out_by_claiming_its_owner() -> None:
+    # The owner is an unchecked claim: C declares A's owner so that A may not hold the task beside it, which would
+    # leave no trusted worker to ask and let C and D validate each other. For a trusted worker the claim is ignored:
+    # the last slot stays reserved for A, and A can take it.
+    s = new_scheduler(policy=_policy(), rand=Dice(0.0))
+    now = _earn_trust(s) + 10 * ONLINE
+    _touch(s, "A", now, owner="a" * 32)
+    _touch(s, "C", now, owner="a" * 32)
+    submit(s, now=now, tasks=1, replicas=2)
+    (gc,) = lease(s, "C", now=now)
+    assert lease(s, "D", now=now) == []
+    (ga,) = lease(s, "A", now=now)
+    assert task_of(ga)["task_id"] == task_of(gc)["task_id"]
+
+
+def test_a_trusted_workers_malformed_result_does_not_make_the_task_wait_for_trust() -> None:
+    # Only A is online among the trusted; its result is malformed (the spot check makes the task replicated). The
+    # others agree: with no trusted worker left to ask, they validate.
+    s = new_scheduler(policy=_policy(), rand=Dice(0.0))
+    now = _earn_trust(s) + 10 * ONLINE
+    s.workers[wid("B")].last_seen_ms = 0  # B trusted too, but offline
+    submit(s, now=now, tasks=1, replicas=2)
+    (ga,) = lease(s, "A", now=now)
+    (gc,) = lease(s, "C", now=now)
+    report(s, "A", ga, {"dtype": "uint8", "shape": [1], "data": b"\x00"}, now=now + ELAPSED)
+    _accepted(report(s, "C", gc, good(gc), now=now + ELAPSED))
+    (gd,) = lease(s, "D", now=now + 2 * ELAPSED)
+    _accepted(report(s, "D", gd, good(gd), now=now + 3 * ELAPSED))
+    assert s.tasks == {} or all(t.state == "validated" for t in s.tasks.values())
+    assert s.workers[wid("C")].balance == s.workers[wid("D")].balance == PRICE
 
 
 # ---- (5) bans ----------------------------------------------------------------------------------------------------
