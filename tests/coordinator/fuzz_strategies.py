@@ -22,7 +22,6 @@ from tests.coordinator.fuzz_support import (
     STEP_MS,
     STRANGERS,
     SUBMITTERS,
-    UNDOCUMENTED,
     WINDOW_MS,
     Harness,
     Request,
@@ -139,6 +138,11 @@ def field_strategy(h: Harness, name: str, good: bool) -> st.SearchStrategy[Any]:
                 | junk)
     if name == "job_id":
         return (known_jobs(h) | ids) if good else (bad_ids | known_jobs(h).map(lambda j: j + "x") | junk)
+    if name == "owner":
+        ids_ok = sorted({key.id for key in SIGNERS}) + ["a" * 32, "2" * 32]
+        return st.sampled_from(ids_ok) if good else (
+            st.sampled_from(["", "A" * 32, "a" * 31, "a" * 33, "0" * 32, "8" * 32, "a" * 31 + "\n", None])
+            | st.text(alphabet="abcxyz234567", min_size=30, max_size=34) | junk)
     if name == "kernel":
         return st.just("mandelbrot") if good else (
             st.sampled_from(["Mandelbrot", "mandelbrot@1", "", "x" * 129, "nope", " mandelbrot"]) | ids | junk)
@@ -148,6 +152,8 @@ def field_strategy(h: Harness, name: str, good: bool) -> st.SearchStrategy[Any]:
         "tasks": (st.integers(1, 4), [0, 1_000_001, 9, 4097, -1, True, 2.0]),
         "replicas": (st.integers(1, 3), [0, 17, True, 2.0, None, "2"]),
         "max_results": (st.none() | st.integers(3, 8), [0, 1, 65, True, "x", 1.0, -1]),
+        "quorum": (st.none() | st.integers(1, 3), [0, 4, 17, True, "1", 1.0, -1]),
+        "max_errors": (st.none() | st.integers(0, 5), [-1, 65, True, "3", 0.5]),
         "price": (st.integers(1, 1000), [0, 2**40, 2**40 - 1, -1, True, 1.5]),
     }
     ok, edges = ranges[name]
@@ -224,7 +230,7 @@ def extra_names(endpoint: str) -> st.SearchStrategy[str]:
     own = FIELDS[endpoint] | {"ts", "nonce"}
     near = [n.upper() for n in sorted(own)] + [n + " " for n in sorted(own)] + ["", "\x00"]
     return (st.sampled_from([n for n in _ALL_NAMES if n not in own] + near) | st.text(max_size=8)).filter(
-        lambda n: n not in own and n not in UNDOCUMENTED)
+        lambda n: n not in own)
 
 
 def no_long_poll(payload: dict[str, Any]) -> dict[str, Any]:

@@ -7,11 +7,12 @@ per-address rate limits always refill. Every POST goes through `check_post`, whi
 spec requires, sends the bytes, and checks the answer: the expected 4xx with a JSON {"error": text} body and no
 change at all to the coordinator's state (database rows and the scheduler's memory), or a 2xx of the right shape.
 
-`Spec` is written from docs/PROTOCOL.md (sections 2.3, 2.4, 5.3, 6, 7 and 13.1-13.2), not from the code: it decodes
-envelopes with msgpack and nacl directly and checks canonical form with tests/msgpack_ref.py. It reads the
-coordinator's public state only through the JSON API (which jobs exist, who submitted them, their state). Two
-things it does not model and defers to the coordinator on: worker bans (403) and kernels other than mandelbrot.
-Fields being added to the protocol but not yet in PROTOCOL.md (`owner`, `quorum`, `max_errors`) are never sent.
+`Spec` is written from docs/PROTOCOL.md (sections 2.3, 2.4, 3.1, 5.3, 6, 7, 12.5 and 13.1-13.2), not from the
+code: it decodes envelopes with msgpack and nacl directly and checks canonical form with tests/msgpack_ref.py. It
+reads the coordinator's state only through the JSON API: which jobs exist, who submitted them, their state, and
+which workers are banned (bans follow from verdicts, which are the scheduler's business, not this model's). It
+does not model the parameters of kernels other than mandelbrot (200 and 400 are both allowed there), nor rate
+limits: the harness stays far below them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import hashlib
 import json
 import math
 import re
+import shutil
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -43,20 +45,21 @@ from tests.msgpack_ref import ref_encode
 MSGPACK = "application/msgpack"
 STEP_MS = 10  # fake time per POST
 REQUEST_TIMEOUT_S = 10.0  # a request that takes longer is a hang, reported as such
+RECYCLE_EXAMPLES = 400  # a fresh database after this many examples (only long runs get there)
 WINDOW_MS = 300_000
 LIMITS = {"lease": 64 << 10, "release": 64 << 10, "cancel": 64 << 10, "submit": 1 << 20, "results": 64 << 20}
 KINDS = {"lease": "lease-request", "release": "release", "results": "results", "submit": "submit",
          "cancel": "cancel"}
 PATHS = {"lease": "/v1/lease", "release": "/v1/release", "results": "/v1/results", "submit": "/v1/jobs"}
 FIELDS = {  # every field each signed request may carry besides ts and nonce (PROTOCOL.md 7.2-7.6)
-    "lease": {"max_tasks", "wait_ms", "kernels"},
+    "lease": {"max_tasks", "wait_ms", "kernels", "owner"},
     "release": {"lease_ids"},
     "results": {"results"},
-    "submit": {"kernel", "params", "tasks", "replicas", "max_results", "price"},
+    "submit": {"kernel", "params", "tasks", "replicas", "quorum", "max_errors", "max_results", "price"},
     "cancel": {"job_id"},
 }
 ITEM_FIELDS = {"lease_id", "task_id", "output", "elapsed_ms"}
-UNDOCUMENTED = {"owner", "quorum", "max_errors"}  # being added to the protocol; not fuzzed until documented
+MAX_DEPTH = 32  # nesting of arrays and maps (PROTOCOL.md 3.1)
 FINISHED = {"done", "failed", "cancelled"}
 TABLES = ("jobs", "tasks", "leases", "results", "workers", "ledger")
 
@@ -155,8 +158,20 @@ def _id_ok(v: Any) -> bool:
 
 
 _KERNEL_KEY = re.compile(r"[a-z][a-z0-9_]{0,47}@[0-9]{1,9}")
+_PARTY_ID = re.compile(r"[a-z2-7]{32}")
 _MANDELBROT_INT = {"width": (1, 4096, None), "height": (1, 4096, None), "max_iter": (1, 1_000_000, 256)}
 _MANDELBROT_FLOAT = {"x_min": -2.0, "x_max": 1.0, "y_min": -1.2, "y_max": 1.2}
+
+
+def nesting(value: Any) -> int:
+    """How deep arrays and maps nest in `value` (a scalar is 0); iterative, for hostile depths."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        v, level = stack.pop()
+        if isinstance(v, (dict, list)):
+            deepest = max(deepest, level + 1)
+            stack.extend((x, level + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
 
 
 def canonical_value(data: bytes) -> tuple[bool, Any]:
@@ -212,7 +227,7 @@ class Spec:
         # 5.3: the envelope
         try:
             env = msgpack.unpackb(body, raw=False, strict_map_key=False)
-            if not isinstance(env, dict) or set(env) != {"key", "payload", "sig"}:
+            if nesting(env) > MAX_DEPTH or not isinstance(env, dict) or set(env) != {"key", "payload", "sig"}:
                 return {400}
         except Exception:
             return {400}
@@ -229,7 +244,7 @@ class Spec:
         except (nacl.exceptions.CryptoError, ValueError, TypeError):
             return {401}
         ok, payload = canonical_value(payload_bytes)
-        if not ok or not isinstance(payload, dict):
+        if not ok or nesting(payload) > MAX_DEPTH or not isinstance(payload, dict):
             return {400}
         signer = party_id(key)
         # 6: freshness
@@ -247,15 +262,17 @@ class Spec:
             return self._submit_semantics(payload)
         if endpoint == "cancel":
             return self._cancel_semantics(payload, signer, url_job_id)
-        if self.banned(signer):  # bans are the coordinator's business; only their status is checked
+        if self.banned(signer):  # 12.5: after the field checks, before anything else
             return {403}
         return {200}
 
     @staticmethod
     def _lease_ok(p: dict[str, Any]) -> bool:
         kernels = p.get("kernels")
+        owner = p.get("owner", "a" * 32)  # optional; nil is not absent
         return (isinstance(kernels, list) and 1 <= len(kernels) <= 64
                 and all(isinstance(k, str) and _KERNEL_KEY.fullmatch(k) for k in kernels)
+                and isinstance(owner, str) and _PARTY_ID.fullmatch(owner) is not None
                 and _int_in(p.get("max_tasks"), 1, 256) and _int_in(p.get("wait_ms"), 0, 30_000))
 
     @staticmethod
@@ -282,6 +299,8 @@ class Spec:
         return (isinstance(params, dict) and len(params) <= 64
                 and all(_is_int(v) or isinstance(v, float) for v in params.values())
                 and (p.get("max_results") is None or _int_in(p["max_results"], 1, 64))
+                and (p.get("quorum") is None or _int_in(p["quorum"], 1, 16))
+                and (p.get("max_errors") is None or _int_in(p["max_errors"], 0, 64))
                 and _id_ok(p.get("kernel")) and _int_in(p.get("tasks"), 1, 1_000_000)
                 and _int_in(p.get("replicas"), 1, 16) and _int_in(p.get("price"), 1, 2**40 - 1))
 
@@ -292,8 +311,10 @@ class Spec:
     def _submit_semantics(self, p: dict[str, Any]) -> set[int]:
         if p["kernel"] not in self.kernels:
             return {400}
-        limit = min(p["replicas"] + 3, 64) if p.get("max_results") is None else p["max_results"]
-        if limit < p["replicas"]:
+        replicas = p["replicas"]  # 12.5: the policy, defaults first
+        quorum = min(2, replicas) if p.get("quorum") is None else p["quorum"]
+        limit = min(replicas + 3, 64) if p.get("max_results") is None else p["max_results"]
+        if replicas < quorum or limit < replicas:
             return {400}
         if p["kernel"] != "mandelbrot":
             return {200, 400}  # another kernel's parameters: not modelled here
@@ -333,18 +354,19 @@ def _digest(v: Any) -> str:
 class Harness:
     """One coordinator in this process, served on 127.0.0.1 through the real aiohttp app."""
 
-    def __init__(self, data_dir: Path, *, lease_timeout_ms: int = 86_400_000) -> None:
+    def __init__(self, data_dir: Path, *, lease_timeout_ms: int = 86_400_000,
+                 seed: Callable[[Harness], None] = lambda h: None) -> None:
         self.data_dir = data_dir
         self.clock = FakeClock(1_800_000_000_000)
         self.loop = asyncio.new_event_loop()
         self.lease_timeout_ms = lease_timeout_ms
-        self._start()
+        self._seed = seed
+        self._examples = 0
         self._nonces = 0
         self._workers = 0
-        info = self.get("/v1/info").value
-        self.coordinator_key = nacl.signing.VerifyKey(bytes.fromhex(info["public_key"]))
-        self.spec = Spec(not_before=self.clock.now, kernels=[k.split("@")[0] for k in info["kernels"]],
-                         job=self._job, banned=self._banned)
+        self._start()
+        self.spec = Spec(not_before=self.clock.now, kernels=self.kernels, job=self._job, banned=self._banned)
+        seed(self)
 
     def _start(self) -> None:
         config = CoordinatorConfig(data_dir=self.data_dir, host="127.0.0.1", port=0,
@@ -360,6 +382,9 @@ class Harness:
         self.client = self.loop.run_until_complete(start())
         self.db = sqlite3.connect(f"file:{self.data_dir / 'coordinator.sqlite3'}?mode=ro", uri=True,
                                   isolation_level=None)
+        info = self.get("/v1/info").value  # a fresh data dir means a fresh coordinator key
+        self.coordinator_key = nacl.signing.VerifyKey(bytes.fromhex(info["public_key"]))
+        self.kernels = [k.split("@")[0] for k in info["kernels"]]
 
     def _stop(self) -> None:
         self.db.close()
@@ -376,6 +401,18 @@ class Harness:
     def close(self) -> None:
         self._stop()
         self.loop.close()
+
+    def begin_example(self) -> None:
+        """Called first by every example. Each check reads the whole state, so a long run on one ever-growing
+        database would slow down quadratically: every RECYCLE_EXAMPLES examples start over on a fresh one."""
+        self._examples += 1
+        if self._examples % RECYCLE_EXAMPLES == 0:
+            self._stop()
+            shutil.rmtree(self.data_dir)
+            self._start()
+            self.spec.not_before = self.clock.now
+            self.spec.used.clear()
+            self._seed(self)
 
     def pass_time(self, ms: int) -> None:
         """Let `ms` go by and expire what is due, as the server's 0.5 s expiry tick would.
@@ -440,8 +477,8 @@ class Harness:
         return answer.value if answer.status == 200 else None
 
     def _banned(self, worker_id: str) -> bool:
-        banned = getattr(self.service.scheduler, "banned", None)
-        return banned is not None and banned(worker_id) is not None
+        workers = self.get("/v1/workers").value["workers"]
+        return any(w["worker_id"] == worker_id and w.get("banned") for w in workers)
 
     def fingerprint(self) -> dict[str, Any]:
         """Every row of the database, and the scheduler's records in memory, as short digests."""
@@ -526,8 +563,9 @@ class Harness:
         answer = self.send(Request("submit", key, {**job, **self.fresh()}))
         return str(answer["job_id"])
 
-    def lease(self, key: SigningKey, max_tasks: int = 1) -> list[dict[str, Any]]:
-        payload = {"max_tasks": max_tasks, "wait_ms": 0, "kernels": ["mandelbrot@1"], **self.fresh()}
+    def lease(self, key: SigningKey, max_tasks: int = 1, kernels: tuple[str, ...] = ("mandelbrot@1",)
+              ) -> list[dict[str, Any]]:
+        payload = {"max_tasks": max_tasks, "wait_ms": 0, "kernels": list(kernels), **self.fresh()}
         leases: list[dict[str, Any]] = self.send(Request("lease", key, payload))["leases"]
         return leases
 
