@@ -20,7 +20,15 @@ from depin import kernels, protocol
 from depin.client import Client, fresh
 from depin.config import WorkerConfig
 from depin.crypto import SigningKey, VerifyKey, open_envelope
-from depin.errors import BadRequest, ConnectionFailed, DepinError, KeyMismatch, PeerProtocolError, VerificationError
+from depin.errors import (
+    BadRequest,
+    ConnectionFailed,
+    DepinError,
+    Forbidden,
+    KeyMismatch,
+    PeerProtocolError,
+    VerificationError,
+)
 from worker import pinning, tasks
 from worker.journal import Journal
 
@@ -94,6 +102,10 @@ class Worker:
                     except KeyMismatch as exc:
                         log.error("%s", exc)
                         return 4
+                    except Forbidden as exc:
+                        # 403 on a worker request means this key is banned for good (PROTOCOL.md 12.5): stop.
+                        log.error("the coordinator refuses this worker: %s", exc)
+                        return 5
                     except DepinError as exc:
                         # A 5xx, a refused request or a bad answer may pass (a restart, a clock step): back off.
                         delay = self.backoff.next_delay()

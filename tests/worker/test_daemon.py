@@ -8,7 +8,7 @@ import pytest
 
 from depin.config import WorkerConfig
 from depin.crypto import SigningKey
-from depin.errors import BadRequest
+from depin.errors import BadRequest, Forbidden, KeyMismatch
 from depin.protocol import AckItem, ResultItem, ResultsAck
 from worker.daemon import Backoff, Worker
 
@@ -88,3 +88,20 @@ async def test_flush_sets_aside_only_the_result_the_coordinator_refuses_as_malfo
     assert w.journal.refused() == [("bad", "field results[0].output: must be a map")]
     assert (w.stats.accepted, w.stats.rejected) == (2, 0)
     w.journal.close()
+
+
+@pytest.mark.parametrize(("error", "code"), [("banned", 5), ("key", 4)])
+async def test_a_ban_or_a_changed_key_stops_the_worker(tmp_path: Path, error: str, code: int) -> None:
+    # Retrying cannot help either: a 403 on a worker request means a ban, a changed key means an impostor.
+    w = Worker(WorkerConfig(coordinator="http://127.0.0.1:1", data_dir=tmp_path, coordinator_key=None),
+               SigningKey(bytes(32)))
+    cycles = 0
+
+    async def cycle(client: object) -> None:
+        nonlocal cycles
+        cycles += 1
+        raise Forbidden("worker banned: 3 invalid results out of 3") if error == "banned" else KeyMismatch("changed")
+
+    w._cycle = cycle  # type: ignore[method-assign]
+    assert await w.run() == code
+    assert cycles == 1
