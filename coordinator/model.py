@@ -32,6 +32,11 @@ class Job:
     error: str | None = None
     tasks_validated: int = 0
 
+    @property
+    def max_cost(self) -> int:
+        """What the job may cost at most, escrowed at submission: every task paying `max_results` results."""
+        return self.price * self.n_tasks * self.max_results
+
 
 @dataclass
 class Task:
@@ -90,7 +95,7 @@ class Worker:
     last_seen_ms: int
     validated: int = 0
     rejected: int = 0
-    balance: int = 0
+    min_price: int = 0  # the lowest price per result it asked to be leased (its posted ask)
     owner: str | None = None  # declared by the worker: replicas avoid two workers of one owner
     address: str | None = None  # a public network address it was seen from, if any
     banned: str | None = None
@@ -108,6 +113,7 @@ class Changes:
     workers: dict[str, Worker] = field(default_factory=dict)
     trust: dict[tuple[str, str], Trust] = field(default_factory=dict)
     entries: list[ledger.Entry] = field(default_factory=list)
+    nodes: list[tuple[int, int, bytes]] = field(default_factory=list)  # Merkle nodes the entries completed
     merged: dict[str, bytes] = field(default_factory=dict)  # job id -> merged output (wire msgpack), once done
 
     def __bool__(self) -> bool:

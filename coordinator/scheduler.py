@@ -17,6 +17,7 @@ canonical outputs.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import ipaddress
 import random
@@ -29,9 +30,9 @@ from coordinator import states
 from coordinator.model import Changes, Job, Lease, Result, Task, Worker
 from coordinator.quorum import Candidate, Decision, decide
 from coordinator.trust import Trust, TrustBook, TrustPolicy
-from depin import codec, kernels, ledger, protocol
+from depin import accounts, codec, kernels, ledger, protocol
 from depin.crypto import SigningKey
-from depin.errors import Conflict, Forbidden, NotFound, PeerProtocolError, UserError
+from depin.errors import Conflict, Forbidden, NotFound, PaymentRequired, PeerProtocolError, UserError
 from depin.kernels import Kernel, wire_digest
 from depin.protocol import AckItem, LeaseGrant, ResultItem
 
@@ -81,7 +82,8 @@ class Scheduler:
         self.leases: dict[str, Lease] = {}  # only leases of unfinished jobs
         self.results: dict[str, Result] = {}  # only results of unfinished jobs
         self.workers: dict[str, Worker] = {}
-        self.head: ledger.Entry | None = None
+        self.book = ledger.Book()
+        self._order: list[tuple[int, int, str]] = []  # unfinished jobs as (-price, created_ms, job id): lease order
         self._expiry: list[tuple[int, str]] = []
         self._seen_persisted: dict[str, int] = {}  # worker id -> last_seen_ms last handed to the store
         self._trust_version = 0  # bumped on every verdict, so cached trust views know they are stale
@@ -106,7 +108,7 @@ class Scheduler:
         results: Iterable[Result],
         workers: Iterable[Worker],
         trust: Iterable[Trust] = (),
-        head: ledger.Entry | None,
+        book: ledger.Book | None = None,
         now: int = 0,
     ) -> Scheduler:
         """A scheduler over rows loaded from the database (tasks/leases/results of unfinished jobs only)."""
@@ -135,7 +137,9 @@ class Scheduler:
             s.results[r.lease_id] = r
             if r.verdict != "void":  # in an unfinished job, void means set aside when its worker was banned
                 s.tasks[r.task_id].results.append(r.lease_id)
-        s.head = head
+        if book is not None:
+            s.book = book
+        s._order = sorted((-s.jobs[j].price, s.jobs[j].created_ms, j) for j in s._job_tasks)
         for task in s.tasks.values():
             if task.state == "pending":
                 s._refresh_wanted(task, now)
@@ -169,14 +173,24 @@ class Scheduler:
             n_tasks=len(pieces), replicas=r, quorum=q, max_errors=errors, max_results=limit, price=price,
             submitter=submitter, state="queued", created_ms=now,
         )
+        have = self.book.accounts.balance(submitter)
+        if job.max_cost > have:
+            raise PaymentRequired(
+                f"insufficient funds: the job may cost up to {job.max_cost} credits ({job.n_tasks} tasks x"
+                f" {job.max_results} results x {price} credits), and account {submitter} holds {have}; lower --price or"
+                f" --max-results, or ask the coordinator's operator for a grant"
+            )
         self.jobs[job.job_id] = job
         self._changes.jobs[job.job_id] = job
         self._job_tasks[job.job_id] = []
+        bisect.insort(self._order, (-job.price, job.created_ms, job.job_id))
+        self._append(now, "escrow", submitter, accounts.escrow_account(job.job_id), job.max_cost, job.job_id)
         for index, task_params in enumerate(pieces):
             task_id = f"{job.job_id}-{index}"
             payload = codec.encode({
                 "task_id": task_id, "job_id": job.job_id, "kernel": kernel.name,
                 "kernel_version": kernel.version, "params": task_params, "coordinator": self.key.id,
+                "price": price,
             })
             task = Task(
                 task_id=task_id, job_id=job.job_id, index=index, params=task_params,
@@ -188,11 +202,26 @@ class Scheduler:
             self._changes.tasks[task_id] = task
         return job
 
-    def cancel(self, *, now: int, job_id: str, requester: str) -> Job:
-        """Cancel an unfinished job; only its submitter may."""
+    def grant(self, *, now: int, account: str, amount: int) -> ledger.Entry:
+        """Mint `amount` credits into a party's account (the operator's grant; the shell checks who asks)."""
+        if not accounts.is_party(account):
+            raise UserError(f"{account!r} is not an account id (32 characters a-z, 2-7; see depin keygen)")
+        if not 1 <= amount <= protocol.MAX_GRANT:
+            raise UserError(f"a grant must be a whole number of credits from 1 to {protocol.MAX_GRANT}")
+        if self.book.accounts.minted + amount > accounts.MAX_MINTED:
+            raise Conflict(f"grants cannot exceed {accounts.MAX_MINTED} credits in all")
+        return self._append(now, "grant", ledger.MINT, account, amount)
+
+    def owner_of(self, job_id: str, requester: str, action: str) -> Job:
+        """The job, if `requester` submitted it; Forbidden otherwise (only a submitter may `action` its job)."""
         job = self._job(job_id)
         if requester != job.submitter:
-            raise Forbidden("only the job's submitter can cancel it")
+            raise Forbidden(f"only the job's submitter can {action} it")
+        return job
+
+    def cancel(self, *, now: int, job_id: str, requester: str) -> Job:
+        """Cancel an unfinished job; only its submitter may."""
+        job = self.owner_of(job_id, requester, "cancel")
         if job.state in states.FINISHED_JOB:
             raise Conflict(f"job {job_id} is already {job.state}")
         self._finish_job(job, "cancelled", now, None)
@@ -226,11 +255,15 @@ class Scheduler:
             del self.tasks[task.task_id]
         for lease_id in [lid for lid, r in self.results.items() if r.job_id == job.job_id]:
             del self.results[lease_id]  # results set aside from their task (a banned worker's) leave memory too
+        self._order.remove((-job.price, job.created_ms, job.job_id))
+        left = self.book.accounts.balance(accounts.escrow_account(job.job_id))
+        if left > 0:  # what validated results did not use goes back to whoever paid for the job
+            self._append(now, "refund", accounts.escrow_account(job.job_id), job.submitter, left, job.job_id)
 
     # ---- workers -----------------------------------------------------------------------------------------
 
     def touch_worker(self, *, now: int, worker_id: str, public_key: bytes, address: str | None = None,
-                     owner: str | None = None) -> Worker:
+                     owner: str | None = None, min_price: int | None = None) -> Worker:
         """Register a worker on first contact and note that (and from where) it was seen."""
         worker = self.workers.get(worker_id)
         if worker is None:
@@ -242,6 +275,8 @@ class Scheduler:
             worker.address, changed = public_address(address), True
         if owner is not None and owner != worker.owner:
             worker.owner, changed = owner, True
+        if min_price is not None and min_price != worker.min_price:
+            worker.min_price, changed = min_price, True
         # last_seen is for display: persisting it at most this often keeps a write off most lease requests.
         if changed or now - self._seen_persisted.get(worker_id, -LAST_SEEN_PERSIST_MS) >= LAST_SEEN_PERSIST_MS:
             self._seen_persisted[worker_id] = now
@@ -285,39 +320,45 @@ class Scheduler:
 
     # ---- leasing ---------------------------------------------------------------------------------------
 
-    def lease(self, *, now: int, worker_id: str, max_tasks: int, kernels_ok: Iterable[str]) -> list[LeaseGrant]:
-        """Up to `max_tasks` leases for this worker: oldest job first, never two replicas of one task to one
-        worker (or owner, or public address), the last quorum slot kept for a trusted worker while one is online."""
+    def lease(self, *, now: int, worker_id: str, max_tasks: int, kernels_ok: Iterable[str],
+              min_price: int = 0) -> list[LeaseGrant]:
+        """Up to `max_tasks` leases for this worker: the best-paying job first (then the oldest), only jobs paying
+        at least `min_price`, never two replicas of one task to one worker (or owner, or public address), the last
+        quorum slot kept for a trusted worker while one is online."""
         if self.trust.banned(worker_id):
             raise Forbidden(f"worker banned: {self.trust.banned(worker_id)}")
         self.expire(now)
         accepted = set(kernels_ok)
         trusted_online = self._trusted_online(now)
         grants: list[LeaseGrant] = []
-        for task in list(self.tasks.values()):
-            if len(grants) >= max_tasks:
-                break
-            if task.state != "pending":
-                continue
-            job = self.jobs[task.job_id]
+        for neg_price, _, job_id in list(self._order):
+            if len(grants) >= max_tasks or -neg_price < min_price:
+                break  # jobs are in price order: the rest pay less
+            job = self.jobs[job_id]
             kernel_key = f"{job.kernel}@{job.kernel_version}"
             helpers = trusted_online.get(kernel_key, [])
-            if task.needs_trusted and not self._trusted_could_help(task, helpers):
-                # The trusted worker this task waited for is gone: decide again without it.
-                self._settle(task, job, kernels.get(job.kernel, job.kernel_version), now)
+            for task in list(self._job_tasks.get(job_id, ())):
+                if len(grants) >= max_tasks:
+                    break
                 if task.state != "pending":
                     continue
-            if task.wanted <= 0 or kernel_key not in accepted:
-                continue
-            is_trusted = self.trust.trusted(worker_id, kernel_key)
-            if not self._eligible(task, worker_id, trusted=is_trusted):
-                continue
-            if not is_trusted and task.quorum > 1 and self._trusted_could_help(task, helpers):
-                members = self._members(task)
-                last_slot = len(members) + 1 >= task.quorum
-                if task.needs_trusted or (last_slot and not any(self._counts_as_trusted(task, m) for m in members)):
+                if task.needs_trusted and not self._trusted_could_help(task, helpers):
+                    # The trusted worker this task waited for is gone: decide again without it.
+                    self._settle(task, job, kernels.get(job.kernel, job.kernel_version), now)
+                    if task.state != "pending":
+                        continue
+                if task.wanted <= 0 or kernel_key not in accepted:
                     continue
-            grants.append(self._grant(task, job, kernel_key, worker_id, is_trusted, now))
+                is_trusted = self.trust.trusted(worker_id, kernel_key)
+                if not self._eligible(task, worker_id, trusted=is_trusted):
+                    continue
+                if not is_trusted and task.quorum > 1 and self._trusted_could_help(task, helpers):
+                    members = self._members(task)
+                    last_slot = len(members) + 1 >= task.quorum
+                    if task.needs_trusted or (last_slot and not any(self._counts_as_trusted(task, m)
+                                                                    for m in members)):
+                        continue
+                grants.append(self._grant(task, job, kernel_key, worker_id, is_trusted, now))
         return grants
 
     def _grant(self, task: Task, job: Job, kernel_key: str, worker_id: str, is_trusted: bool, now: int) -> LeaseGrant:
@@ -559,10 +600,11 @@ class Scheduler:
         task.wanted = 0
         self._changes.tasks[task.task_id] = task
         cross_checked = len(decision.valid) >= 2 or self.results[decision.canonical].verified is True
-        for lease_id in decision.valid:
+        for paid, lease_id in enumerate(decision.valid):
             result = self.results[lease_id]
             self._judge(result, "valid", job, now, cross_checked=cross_checked)
-            self._pay(result, job, now)
+            if paid < job.max_results:  # the escrow holds max_results rewards per task; late extras go unpaid
+                self._pay(result, job, now)
         for lease_id in decision.invalid:
             if self.results[lease_id].verdict == "pending":
                 self._judge(self.results[lease_id], "invalid", job, now, cross_checked=False)
@@ -631,13 +673,17 @@ class Scheduler:
             self._reconsider(task, now)
 
     def _pay(self, result: Result, job: Job, now: int) -> None:
-        entry = ledger.make_entry(
-            self.head, time=now, kind="reward", from_=ledger.MINT, to=result.worker_id, amount=job.price,
-            job_id=job.job_id, task_id=result.task_id,
-        )
-        self.head = entry
+        self._append(now, "reward", accounts.escrow_account(job.job_id), result.worker_id, job.price, job.job_id,
+                     result.task_id)
+
+    def _append(self, now: int, kind: str, from_: str, to: str, amount: int, job_id: str | None = None,
+                task_id: str | None = None) -> ledger.Entry:
+        # Every credit moves through here: the Book checks the money rules before anything is recorded.
+        entry, nodes = self.book.append(time=now, kind=kind, from_=from_, to=to, amount=amount, job_id=job_id,
+                                        task_id=task_id)
         self._changes.entries.append(entry)
-        self.workers[result.worker_id].balance += entry.amount
+        self._changes.nodes.extend(nodes)
+        return entry
 
     # ---- persistence hand-off ----------------------------------------------------------------------------
 

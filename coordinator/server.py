@@ -26,7 +26,8 @@ log = logging.getLogger("depin.coordinator")
 
 MSGPACK = "application/msgpack"
 # Largest body each endpoint accepts; anything bigger is refused with 413 before it is parsed.
-LIMITS = {"lease": 64 << 10, "release": 64 << 10, "cancel": 64 << 10, "submit": 1 << 20, "results": 64 << 20}
+LIMITS = {"lease": 64 << 10, "release": 64 << 10, "cancel": 64 << 10, "submit": 1 << 20, "results": 64 << 20,
+          "result": 64 << 10, "grant": 64 << 10}
 EXPIRY_TICK_S = 0.5
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -70,6 +71,20 @@ async def _read_body(request: web.Request, endpoint: str) -> Any:
     return codec.decode(bytes(data))
 
 
+def _query_int(request: web.Request, name: str, default: Any, lo: int = 0, hi: int = 2**63 - 1) -> Any:
+    """An integer query parameter in [lo, hi], or `default` when absent; 400 otherwise."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise PeerProtocolError(f"query parameter {name} must be an integer") from None
+    if not lo <= value <= hi:
+        raise PeerProtocolError(f"query parameter {name} must be between {lo} and {hi}")
+    return value
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -103,10 +118,18 @@ class Server:
             web.get("/v1/jobs", self.jobs),
             web.post("/v1/jobs", self.submit),
             web.get("/v1/jobs/{job_id}", self.job),
-            web.get("/v1/jobs/{job_id}/result", self.result),
+            web.post("/v1/jobs/{job_id}/result", self.result),
             web.post("/v1/jobs/{job_id}/cancel", self.cancel),
+            web.get("/v1/jobs/{job_id}/provenance", self.provenance),
             web.get("/v1/workers", self.workers),
+            web.get("/v1/workers/{worker_id}/receipts", self.receipts),
+            web.get("/v1/accounts/{account}", self.account),
+            web.get("/v1/accounts/{account}/credits", self.credits),
+            web.post("/v1/grants", self.grant),
             web.get("/v1/ledger", self.ledger),
+            web.get("/v1/ledger/checkpoint", self.checkpoint),
+            web.get("/v1/ledger/proof/inclusion", self.inclusion),
+            web.get("/v1/ledger/proof/consistency", self.consistency),
             web.post("/v1/lease", self.lease),
             web.post("/v1/release", self.release),
             web.post("/v1/results", self.results),
@@ -151,18 +174,42 @@ class Server:
     async def job(self, request: web.Request) -> web.Response:
         return web.json_response(self.service.job(request.match_info["job_id"]))
 
-    async def result(self, request: web.Request) -> web.Response:
-        return _msgpack(self.service.result(request.match_info["job_id"]))
-
     async def ledger(self, request: web.Request) -> web.Response:
-        try:
-            start = int(request.query.get("start", "0"))
-            limit = int(request.query.get("limit", "1000"))
-        except ValueError:
-            raise PeerProtocolError("start and limit must be integers") from None
-        if not 0 <= start < 2**63 or not 1 <= limit <= 10_000:
-            raise PeerProtocolError("start must be between 0 and 2^63-1 and limit between 1 and 10000")
+        start = _query_int(request, "start", 0)
+        limit = _query_int(request, "limit", 1000, 1, 10_000)
         return web.json_response(self.service.ledger_page(start, limit))
+
+    async def checkpoint(self, request: web.Request) -> web.Response:
+        return web.json_response(self.service.audit.checkpoint(_query_int(request, "size", None)))
+
+    async def inclusion(self, request: web.Request) -> web.Response:
+        seq = _query_int(request, "seq", -1)
+        if seq < 0:
+            raise PeerProtocolError("query parameter seq is required")
+        return web.json_response(self.service.audit.inclusion(seq, _query_int(request, "size", None)))
+
+    async def consistency(self, request: web.Request) -> web.Response:
+        old = _query_int(request, "from", -1)
+        if old < 0:
+            raise PeerProtocolError("query parameter from is required")
+        return web.json_response(self.service.audit.consistency(old, _query_int(request, "to", None)))
+
+    async def account(self, request: web.Request) -> web.Response:
+        return web.json_response(self.service.account(request.match_info["account"]))
+
+    async def credits(self, request: web.Request) -> web.Response:
+        after = _query_int(request, "after", -1, -1)
+        limit = _query_int(request, "limit", 1000, 1, 1000)
+        size = _query_int(request, "size", None)
+        return web.json_response(self.service.audit.credits(request.match_info["account"], after, limit, size))
+
+    async def receipts(self, request: web.Request) -> web.Response:
+        offset = _query_int(request, "offset", 0)
+        limit = _query_int(request, "limit", 1000, 1, 1000)
+        return web.json_response(self.service.audit.receipts(request.match_info["worker_id"], offset, limit))
+
+    async def provenance(self, request: web.Request) -> web.Response:
+        return web.json_response(self.service.provenance(request.match_info["job_id"]))
 
     # ---- protocol ----------------------------------------------------------------------------------------
 
@@ -175,6 +222,12 @@ class Server:
         answer = self.service.submit(await self._body(request, "submit"))
         self.work.fire()
         return _msgpack(answer)
+
+    async def result(self, request: web.Request) -> web.Response:
+        return _msgpack(self.service.result(request.match_info["job_id"], await self._body(request, "result")))
+
+    async def grant(self, request: web.Request) -> web.Response:
+        return _msgpack(self.service.grant(await self._body(request, "grant")))
 
     async def cancel(self, request: web.Request) -> web.Response:
         return _msgpack(self.service.cancel(request.match_info["job_id"], await self._body(request, "cancel")))

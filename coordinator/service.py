@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from coordinator import views
+from coordinator.audit import Audit
 from coordinator.ratelimit import RateLimiter
 from coordinator.replay import ReplayGuard
 from coordinator.scheduler import Scheduler
 from coordinator.store import Store
-from depin import codec, kernels, protocol
+from depin import accounts, codec, kernels, protocol
 from depin.config import CoordinatorConfig
 from depin.crypto import SigningKey, VerifyKey, load_or_create_key, open_envelope
 from depin.errors import Conflict, Forbidden, NotFound, PeerProtocolError, UserError
@@ -65,6 +66,10 @@ class Service:
             key=self.key, lease_timeout_ms=config.lease_timeout_ms, new_id=new_id,
             archive=self.store.result_verdict, now=clock(), **rows
         )
+        self.audit = Audit(self.store, self.key, every=config.checkpoint_every,
+                           interval_ms=config.checkpoint_interval_ms)
+        self.audit.check_against_own_checkpoint(self.scheduler.book)
+        self.audit.maybe_checkpoint(self.scheduler.book, clock())
         self.per_address = RateLimiter(config.rate_per_address, 2 * config.rate_per_address, "address")
         self.per_key = RateLimiter(config.rate_per_key, 2 * config.rate_per_key, "key")
         # Nonces live in memory only, so requests signed before this process started are refused outright.
@@ -79,6 +84,7 @@ class Service:
         """Write whatever the scheduler changed; if that fails, memory is ahead of the disk and we must stop."""
         try:
             self.store.save(self.scheduler.take_changes())
+            self.audit.maybe_checkpoint(self.scheduler.book, self.clock())
         except BaseException as exc:
             self.on_fatal(exc)
             raise
@@ -122,24 +128,25 @@ class Service:
         job = self.scheduler.jobs.get(job_id)
         if job is None:
             raise NotFound(f"no job {job_id}")
-        return {**views.job_view(job), "task_states": self.store.state_counts("tasks", job_id),
+        escrow = self.scheduler.book.accounts.balance(accounts.escrow_account(job_id))
+        return {**views.job_view(job, escrow), "task_states": self.store.state_counts("tasks", job_id),
                 "lease_states": self.store.state_counts("leases", job_id)}
-
-    def result(self, job_id: str) -> dict[str, Any]:
-        """GET /v1/jobs/{job_id}/result: the merged output of a done job."""
-        job = self.job(job_id)
-        if job["state"] != "done":
-            raise Conflict(f"job {job_id} has no result: it is {job['state']}")
-        wire = self.store.job_result(job_id)
-        assert wire is not None
-        return {"job_id": job_id, "kernel": job["kernel"], "kernel_version": job["kernel_version"],
-                "params": job["params"], "output": codec.decode(wire)}
 
     def ledger_page(self, start: int, limit: int) -> dict[str, Any]:
         """GET /v1/ledger: entries from `start`, at most `limit`."""
-        entries = [e.to_dict() for e in self.store.ledger_entries(start, limit)]
-        head = self.scheduler.head
-        return {"entries": entries, "total": 0 if head is None else head.seq + 1}
+        entries = [e.to_dict() for e in self.store.ledger.entries(start, limit)]
+        return {"entries": entries, "total": self.scheduler.book.size}
+
+    def account(self, account: str) -> dict[str, Any]:
+        """GET /v1/accounts/{id}: an account's balance."""
+        return {"account": account, "balance": self.scheduler.book.accounts.balance(account)}
+
+    def provenance(self, job_id: str) -> dict[str, Any]:
+        """GET /v1/jobs/{job_id}/provenance."""
+        job = self.scheduler.jobs.get(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id}")
+        return self.audit.provenance(job)
 
     # ---- writes ------------------------------------------------------------------------------------------
 
@@ -153,7 +160,33 @@ class Service:
             quorum=req.quorum, max_errors=req.max_errors,
         )
         self.save()
-        return {"job_id": job.job_id, "tasks": job.n_tasks}
+        return {"job_id": job.job_id, "tasks": job.n_tasks, "price": job.price, "escrow": job.max_cost,
+                "balance": self.scheduler.book.accounts.balance(signer.id)}
+
+    def result(self, job_id: str, envelope: Any) -> dict[str, Any]:
+        """POST /v1/jobs/{job_id}/result: the merged output of a done job, for its submitter only."""
+        signer, payload = self._open("result-request", envelope)
+        req = protocol.JobRequest.from_payload(payload)
+        if req.job_id != job_id:
+            raise PeerProtocolError("field job_id: does not match the job in the URL")
+        job = self.scheduler.owner_of(job_id, signer.id, "fetch the result of")
+        if job.state != "done":
+            raise Conflict(f"job {job_id} has no result: it is {job.state}")
+        wire = self.store.job_result(job_id)
+        assert wire is not None
+        return {"job_id": job_id, "kernel": job.kernel, "kernel_version": job.kernel_version,
+                "params": job.params, "output": codec.decode(wire)}
+
+    def grant(self, envelope: Any) -> dict[str, Any]:
+        """POST /v1/grants: mint credits into an account; only this coordinator's own key may ask."""
+        signer, payload = self._open("grant", envelope)
+        if signer != self.key.verify_key:
+            raise Forbidden("grants must be signed with this coordinator's key")
+        req = protocol.GrantRequest.from_payload(payload)
+        entry = self.scheduler.grant(now=self.clock(), account=req.account, amount=req.amount)
+        self.save()
+        return {"account": req.account, "amount": req.amount, "seq": entry.seq,
+                "balance": self.scheduler.book.accounts.balance(req.account)}
 
     def cancel(self, job_id: str, envelope: Any) -> dict[str, Any]:
         """POST /v1/jobs/{job_id}/cancel."""
@@ -171,7 +204,7 @@ class Service:
         req = protocol.LeaseRequest.from_payload(payload)
         self._refuse_banned(signer.id)
         self.scheduler.touch_worker(now=self.clock(), worker_id=signer.id, public_key=signer.raw, address=address,
-                                    owner=req.owner)
+                                    owner=req.owner, min_price=req.min_price or 0)
         self.save()
         return signer.id, req
 
@@ -180,7 +213,8 @@ class Service:
         may have made work for the other waiting workers."""
         now = self.clock()
         expired = self.scheduler.expire(now) > 0
-        grants = self.scheduler.lease(now=now, worker_id=worker_id, max_tasks=req.max_tasks, kernels_ok=req.kernels)
+        grants = self.scheduler.lease(now=now, worker_id=worker_id, max_tasks=req.max_tasks, kernels_ok=req.kernels,
+                                      min_price=req.min_price or 0)
         self.save()
         return [g.to_payload() for g in grants], expired
 
@@ -206,8 +240,14 @@ class Service:
         return self.key.seal("results-ack", ack.to_payload())
 
     def expire(self) -> int:
-        """Expire overdue leases; return how many."""
+        """Expire overdue leases (and sign a checkpoint if one is due); return how many leases expired."""
         count = self.scheduler.expire(self.clock())
         if count:
             self.save()
+        else:
+            try:
+                self.audit.maybe_checkpoint(self.scheduler.book, self.clock())
+            except BaseException as exc:
+                self.on_fatal(exc)
+                raise
         return count

@@ -1,9 +1,10 @@
 """SQLite persistence for the coordinator: rows in, rows out, one transaction per change set.
 
 The database is in WAL mode with synchronous=FULL, so a committed change set survives SIGKILL and power loss.
-`save` writes every row the scheduler touched, and the ledger entries it appended, in one transaction: either a
-request's whole effect is durable or none of it is. Ledger rows are insert-only, and a unique index makes a second
-reward for the same (task, worker) impossible even if the code above had a bug.
+`save` writes every row the scheduler touched, and the ledger entries (with their Merkle nodes) it appended, in one
+transaction: either a request's whole effect is durable or none of it is. Ledger rows are insert-only, and a unique
+index makes a second reward for the same (task, worker) impossible even if the code above had a bug. The ledger's
+own tables and queries live in coordinator.ledger_store, on the same connection.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from coordinator.ledger_store import SCHEMA_3, LedgerStore
 from coordinator.model import Changes, Job, Lease, Result, Task, Worker
 from coordinator.trust import Trust
-from depin import codec, ledger
+from depin import codec
 from depin.errors import UserError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -77,6 +79,11 @@ CREATE TABLE IF NOT EXISTS trust (
 UPDATE meta SET value = '2' WHERE key = 'schema_version';
 """
 
+# Schema 3 (escrow, Merkle tree, checkpoints): a worker's asking price, and the ledger tables of ledger_store.
+_MIGRATE_3 = "ALTER TABLE workers ADD COLUMN min_price INTEGER NOT NULL DEFAULT 0;" + SCHEMA_3 + """
+UPDATE meta SET value = '3' WHERE key = 'schema_version';
+"""
+
 _JOB_COLS = ("job_id", "kernel", "kernel_version", "params", "n_tasks", "replicas", "quorum", "max_errors",
              "max_results", "price", "submitter", "state", "created_ms", "finished_ms", "error", "tasks_validated")
 _TASK_COLS = ("task_id", "job_id", "idx", "params", "payload", "sig", "quorum", "state", "canonical", "single")
@@ -84,7 +91,7 @@ _LEASE_COLS = ("lease_id", "task_id", "job_id", "worker_id", "issued_ms", "expir
 _RESULT_COLS = ("lease_id", "task_id", "job_id", "worker_id", "digest", "output", "verdict", "received_ms", "error",
                 "verified", "trusted", "too_fast")
 _WORKER_COLS = ("worker_id", "public_key", "first_seen_ms", "last_seen_ms", "validated", "rejected", "owner",
-                "address", "banned", "too_fast")
+                "address", "banned", "too_fast", "min_price")
 _TRUST_COLS = ("worker_id", "kernel", "consecutive_valid", "valid", "invalid", "max_speed", "samples")
 _FINISHED = ("done", "failed", "cancelled")
 
@@ -120,13 +127,34 @@ class Store:
                 # Every database starts as schema 1 and is migrated forward, new or old, by the same steps.
                 self.db.executescript(_SCHEMA)
                 self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', '1')")
-                if self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "1":
+                if self._version() == "1":
                     self.db.executescript("BEGIN IMMEDIATE;" + _MIGRATE_2 + "COMMIT;")
-            version = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                if self._version() == "2":
+                    self._refuse_old_money()
+                    self.db.executescript("BEGIN IMMEDIATE;" + _MIGRATE_3 + "COMMIT;")
+            version = self._version()
         except sqlite3.DatabaseError as exc:
             raise UserError(f"cannot open coordinator database {path}: {exc}") from None
-        if version is None or int(version[0]) != SCHEMA_VERSION:
-            raise UserError(f"{path} has schema version {version and version[0]}, this depin needs {SCHEMA_VERSION}")
+        if version is None or int(version) != SCHEMA_VERSION:
+            raise UserError(f"{path} has schema version {version}, this depin needs {SCHEMA_VERSION}")
+        self.ledger = LedgerStore(self.db)
+        if not readonly:
+            self.ledger.repair()
+
+    def _version(self) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return None if row is None else str(row[0])
+
+    def _refuse_old_money(self) -> None:
+        # Schema 2 paid rewards out of thin air and had no escrow: such a ledger breaks the money rules of schema 3,
+        # and an unfinished job of it has no escrow to pay from. Carrying either forward would forge history.
+        entries = self.db.execute("SELECT COUNT(*) FROM ledger").fetchone()[0]
+        running = self.db.execute(f"SELECT COUNT(*) FROM jobs WHERE state NOT IN {_FINISHED}").fetchone()[0]
+        if entries or running:
+            raise UserError(
+                f"{self.path} holds a ledger from before escrow ({entries} entries, {running} unfinished jobs),"
+                " which this depin cannot carry forward; keep it with `depin ledger export` from the old version"
+                " and start this one on a new data dir")
 
     def close(self) -> None:
         """Close the connection."""
@@ -168,18 +196,14 @@ class Store:
             db.executemany(
                 _upsert("workers", _WORKER_COLS),
                 [(w.worker_id, w.public_key, w.first_seen_ms, w.last_seen_ms, w.validated, w.rejected, w.owner,
-                  w.address, w.banned, w.too_fast) for w in ch.workers.values()],
+                  w.address, w.banned, w.too_fast, w.min_price) for w in ch.workers.values()],
             )
             db.executemany(
                 _upsert("trust", _TRUST_COLS),
                 [(t.worker_id, t.kernel, t.consecutive_valid, t.valid, t.invalid, t.max_speed, t.samples)
                  for t in ch.trust.values()],
             )
-            db.executemany(
-                "INSERT INTO ledger VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [(e.seq, e.time, e.kind, e.from_, e.to, e.amount, e.job_id, e.task_id, e.prev_hash, e.hash)
-                 for e in ch.entries],
-            )
+            self.ledger.write(ch.entries, ch.nodes)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -205,12 +229,10 @@ class Store:
         results = [Result(**{**r, "verified": None if r["verified"] is None else bool(r["verified"]),
                              "trusted": bool(r["trusted"]), "too_fast": bool(r["too_fast"])})
                    for r in self._rows("results", _RESULT_COLS, where, open_ids)]
-        balances = dict(self.db.execute("SELECT to_account, SUM(amount) FROM ledger GROUP BY to_account").fetchall())
-        workers = [Worker(**r, balance=int(balances.get(r["worker_id"], 0)))
-                   for r in self._rows("workers", _WORKER_COLS)]
+        workers = [Worker(**r) for r in self._rows("workers", _WORKER_COLS)]
         trust = [Trust(**r) for r in self._rows("trust", _TRUST_COLS)]
         return {"jobs": jobs, "tasks": tasks, "leases": leases, "results": results, "workers": workers,
-                "trust": trust, "head": self.ledger_head()}
+                "trust": trust, "book": self.ledger.book(open_ids)}
 
     def result_verdict(self, lease_id: str) -> tuple[str, str, bytes, str] | None:
         """(worker_id, task_id, digest, verdict) of a stored result, if any."""
@@ -230,23 +252,22 @@ class Store:
         row = self.db.execute("SELECT result FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         return None if row is None else row[0]
 
-    def ledger_head(self) -> ledger.Entry | None:
-        """The newest ledger entry."""
-        rows = list(self._ledger_rows("SELECT * FROM ledger ORDER BY seq DESC LIMIT 1", ()))
-        return rows[0] if rows else None
+    def worker_results(self, worker_id: str, offset: int, limit: int) -> list[dict[str, Any]]:
+        """A worker's results, oldest first, with the price and policy of their jobs (for receipts)."""
+        cols = ("lease_id", "task_id", "job_id", "verdict", "received_ms", "error", "kernel", "kernel_version",
+                "price", "quorum")
+        rows = self.db.execute(
+            "SELECT r.lease_id, r.task_id, r.job_id, r.verdict, r.received_ms, r.error, j.kernel, j.kernel_version,"
+            " j.price, j.quorum FROM results r JOIN jobs j ON j.job_id = r.job_id WHERE r.worker_id = ?"
+            " ORDER BY r.received_ms, r.lease_id LIMIT ? OFFSET ?", (worker_id, limit, offset))
+        return [dict(zip(cols, r, strict=True)) for r in rows]
 
-    def ledger_entries(self, start: int = 0, limit: int | None = None) -> Iterator[ledger.Entry]:
-        """Ledger entries in seq order from `start`."""
-        return self._ledger_rows(
-            "SELECT * FROM ledger WHERE seq >= ? ORDER BY seq LIMIT ?", (start, -1 if limit is None else limit)
-        )
+    def job_results(self, job_id: str) -> list[dict[str, Any]]:
+        """Every result of a job, in arrival order (for provenance)."""
+        cols = ("lease_id", "task_id", "worker_id", "digest", "verdict", "received_ms", "error")
+        return list(self._rows("results", cols, "WHERE job_id = ? ORDER BY received_ms, lease_id", (job_id,)))
 
-    def _ledger_rows(self, sql: str, args: tuple[Any, ...]) -> Iterator[ledger.Entry]:
-        for r in self.db.execute(sql, args):
-            yield ledger.Entry(seq=r[0], time=r[1], kind=r[2], from_=r[3], to=r[4], amount=r[5], job_id=r[6],
-                               task_id=r[7], prev_hash=r[8], hash=r[9])
-
-    def ledger_rows_raw(self) -> Iterator[dict[str, Any]]:
-        """Ledger rows as maps, exactly as stored (for verifying a data dir without trusting our parsing)."""
-        for e in self._ledger_rows("SELECT * FROM ledger ORDER BY seq", ()):
-            yield e.to_dict()
+    def job_tasks(self, job_id: str) -> list[dict[str, Any]]:
+        """Every task of a job in index order, with its validated output (for provenance)."""
+        return list(self._rows("tasks", ("task_id", "idx", "state", "canonical"), "WHERE job_id = ? ORDER BY idx",
+                               (job_id,)))

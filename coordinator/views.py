@@ -7,9 +7,10 @@ from typing import Any
 from coordinator.model import Job, Worker
 from coordinator.scheduler import Scheduler
 from coordinator.trust import TrustBook
+from depin import accounts
 
 
-def job_view(job: Job) -> dict[str, Any]:
+def job_view(job: Job, escrow: int | None = None) -> dict[str, Any]:
     """One job's status (the `depin status --json` contract)."""
     return {
         "job_id": job.job_id,
@@ -23,6 +24,8 @@ def job_view(job: Job) -> dict[str, Any]:
         "max_errors": job.max_errors,
         "max_results": job.max_results,
         "price": job.price,
+        "max_cost": job.max_cost,
+        "escrow": escrow,  # credits still held for the job (None where the view has no ledger at hand)
         "submitter": job.submitter,
         "params": job.params,
         "created_ms": job.created_ms,
@@ -31,13 +34,15 @@ def job_view(job: Job) -> dict[str, Any]:
     }
 
 
-def worker_view(w: Worker, now: int, online_ms: int, trust: TrustBook | None = None) -> dict[str, Any]:
+def worker_view(w: Worker, now: int, online_ms: int, trust: TrustBook | None = None, balance: int = 0
+                ) -> dict[str, Any]:
     """One worker's row (the `depin earnings --json` contract), with its standing and trust per kernel."""
     records = [] if trust is None else trust.records_of(w.worker_id)
     standing = None if trust is None else trust.standing.get(w.worker_id)
     return {
         "worker_id": w.worker_id,
-        "balance": w.balance,
+        "balance": balance,
+        "min_price": w.min_price,
         "tasks_validated": w.validated,
         "tasks_rejected": w.rejected,
         "first_seen_ms": w.first_seen_ms,
@@ -54,27 +59,35 @@ def worker_view(w: Worker, now: int, online_ms: int, trust: TrustBook | None = N
 
 def jobs_view(s: Scheduler) -> list[dict[str, Any]]:
     """Every job, newest first."""
-    return [job_view(j) for j in sorted(s.jobs.values(), key=lambda j: (-j.created_ms, j.job_id))]
+    held = s.book.accounts.balance
+    return [job_view(j, held(accounts.escrow_account(j.job_id)))
+            for j in sorted(s.jobs.values(), key=lambda j: (-j.created_ms, j.job_id))]
 
 
 def workers_view(s: Scheduler, now: int, online_ms: int) -> list[dict[str, Any]]:
     """Every worker, biggest balance first."""
-    rows = [worker_view(w, now, online_ms, s.trust) for w in s.workers.values()]
+    rows = [worker_view(w, now, online_ms, s.trust, s.book.accounts.balance(w.worker_id)) for w in s.workers.values()]
     return sorted(rows, key=lambda r: (-r["balance"], r["worker_id"]))
 
 
 def status_view(s: Scheduler, now: int, online_ms: int) -> dict[str, Any]:
     """Everything the status page shows."""
-    head = s.head
+    book = s.book
+    workers = workers_view(s, now, online_ms)
+    escrowed = sum(v for k, v in book.accounts.balances.items() if k.startswith(accounts.ESCROW_PREFIX))
     return {
         "coordinator_id": s.key.id,
         "time_ms": now,
         "jobs": jobs_view(s),
-        "workers": workers_view(s, now, online_ms),
+        "workers": workers,
         "ledger": {
-            "entries": 0 if head is None else head.seq + 1,
-            "head_hash": None if head is None else head.hash,
-            "total_credits": sum(w.balance for w in s.workers.values()),
+            "entries": book.size,
+            "head_hash": None if book.head is None else book.head.hash,
+            "root_hash": book.root().hex(),
+            "minted": book.accounts.minted,
+            "in_escrow": escrowed,
+            "earned": sum(w["balance"] for w in workers),
+            "total_credits": sum(w["balance"] for w in workers),
         },
         "active_leases": sum(1 for x in s.leases.values() if x.state == "active"),
     }

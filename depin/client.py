@@ -23,6 +23,7 @@ from depin.errors import (
     DepinError,
     Forbidden,
     NotFound,
+    PaymentRequired,
     PeerProtocolError,
     TooLarge,
     TooManyRequests,
@@ -30,8 +31,8 @@ from depin.errors import (
 )
 
 _BY_STATUS: dict[int, type[DepinError]] = {
-    400: BadRequest, 401: VerificationError, 403: Forbidden, 404: NotFound, 409: Conflict, 413: TooLarge,
-    429: TooManyRequests,
+    400: BadRequest, 401: VerificationError, 402: PaymentRequired, 403: Forbidden, 404: NotFound, 409: Conflict,
+    413: TooLarge, 429: TooManyRequests,
 }
 
 

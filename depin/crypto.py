@@ -21,7 +21,8 @@ from depin.errors import LocalProtocolError, PeerProtocolError, UserError, Verif
 from depin.protocol import PROTOCOL_VERSION
 
 KINDS = frozenset(
-    {"task", "lease-request", "release", "results", "results-ack", "submit", "cancel"}
+    {"task", "lease-request", "release", "results", "results-ack", "submit", "cancel", "result-request", "grant",
+     "checkpoint"}
 )
 PUBLIC_KEY_SIZE = 32
 SIGNATURE_SIZE = 64

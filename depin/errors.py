@@ -38,6 +38,12 @@ class Conflict(UserError):
     http_status = 409
 
 
+class PaymentRequired(UserError):
+    """The submitter's account cannot cover what the job may cost (HTTP 402)."""
+
+    http_status = 402
+
+
 class ConnectionFailed(DepinError):
     """The coordinator could not be reached."""
 

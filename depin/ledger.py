@@ -1,9 +1,13 @@
-"""The reward ledger as pure functions: entries, their canonical hash, the chain and its verification.
+"""The ledger as pure functions and one class: entries, their canonical hash, the chain, the Merkle tree over it.
 
 An entry moves `amount` integer credits from account `from` to account `to`. Entry `seq` n commits to entry
 n-1 through `prev_hash`, and its own `hash` is SHA-256 over a domain tag and the canonical msgpack of every
 other field (docs/LEDGER.md). Changing, removing, inserting or reordering any entry breaks the chain at the
-first entry touched, and `verify` names that seq. Nothing here does I/O.
+first entry touched, and `verify` names that seq. Each entry is also a leaf of an RFC 9162 Merkle tree (leaf data:
+the 32 bytes of its hash), whose root the coordinator signs in checkpoints, so an entry's inclusion and the
+append-only growth of the whole log can be proved in O(log n) hashes. The money rules live in depin.accounts.
+A `Book` is the running state after some prefix: head, balances, tree frontier; the coordinator appends through
+one, and `verify` replays an export through one. Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -14,13 +18,16 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from depin import codec
+from depin import codec, merkle
+from depin.accounts import MINT, Accounts
 from depin.errors import LedgerError
+
+__all__ = ["FIELDS", "GENESIS_PREV", "KINDS", "MINT", "Book", "Entry", "Summary", "entry_hash", "iter_jsonl",
+           "leaf_of", "make_entry", "verify"]
 
 HASH_DOMAIN = b"depin/1/ledger-entry\0"
 GENESIS_PREV = "00" * 32
-MINT = "mint"
-KINDS = frozenset({"reward"})
+KINDS = ("grant", "escrow", "reward", "refund")  # in the order LEDGER.md lists them
 FIELDS = ("seq", "time", "kind", "from", "to", "amount", "job_id", "task_id", "prev_hash", "hash")
 
 
@@ -83,7 +90,7 @@ def _check_shape(d: Mapping[str, Any]) -> None:
     problems = [
         (_is_int(d["seq"]) and 0 <= d["seq"] < 2**63, "seq must be an integer in [0, 2^63)"),
         (_is_int(d["time"]) and 0 <= d["time"] < 2**63, "time must be an integer in [0, 2^63)"),
-        (isinstance(d["kind"], str) and d["kind"] in KINDS, f"kind must be one of {sorted(KINDS)}"),
+        (isinstance(d["kind"], str) and d["kind"] in KINDS, f"kind must be one of {', '.join(KINDS)}"),
         (_is_text(d["from"]), "from must be a non-empty string"),
         (_is_text(d["to"]), "to must be a non-empty string"),
         (_is_int(d["amount"]) and 0 < d["amount"] < 2**63, "amount must be a positive integer"),
@@ -103,11 +110,16 @@ def entry_hash(fields: Mapping[str, Any]) -> str:
     return hashlib.sha256(HASH_DOMAIN + codec.encode(body)).hexdigest()
 
 
+def leaf_of(entry_hash_hex: str) -> bytes:
+    """The entry's Merkle leaf hash: leaf_hash of the 32 bytes its `hash` spells in hex."""
+    return merkle.leaf_hash(bytes.fromhex(entry_hash_hex))
+
+
 def make_entry(
     prev: Entry | None, *, time: int, kind: str, from_: str, to: str, amount: int,
     job_id: str | None = None, task_id: str | None = None,
 ) -> Entry:
-    """The entry that follows `prev` (or the first entry if `prev` is None)."""
+    """The entry that follows `prev` (or the first entry if `prev` is None); shape-checked, not rule-checked."""
     fields: dict[str, Any] = {
         "seq": 0 if prev is None else prev.seq + 1,
         "time": time, "kind": kind, "from": from_, "to": to, "amount": amount,
@@ -115,8 +127,48 @@ def make_entry(
         "prev_hash": GENESIS_PREV if prev is None else prev.hash,
     }
     fields["hash"] = entry_hash(fields)
-    entry = Entry.from_dict(fields)  # the same shape checks a verifier applies
-    return entry
+    return Entry.from_dict(fields)  # the same shape checks a verifier applies
+
+
+class Book:
+    """The ledger after some prefix: its head, its accounts and its Merkle frontier. Appending checks every rule."""
+
+    def __init__(self, head: Entry | None = None, accounts: Accounts | None = None,
+                 frontier: merkle.Frontier | None = None) -> None:
+        self.head = head
+        self.accounts = accounts if accounts is not None else Accounts()
+        self.frontier = frontier if frontier is not None else merkle.Frontier()
+        if self.frontier.size != self.size:
+            raise LedgerError(f"Merkle tree has {self.frontier.size} leaves but the chain {self.size} entries")
+
+    @property
+    def size(self) -> int:
+        """Entries so far."""
+        return 0 if self.head is None else self.head.seq + 1
+
+    def root(self) -> bytes:
+        """The Merkle tree head of every entry so far."""
+        return self.frontier.root()
+
+    def append(self, *, time: int, kind: str, from_: str, to: str, amount: int, job_id: str | None = None,
+               task_id: str | None = None) -> tuple[Entry, list[tuple[int, int, bytes]]]:
+        """Make, check and apply the next entry; also the Merkle nodes it completes, for the store."""
+        entry = make_entry(self.head, time=time, kind=kind, from_=from_, to=to, amount=amount, job_id=job_id,
+                           task_id=task_id)
+        return entry, self.apply(entry)
+
+    def apply(self, e: Entry) -> list[tuple[int, int, bytes]]:
+        """Take the next entry as given (an export being verified): link, hash and rules must all hold."""
+        prev_hash = GENESIS_PREV if self.head is None else self.head.hash
+        if e.seq != self.size:
+            raise LedgerError(f"entry {self.size}: found seq {e.seq} where {self.size} was expected", self.size)
+        if e.prev_hash != prev_hash:
+            raise LedgerError(f"entry {e.seq}: prev_hash does not match the hash of entry {e.seq - 1}", e.seq)
+        if entry_hash(e.to_dict()) != e.hash:
+            raise LedgerError(f"entry {e.seq}: hash does not match its contents", e.seq)
+        self.accounts.apply(e)
+        self.head = e
+        return self.frontier.append(leaf_of(e.hash))
 
 
 @dataclass(frozen=True)
@@ -125,28 +177,27 @@ class Summary:
 
     entries: int
     head_hash: str
+    root_hash: str  # Merkle tree head, hex
     balances: dict[str, int]
+
+    @property
+    def minted(self) -> int:
+        """Credits ever granted (= the credits held by every account but the mint)."""
+        return -self.balances.get(MINT, 0)
 
 
 def verify(entries: Iterable[Mapping[str, Any] | Entry]) -> Summary:
-    """Check the whole chain from seq 0; raise LedgerError naming the first bad position (= expected seq)."""
-    prev_hash, position = GENESIS_PREV, 0
-    balances: dict[str, int] = {}
+    """Check the whole log from seq 0 (shape, chain, money rules); raise LedgerError naming the first bad position."""
+    book = Book()
     for raw in entries:
         try:
             e = raw if isinstance(raw, Entry) else Entry.from_dict(raw)
         except LedgerError as exc:
-            raise LedgerError(f"entry {position}: {_detail(exc)}", position) from None
-        if e.seq != position:
-            raise LedgerError(f"entry {position}: found seq {e.seq} where {position} was expected", position)
-        if e.prev_hash != prev_hash:
-            raise LedgerError(f"entry {e.seq}: prev_hash does not match the hash of entry {e.seq - 1}", e.seq)
-        if entry_hash(e.to_dict()) != e.hash:
-            raise LedgerError(f"entry {e.seq}: hash does not match its contents", e.seq)
-        balances[e.from_] = balances.get(e.from_, 0) - e.amount
-        balances[e.to] = balances.get(e.to, 0) + e.amount
-        prev_hash, position = e.hash, position + 1
-    return Summary(entries=position, head_hash=prev_hash, balances=balances)
+            raise LedgerError(f"entry {book.size}: {_detail(exc)}", book.size) from None
+        book.apply(e)
+    balances = {k: v for k, v in book.accounts.balances.items()}
+    return Summary(entries=book.size, head_hash=GENESIS_PREV if book.head is None else book.head.hash,
+                   root_hash=book.root().hex(), balances=balances)
 
 
 def _detail(exc: LedgerError) -> str:

@@ -18,6 +18,7 @@ MAX_BATCH = 256  # leases per request and results per request
 MAX_REPLICAS = 16  # agreeing results a job may ask for per task
 MAX_RESULTS = 64  # results per task before it fails
 MAX_PRICE = 2**40 - 1  # credits per validated result
+MAX_GRANT = 2**53 - 1  # credits per grant (exact in every JSON reader)
 MAX_TASKS = 1_000_000  # tasks per job
 MAX_WAIT_MS = 30_000  # longest long-poll a worker may ask for
 NONCE_MIN, NONCE_MAX = 8, 32
@@ -86,11 +87,12 @@ class LeaseRequest:
     wait_ms: int
     kernels: tuple[str, ...]
     owner: str | None = None  # optional: the id of the person running this worker (replicas avoid one owner)
+    min_price: int | None = None  # optional: lease only tasks of jobs paying at least this per result
 
     @classmethod
     def from_payload(cls, p: dict[str, Any]) -> LeaseRequest:
         """Validate a lease-request payload."""
-        _exact_fields(p, {"max_tasks", "wait_ms", "kernels", "owner"} | _FRESH)
+        _exact_fields(p, {"max_tasks", "wait_ms", "kernels", "owner", "min_price"} | _FRESH)
         kernels = _field(p, "kernels", list)
         if not 0 < len(kernels) <= 64 or not all(isinstance(k, str) and _KERNEL_KEY.fullmatch(k) for k in kernels):
             raise PeerProtocolError("field kernels: must list 1..64 'name@version' strings")
@@ -99,14 +101,17 @@ class LeaseRequest:
             owner = _field(p, "owner", str)
             if not _PARTY_ID.fullmatch(owner):
                 raise PeerProtocolError("field owner: must be a party id (32 characters a-z, 2-7)")
+        min_price = _int_in(p, "min_price", 0, MAX_PRICE) if "min_price" in p else None
         return cls(_int_in(p, "max_tasks", 1, MAX_BATCH), _int_in(p, "wait_ms", 0, MAX_WAIT_MS), tuple(kernels),
-                   owner)
+                   owner, min_price)
 
     def to_payload(self) -> dict[str, Any]:
         """The payload map (without ts/nonce)."""
         out: dict[str, Any] = {"max_tasks": self.max_tasks, "wait_ms": self.wait_ms, "kernels": list(self.kernels)}
         if self.owner is not None:
             out["owner"] = self.owner
+        if self.min_price is not None:
+            out["min_price"] = self.min_price
         return out
 
 
@@ -239,6 +244,44 @@ class CancelRequest:
 
 
 @dataclass(frozen=True)
+class JobRequest:
+    """POST /v1/jobs/{job_id}/result (kind result-request): the submitter asks for its job's output."""
+
+    job_id: str
+
+    @classmethod
+    def from_payload(cls, p: dict[str, Any]) -> JobRequest:
+        """Validate a result-request payload."""
+        _exact_fields(p, {"job_id"} | _FRESH)
+        return cls(_id(p, "job_id"))
+
+    def to_payload(self) -> dict[str, Any]:
+        """The payload map (without ts/nonce)."""
+        return {"job_id": self.job_id}
+
+
+@dataclass(frozen=True)
+class GrantRequest:
+    """POST /v1/grants (kind grant): the operator, with the coordinator's own key, mints credits into an account."""
+
+    account: str
+    amount: int
+
+    @classmethod
+    def from_payload(cls, p: dict[str, Any]) -> GrantRequest:
+        """Validate a grant payload."""
+        _exact_fields(p, {"account", "amount"} | _FRESH)
+        account = _field(p, "account", str)
+        if not _PARTY_ID.fullmatch(account):
+            raise PeerProtocolError("field account: must be a party id (32 characters a-z, 2-7)")
+        return cls(account, _int_in(p, "amount", 1, MAX_GRANT))
+
+    def to_payload(self) -> dict[str, Any]:
+        """The payload map (without ts/nonce)."""
+        return {"account": self.account, "amount": self.amount}
+
+
+@dataclass(frozen=True)
 class TaskMessage:
     """The task a coordinator signs (kind "task"); a worker checks it before running anything."""
 
@@ -248,14 +291,15 @@ class TaskMessage:
     kernel_version: int
     params: dict[str, Any]
     coordinator: str
+    price: int  # credits the job pays per validated result
 
     @classmethod
     def from_payload(cls, p: dict[str, Any]) -> TaskMessage:
         """Validate a decoded task payload."""
-        _exact_fields(p, {"task_id", "job_id", "kernel", "kernel_version", "params", "coordinator"}, "task.")
+        _exact_fields(p, {"task_id", "job_id", "kernel", "kernel_version", "params", "coordinator", "price"}, "task.")
         return cls(_id(p, "task_id", "task."), _id(p, "job_id", "task."), _id(p, "kernel", "task."),
                    _int_in(p, "kernel_version", 0, 2**31, "task."), _field(p, "params", dict, "task."),
-                   _id(p, "coordinator", "task."))
+                   _id(p, "coordinator", "task."), _int_in(p, "price", 1, MAX_PRICE, "task."))
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,10 @@
 One loop: flush journaled results, long-poll for a batch of leases, compute each in a thread (numba releases the
 GIL, so the event loop keeps answering signals), journal every result before sending it, then report the batch.
 When the coordinator is unreachable the loop backs off (exponential, jittered, capped) and retries, and the journal
-keeps every finished result until a signed acknowledgement arrives. On SIGTERM it finishes the task in hand, gives
-back the leases it has not started, reports what it finished and exits.
+keeps every finished result until a signed acknowledgement arrives. Every `audit_interval` the worker audits the
+ledger (worker.witness): a coordinator caught rewriting it, or lying about a credit, stops the worker with exit
+code 4 and an alarm in the journal. On SIGTERM it finishes the task in hand, gives back the leases it has not
+started, reports what it finished and exits.
 """
 
 from __future__ import annotations
@@ -29,13 +31,17 @@ from depin.errors import (
     PeerProtocolError,
     VerificationError,
 )
-from worker import pinning, tasks
+from worker import pinning, tasks, witness
 from worker.journal import Journal
 
 log = logging.getLogger("depin.worker")
 
 # Results per request are capped by size as well as count, well under the coordinator's 64 MiB body limit.
 FLUSH_MAX_BYTES = 16 << 20
+
+
+class LedgerAlarm(Exception):
+    """The witness caught the coordinator's ledger lying (its cause says how)."""
 
 
 @dataclass
@@ -80,6 +86,7 @@ class Worker:
         self.stats = Stats()
         self.coordinator: VerifyKey | None = None
         self.kernel_keys = [k.key for k in kernels.all_kernels()]
+        self._next_audit = 0.0  # monotonic time of the next ledger audit
 
     async def run(self) -> int:
         """Work until stopped (or after one task with --once); the process exit code."""
@@ -102,6 +109,8 @@ class Worker:
                     except KeyMismatch as exc:
                         log.error("%s", exc)
                         return 4
+                    except LedgerAlarm as exc:
+                        return self._raise_alarm(exc)
                     except Forbidden as exc:
                         # 403 on a worker request means this key is banned for good (PROTOCOL.md 12.5): stop.
                         log.error("the coordinator refuses this worker: %s", exc)
@@ -114,6 +123,12 @@ class Worker:
                     if self.config.once and self.stats.accepted + self.stats.rejected > 0:
                         break
                 await self._flush(client, final=True)
+                try:
+                    await self._audit(client, force=True)
+                except LedgerAlarm as exc:
+                    return self._raise_alarm(exc)
+                except DepinError as exc:
+                    log.warning("final ledger audit skipped: %s", exc)
             log.info("worker stopped: %d computed, %d accepted, %d rejected, %d unacknowledged in the journal",
                      self.stats.computed, self.stats.accepted, self.stats.rejected, self.journal.count())
         finally:
@@ -140,9 +155,32 @@ class Worker:
             log.info("connected to coordinator %s", self.coordinator.id)
         return self.coordinator
 
+    def _raise_alarm(self, exc: LedgerAlarm) -> int:
+        message = str(exc.__cause__ or exc)
+        self.journal.alarm(message, int(time.time() * 1000))
+        held = self.journal.latest_checkpoint()
+        log.critical("!!! LEDGER ALARM: %s", message)
+        log.critical("!!! this worker kept checkpoint %s; the evidence is in %s (depin receipts --data-dir %s)."
+                     " Stopping: do not work for this coordinator until its operator explains.",
+                     held.to_json() if held else None, self.config.data_dir / "journal.sqlite3",
+                     self.config.data_dir)
+        return 4
+
+    async def _audit(self, client: Client, force: bool = False) -> None:
+        """Audit the ledger if it is time (or `force`); VerificationErrors become LedgerAlarm."""
+        now = time.monotonic()
+        if self.coordinator is None or (not force and now < self._next_audit):
+            return
+        self._next_audit = now + self.config.audit_interval_ms / 1000
+        try:
+            await witness.audit(client, self.coordinator, self.journal, self.key.id)
+        except VerificationError as exc:
+            raise LedgerAlarm(str(exc)) from exc
+
     async def _cycle(self, client: Client) -> None:
         coordinator = await self._connect(client)
         await self._flush(client)
+        await self._audit(client)
         grants = await self._lease(client)
         if grants is None:
             return
@@ -152,7 +190,7 @@ class Worker:
                 await self._release(client, [g.lease_id for g in grants[i:]])
                 break
             try:
-                checked = tasks.check(grant, coordinator)
+                checked = tasks.check(grant, coordinator, self.config.min_price)
             except VerificationError as exc:
                 # Not signed by the key we pinned: perhaps another coordinator now answers at this URL. Give the
                 # work back, forget the connection so the next cycle re-reads /v1/info (a changed key then stops
@@ -167,7 +205,7 @@ class Worker:
                 await self._release(client, [g.lease_id for g in grants[i:]])
                 raise
             item = await loop.run_in_executor(None, tasks.run, checked)
-            self.journal.add(item, int(time.time() * 1000))
+            self.journal.add(item, int(time.time() * 1000), checked.task.job_id, checked.task.price)
             self.stats.computed += 1
             log.info("computed %s in %d ms", item.task_id, item.elapsed_ms)
         await self._flush(client)
@@ -175,7 +213,7 @@ class Worker:
     async def _lease(self, client: Client) -> list[protocol.LeaseGrant] | None:
         req = protocol.LeaseRequest(max_tasks=1 if self.config.once else self.config.batch,
                                     wait_ms=self.config.poll_ms, kernels=tuple(self.kernel_keys),
-                                    owner=self.config.owner)
+                                    owner=self.config.owner, min_price=self.config.min_price or None)
         request = asyncio.ensure_future(client.post_signed(
             "/v1/lease", self.key, "lease-request", req.to_payload(), read_timeout_s=self.config.poll_ms / 1000 + 15))
         stopping = asyncio.ensure_future(self.stop.wait())
@@ -219,7 +257,7 @@ class Worker:
                 log.error("coordinator refused the result for lease %s as malformed (%s); kept in the journal's"
                           " refused table", items[0].lease_id, exc)
                 continue
-            done = []
+            done, story = [], []
             for a in ack.acks:
                 if a.status == "rejected":
                     self.stats.rejected += 1
@@ -227,7 +265,8 @@ class Worker:
                 else:
                     self.stats.accepted += 1
                 done.append(a.lease_id)
-            self.journal.remove(done)
+                story.append((a.status, a.reason))
+            self.journal.remove(done, story, int(time.time() * 1000))
 
     async def _send(self, client: Client, items: list[protocol.ResultItem]) -> protocol.ResultsAck:
         assert self.coordinator is not None

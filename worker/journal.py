@@ -1,18 +1,37 @@
-"""The worker's journal of finished results, so no computed result is lost to a crash or an outage.
+"""The worker's journal: finished results until acknowledged, what became of each, and the ledger evidence.
 
-A result is written (and fsync'd: SQLite synchronous=FULL) before it is sent, and deleted only when the
-coordinator's signed acknowledgement for it has been checked. On start the worker resends whatever is still here.
-Resending is safe: the coordinator answers "duplicate" for a result it already has, and never pays twice.
+A result is written (and fsync'd: SQLite synchronous=FULL) before it is sent, and deleted from `pending` only when
+the coordinator's signed acknowledgement for it has been checked. On start the worker resends whatever is still
+there. Resending is safe: the coordinator answers "duplicate" for a result it already has, and never pays twice.
+`sent` keeps every result's story (computed, acknowledged how); `checkpoints` every ledger checkpoint the worker
+verified; `credits` every ledger entry paying this worker, with the inclusion proof that was checked; `alarms`
+what the witness caught (worker.witness).
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from depin import codec
+from depin.checkpoint import Checkpoint
 from depin.errors import UserError
 from depin.protocol import ResultItem
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS pending (lease_id TEXT PRIMARY KEY, item BLOB NOT NULL, added INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS refused (lease_id TEXT PRIMARY KEY, item BLOB NOT NULL, reason TEXT NOT NULL,
+    refused INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sent (lease_id TEXT PRIMARY KEY, task_id TEXT NOT NULL, job_id TEXT NOT NULL,
+    price INTEGER NOT NULL, computed INTEGER NOT NULL, status TEXT NOT NULL, reason TEXT, acked INTEGER);
+CREATE INDEX IF NOT EXISTS sent_task ON sent (task_id);
+CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, checkpoint TEXT NOT NULL, seen INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS credits (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, task_id TEXT, amount INTEGER NOT NULL,
+    entry TEXT NOT NULL, proof TEXT NOT NULL, checkpoint INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS alarms (time INTEGER NOT NULL, message TEXT NOT NULL);
+"""
 
 
 class Journal:
@@ -24,21 +43,18 @@ class Journal:
             self.db = sqlite3.connect(path, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
-            self.db.execute(
-                "CREATE TABLE IF NOT EXISTS pending (lease_id TEXT PRIMARY KEY, item BLOB NOT NULL,"
-                " added INTEGER NOT NULL)"
-            )
-            self.db.execute(
-                "CREATE TABLE IF NOT EXISTS refused (lease_id TEXT PRIMARY KEY, item BLOB NOT NULL,"
-                " reason TEXT NOT NULL, refused INTEGER NOT NULL)"
-            )
+            self.db.executescript(_TABLES)
         except sqlite3.DatabaseError as exc:
             raise UserError(f"cannot open the worker journal {path}: {exc}") from None
 
-    def add(self, item: ResultItem, now_ms: int) -> None:
-        """Durably record a finished result."""
+    def add(self, item: ResultItem, now_ms: int, job_id: str = "", price: int = 0) -> None:
+        """Durably record a finished result (and start its story in `sent`)."""
+        self.db.execute("BEGIN IMMEDIATE")
         self.db.execute("INSERT OR REPLACE INTO pending VALUES (?, ?, ?)",
                         (item.lease_id, codec.encode(item.to_payload()), now_ms))
+        self.db.execute("INSERT OR IGNORE INTO sent VALUES (?, ?, ?, ?, ?, 'computed', NULL, NULL)",
+                        (item.lease_id, item.task_id, job_id, price, now_ms))
+        self.db.execute("COMMIT")
 
     def pending(self, limit: int, max_bytes: int | None = None) -> list[ResultItem]:
         """The oldest unacknowledged results: at most `limit`, and at most `max_bytes` encoded (but at least one)."""
@@ -56,10 +72,14 @@ class Journal:
         """How many results wait for an acknowledgement."""
         return int(self.db.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
 
-    def remove(self, lease_ids: list[str]) -> None:
-        """Forget results the coordinator has acknowledged, in one transaction (one fsync, not one per result)."""
+    def remove(self, lease_ids: list[str], acks: list[tuple[str, str]] | None = None, now_ms: int = 0) -> None:
+        """Forget results the coordinator has acknowledged, noting each (status, reason), in one transaction."""
         self.db.execute("BEGIN IMMEDIATE")
         self.db.executemany("DELETE FROM pending WHERE lease_id = ?", [(x,) for x in lease_ids])
+        if acks is not None:
+            self.db.executemany("UPDATE sent SET status = ?, reason = ?, acked = ? WHERE lease_id = ?",
+                                [(status, reason or None, now_ms, x) for x, (status, reason)
+                                 in zip(lease_ids, acks, strict=True)])
         self.db.execute("COMMIT")
 
     def set_aside(self, lease_id: str, reason: str, now_ms: int) -> None:
@@ -73,6 +93,51 @@ class Journal:
     def refused(self) -> list[tuple[str, str]]:
         """(lease_id, reason) of every result set aside."""
         return [(r[0], r[1]) for r in self.db.execute("SELECT lease_id, reason FROM refused ORDER BY refused")]
+
+    # ---- ledger evidence ---------------------------------------------------------------------------------------
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        """The largest checkpoint this worker has verified."""
+        row = self.db.execute("SELECT checkpoint FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+        return None if row is None else Checkpoint.from_json(json.loads(row[0]))
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """Every checkpoint this worker has verified, smallest first."""
+        return [Checkpoint.from_json(json.loads(r[0]))
+                for r in self.db.execute("SELECT checkpoint FROM checkpoints ORDER BY size")]
+
+    def last_credit_seq(self) -> int:
+        """The seq of the newest proved credit (-1 if none)."""
+        return int(self.db.execute("SELECT COALESCE(MAX(seq), -1) FROM credits").fetchone()[0])
+
+    def add_evidence(self, cp: Checkpoint, credits: list[tuple[dict[str, Any], list[str]]], now_ms: int) -> None:
+        """Keep a verified checkpoint and the credits proved against it, in one transaction."""
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute("INSERT OR IGNORE INTO checkpoints VALUES (?, ?, ?)",
+                        (cp.size, json.dumps(cp.to_json()), now_ms))
+        self.db.executemany(
+            "INSERT OR REPLACE INTO credits VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(e["seq"], e["kind"], e["task_id"], e["amount"], json.dumps(e), json.dumps(proof), cp.size)
+             for e, proof in credits])
+        self.db.execute("COMMIT")
+
+    def alarm(self, message: str, now_ms: int) -> None:
+        """Record what the witness caught."""
+        self.db.execute("INSERT INTO alarms VALUES (?, ?)", (now_ms, message))
+
+    def alarms(self) -> list[tuple[int, str]]:
+        """Everything the witness caught, oldest first."""
+        return [(int(r[0]), str(r[1])) for r in self.db.execute("SELECT time, message FROM alarms ORDER BY time")]
+
+    def story(self) -> list[dict[str, Any]]:
+        """Every result sent, with its acknowledgement and its proved credit, if any: sent -> validated -> credited."""
+        cols = ("lease_id", "task_id", "job_id", "price", "computed", "status", "reason", "acked", "seq", "amount",
+                "checkpoint")
+        rows = self.db.execute(
+            "SELECT s.lease_id, s.task_id, s.job_id, s.price, s.computed, s.status, s.reason, s.acked, c.seq,"
+            " c.amount, c.checkpoint FROM sent s LEFT JOIN credits c ON c.kind = 'reward' AND c.task_id = s.task_id"
+            " ORDER BY s.computed, s.lease_id")
+        return [dict(zip(cols, r, strict=True)) for r in rows]
 
     def close(self) -> None:
         """Close the database."""

@@ -27,8 +27,9 @@ class Checked:
     params: Params
 
 
-def check(grant: LeaseGrant, coordinator: VerifyKey) -> Checked:
-    """Verify the task's signature and contents; VerificationError or PeerProtocolError if it is not runnable."""
+def check(grant: LeaseGrant, coordinator: VerifyKey, min_price: int = 0) -> Checked:
+    """Verify the task's signature and contents; VerificationError or PeerProtocolError if it is not runnable (or
+    pays less than this worker asks)."""
     coordinator.verify("task", grant.task, grant.sig)
     payload = codec.decode_canonical(grant.task)
     if not isinstance(payload, dict):
@@ -36,6 +37,8 @@ def check(grant: LeaseGrant, coordinator: VerifyKey) -> Checked:
     task = TaskMessage.from_payload(payload)
     if task.coordinator != coordinator.id:
         raise VerificationError("task names a different coordinator")
+    if task.price < min_price:
+        raise PeerProtocolError(f"task {task.task_id} pays {task.price} credits, below our minimum of {min_price}")
     try:
         kernel = kernels.get(task.kernel, task.kernel_version)
         params = kernel.validate_task(task.params)

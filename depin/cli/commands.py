@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from depin import config, kernels
-from depin.cli import output
+from depin.cli import market_cmd, output
 from depin.client import Client
-from depin.crypto import load_or_create_key
+from depin.crypto import SigningKey, load_or_create_key
 from depin.errors import UserError
 
 TERMINAL = ("done", "failed", "cancelled")
@@ -63,7 +63,7 @@ async def _submit(cfg: config.ClientConfig, args: argparse.Namespace) -> int:
         payload["max_errors"] = args.max_errors
     async with Client(cfg.coordinator) as c:
         answer = await c.post_signed("/v1/jobs", key, "submit", payload)
-    output.emit(cfg.json, {"job_id": answer["job_id"]}, answer["job_id"])
+    output.emit(cfg.json, answer, answer["job_id"])
     return 0
 
 
@@ -101,8 +101,8 @@ async def _wait(cfg: config.ClientConfig, args: argparse.Namespace) -> int:
     return 0 if job["state"] == "done" else 1
 
 
-async def fetch_result(c: Client, job_id: str, path: Path) -> str:
-    """Download a done job's result into `path` (.npy or .png); return a one-line description."""
+async def fetch_result(c: Client, key: SigningKey, job_id: str, path: Path) -> str:
+    """Download a done job's result (signed by its submitter's key) into `path` (.npy or .png); describe it."""
     import io
 
     import numpy as np
@@ -112,7 +112,7 @@ async def fetch_result(c: Client, job_id: str, path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix not in (".npy", ".png"):
         raise UserError(f"{path}: the output file must end in .npy or .png")
-    answer = await c.get_msgpack(f"/v1/jobs/{_quoted(job_id)}/result")
+    answer = await c.post_signed(f"/v1/jobs/{_quoted(job_id)}/result", key, "result-request", {"job_id": job_id})
     array = codec.array_from_wire(answer["output"])
     if suffix == ".npy":
         buf = io.BytesIO()
@@ -131,8 +131,9 @@ async def fetch_result(c: Client, job_id: str, path: Path) -> str:
 
 
 async def _result(cfg: config.ClientConfig, args: argparse.Namespace) -> int:
+    key = load_or_create_key(cfg.home / "key")
     async with Client(cfg.coordinator) as c:
-        print(await fetch_result(c, args.job, Path(args.output)))
+        print(await fetch_result(c, key, args.job, Path(args.output)))
     return 0
 
 
@@ -187,7 +188,8 @@ def _coordinator(args: argparse.Namespace) -> int:
     cfg = config.CoordinatorConfig(
         data_dir=Path(args.data_dir), host=args.host, port=args.port,
         lease_timeout_ms=int(args.lease_timeout * 1000), rate_per_key=args.rate_per_key,
-        rate_per_address=args.rate_per_address,
+        rate_per_address=args.rate_per_address, checkpoint_every=args.checkpoint_every,
+        checkpoint_interval_ms=int(args.checkpoint_interval * 1000),
     )
     output.setup_logging()
 
@@ -205,6 +207,7 @@ def _worker(args: argparse.Namespace) -> int:
     cfg = config.WorkerConfig(
         coordinator=config.coordinator_url(args.coordinator, env), data_dir=Path(args.data_dir),
         coordinator_key=args.coordinator_key, batch=args.batch, once=args.once, owner=args.owner,
+        min_price=args.min_price, audit_interval_ms=int(args.audit_interval * 1000),
     )
     # numba reads its cache location from the environment when it is first imported: point it into the data dir.
     os.environ.setdefault("NUMBA_CACHE_DIR", str(cfg.data_dir / "numba-cache"))
@@ -227,7 +230,8 @@ def _worker(args: argparse.Namespace) -> int:
 
 _ASYNC: dict[str, Callable[[config.ClientConfig, argparse.Namespace], Any]] = {
     "submit": _submit, "status": _status, "wait": _wait, "result": _result, "cancel": _cancel,
-    "jobs": _jobs, "earnings": _earnings,
+    "jobs": _jobs, "earnings": _earnings, "grant": market_cmd.grant, "balance": market_cmd.balance,
+    "receipts": market_cmd.receipts, "provenance": market_cmd.provenance,
 }
 
 

@@ -27,6 +27,8 @@ DEMO_JOB = {"width": 960, "height": 720, "x_min": -2.2, "x_max": 0.8, "y_min": -
             "max_iter": 500}
 DEMO_TASKS = 24
 DEMO_REPLICAS = 2
+DEMO_PRICE = 10
+DEMO_GRANT = 100_000
 START_TIMEOUT_S = 30.0
 
 
@@ -89,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     with _workspace() as tmp:
         procs: list[subprocess.Popen[bytes]] = []
         try:
-            coordinator, url = start_coordinator(tmp / "coordinator", tmp / "coordinator.log")
+            coordinator, url = start_coordinator(tmp / "coordinator", tmp / "coordinator.log",
+                                                 "--checkpoint-interval", "0.5")
             procs.append(coordinator)
             print(f"coordinator  {url}   (data in {tmp})")
             for i in range(args.workers):
@@ -108,31 +111,50 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _job(url: str, tmp: Path, picture: Path) -> int:
-    from depin import ledger
+    from depin import ledger, ledger_client
 
     key = load_or_create_key(tmp / "submitter.key")
+    operator = load_or_create_key(tmp / "coordinator" / "coordinator.key")
     async with Client(url) as c:
+        await c.post_signed("/v1/grants", operator, "grant", {"account": key.id, "amount": DEMO_GRANT})
+        print(f"grant        {DEMO_GRANT} credits to the submitter {key.id}")
         payload = {"kernel": "mandelbrot", "params": DEMO_JOB, "tasks": DEMO_TASKS, "replicas": DEMO_REPLICAS,
-                   "max_results": None, "price": 10}
+                   "max_results": None, "price": DEMO_PRICE}
         started = time.monotonic()
-        job_id = (await c.post_signed("/v1/jobs", key, "submit", payload))["job_id"]
+        submitted = await c.post_signed("/v1/jobs", key, "submit", payload)
+        job_id = submitted["job_id"]
         print(f"job          {job_id}: mandelbrot {DEMO_JOB['width']}x{DEMO_JOB['height']}, "
-              f"{DEMO_TASKS} tasks x {DEMO_REPLICAS} replicas")
+              f"{DEMO_TASKS} tasks x {DEMO_REPLICAS} replicas at {DEMO_PRICE} credits per validated result;"
+              f" {submitted['escrow']} credits escrowed")
         job = await wait_for(c, job_id, show=True)
         elapsed = time.monotonic() - started
         if job["state"] != "done":
             print(f"job {job_id} ended {job['state']}: {job.get('error')}", file=sys.stderr)
             return 1
-        print(f"done         in {elapsed:.1f}s; {await fetch_result(c, job_id, picture)}")
+        print(f"done         in {elapsed:.1f}s; {await fetch_result(c, key, job_id, picture)}")
         workers = (await c.get_json("/v1/workers"))["workers"]
+        left = (await c.get_json(f"/v1/accounts/{key.id}"))["balance"]
+        paid = sum(w["balance"] for w in workers)
+        print(f"paid         {paid} credits for validated results; {left} of {DEMO_GRANT} back with the submitter")
         print("\nearnings\n" + output.earnings_table(workers))
+        coordinator = await ledger_client.coordinator_key(c)
+        total = (await c.get_json("/v1/ledger?limit=1"))["total"]  # the job is settled: its refund is written
+        cp = await ledger_client.latest_checkpoint(c, coordinator)
+        while cp.size < total:  # checkpoints follow within --checkpoint-interval
+            await asyncio.sleep(0.2)
+            cp = await ledger_client.latest_checkpoint(c, coordinator)
         entries: list[dict[str, object]] = []
-        while True:
-            page = await c.get_json(f"/v1/ledger?start={len(entries)}&limit=1000")
+        while len(entries) < cp.size:
+            page = await c.get_json(f"/v1/ledger?start={len(entries)}&limit={min(1000, cp.size - len(entries))}")
             entries += page["entries"]
-            if len(entries) >= page["total"] or not page["entries"]:
-                break
+        entry, _ = await ledger_client.prove_entry(c, coordinator, cp.size - 1)
     summary = ledger.verify(entries)
-    print(f"\nledger       ok: {summary.entries} entries, head {summary.head_hash}")
+    if summary.root_hash != cp.root.hex():
+        print("ledger root does not match the signed checkpoint", file=sys.stderr)
+        return 1
+    print(f"\nledger       ok: {summary.entries} entries, root {summary.root_hash} signed by the coordinator;"
+          f" conservation holds ({summary.minted} minted)")
+    print(f"proof        entry {entry['seq']} ({entry['kind']} of {entry['amount']}) checked against the checkpoint")
     print(f"status page  {url}/  (up while the demo runs; `depin demo --keep` keeps it up)")
     return 0
+

@@ -1,4 +1,5 @@
-"""`depin ledger export|verify`: read the ledger from a live coordinator, a data dir or an export, and check it."""
+"""`depin ledger export|verify|prove`: read the ledger from a live coordinator, a data dir or an export, check it
+(chain, money rules, Merkle root against the signed checkpoint), and check proofs of single entries and of growth."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from depin import config, ledger
+from depin import checkpoint, config, ledger, ledger_client
 from depin.cli import output
 from depin.client import Client
-from depin.errors import LedgerError, UserError
+from depin.errors import LedgerError, UserError, VerificationError
 
 PAGE = 1000
 
@@ -23,19 +24,24 @@ def _from_data_dir(data_dir: Path) -> list[dict[str, Any]]:
 
     store = Store(data_dir / "coordinator.sqlite3", readonly=True)
     try:
-        return list(store.ledger_rows_raw())
+        return [e.to_dict() for e in store.ledger.entries()]
     finally:
         store.close()
 
 
-async def _from_coordinator(url: str) -> list[dict[str, Any]]:
+async def _from_coordinator(url: str, pinned: str | None = None
+                            ) -> tuple[list[dict[str, Any]], checkpoint.Checkpoint]:
+    """The entries a signed checkpoint covers (exactly), and that checkpoint."""
     entries: list[dict[str, Any]] = []
     async with Client(url) as c:
-        while True:
-            page = await c.get_json(f"/v1/ledger?start={len(entries)}&limit={PAGE}")
+        key = await ledger_client.coordinator_key(c, pinned)
+        cp = await ledger_client.latest_checkpoint(c, key)
+        while len(entries) < cp.size:
+            page = await c.get_json(f"/v1/ledger?start={len(entries)}&limit={min(PAGE, cp.size - len(entries))}")
+            if not page["entries"]:
+                break
             entries.extend(page["entries"])
-            if not page["entries"] or len(entries) >= page["total"]:
-                return entries
+    return entries[:cp.size], cp
 
 
 def _from_file(path: Path) -> Iterator[dict[str, Any]]:
@@ -49,21 +55,24 @@ def _from_file(path: Path) -> Iterator[dict[str, Any]]:
         raise UserError(f"{path} is a directory") from None
 
 
-def _source(args: argparse.Namespace) -> tuple[str, Any]:
+def _source(args: argparse.Namespace) -> tuple[str, Any, checkpoint.Checkpoint | None]:
     chosen = [n for n in ("file", "data_dir", "coordinator") if getattr(args, n, None)]
     if len(chosen) > 1:
         raise UserError("give only one of --file, --data-dir, --coordinator")
     if getattr(args, "file", None):
-        return args.file, _from_file(Path(args.file))
+        return args.file, _from_file(Path(args.file)), None
     if args.data_dir:
-        return args.data_dir, _from_data_dir(Path(args.data_dir))
+        return args.data_dir, _from_data_dir(Path(args.data_dir)), None
     url = config.coordinator_url(args.coordinator, config.environment())
-    return url, asyncio.run(_from_coordinator(url))
+    entries, cp = asyncio.run(_from_coordinator(url, getattr(args, "coordinator_key", None)))
+    return url, entries, cp
 
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch `depin ledger ACTION`."""
-    where, entries = _source(args)
+    if args.ledger_command == "prove":
+        return asyncio.run(_prove(args))
+    where, entries, cp = _source(args)
     if args.ledger_command == "export":
         lines = [json.dumps(e, separators=(",", ":")) for e in entries]
         text = "".join(line + "\n" for line in lines)
@@ -82,8 +91,53 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             output.emit(True, {"ok": False, "first_bad_seq": exc.seq, "error": str(exc)}, "")
         raise LedgerError(f"ledger of {where} is broken at seq {exc.seq}: {exc}", exc.seq) from None
-    data = {"ok": True, "entries": summary.entries, "head_hash": summary.head_hash,
-            "credits": sum(v for k, v in summary.balances.items() if k != ledger.MINT)}
+    if cp is not None and (cp.size != summary.entries or cp.root.hex() != summary.root_hash):
+        raise VerificationError(f"ledger of {where}: its {summary.entries} entries have Merkle root"
+                                f" {summary.root_hash}, but the coordinator signed {cp.root.hex()} for {cp.size}")
+    held = {k: v for k, v in summary.balances.items() if k != ledger.MINT and v}
+    escrow = sum(v for k, v in held.items() if k.startswith("escrow:"))
+    data = {"ok": True, "entries": summary.entries, "head_hash": summary.head_hash, "root_hash": summary.root_hash,
+            "minted": summary.minted, "in_escrow": escrow, "in_accounts": summary.minted - escrow,
+            "checkpoint": None if cp is None else cp.to_json()}
+    signed = "" if cp is None else f"; root matches the checkpoint signed by {cp.coordinator}"
     output.emit(args.json, data,
-                f"ledger ok: {summary.entries} entries, head {summary.head_hash}, {data['credits']} credits paid")
+                f"ledger ok: {summary.entries} entries, head {summary.head_hash}, root {summary.root_hash}{signed}\n"
+                f"credits: {summary.minted} minted = {data['in_accounts']} in accounts + {escrow} in escrow")
+    return 0
+
+
+async def _prove(args: argparse.Namespace) -> int:
+    """Check the latest checkpoint's signature, the inclusion of entries, and consistency with a kept checkpoint."""
+    url = config.coordinator_url(args.coordinator, config.environment())
+    since = None
+    if args.since:
+        try:
+            since = checkpoint.Checkpoint.from_json(json.loads(Path(args.since).read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot read checkpoint {args.since}: {exc}") from None
+    lines: list[str] = []
+    data: dict[str, Any] = {"entries": []}
+    async with Client(url) as c:
+        key = await ledger_client.coordinator_key(c, args.coordinator_key)
+        if since is not None:
+            since.verify(key)
+            cp = await ledger_client.prove_consistent(c, key, since)
+            lines.append(f"consistent: checkpoint {cp.size} extends your checkpoint {since.size}")
+            data["consistent_with"] = since.size
+        else:
+            cp = await ledger_client.latest_checkpoint(c, key)
+        lines.insert(0, f"checkpoint: {cp.size} entries, root {cp.root.hex()}, signed by {cp.coordinator}")
+        for seq in args.seq:
+            entry, at = await ledger_client.prove_entry(c, key, seq)
+            lines.append(f"included:   entry {seq} ({entry['kind']} {entry['amount']} {entry['from']} -> {entry['to']})"
+                         f" is in checkpoint {at.size}")
+            data["entries"].append(entry)
+    data["checkpoint"] = cp.to_json()
+    if args.save:
+        try:
+            Path(args.save).write_text(json.dumps(cp.to_json()) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"cannot write {args.save}: {exc.strerror}") from None
+        lines.append(f"saved:      checkpoint {cp.size} to {args.save}")
+    output.emit(args.json, data, "\n".join(lines))
     return 0

@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="signed requests per second allowed per key, bursts of 2N; 0 = no limit (default 500)")
     p.add_argument("--rate-per-address", type=float, default=2000.0, metavar="N",
                    help="requests per second allowed per network address, bursts of 2N; 0 = no limit (default 2000)")
+    p.add_argument("--checkpoint-every", type=int, default=1000, metavar="N",
+                   help="sign a ledger checkpoint after N new entries (default 1000)")
+    p.add_argument("--checkpoint-interval", type=float, default=5.0, metavar="SECONDS",
+                   help="...or after this many seconds if the ledger grew at all (default 5)")
 
     p = sub.add_parser("worker", help="run a worker daemon")
     _add_coordinator(p)
@@ -59,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=4, help="tasks to lease per request (default 4)")
     p.add_argument("--once", action="store_true", help="compute a single task, report it, and exit")
     p.add_argument("--owner", metavar="ID", help="your id (depin keygen): your workers never cross-check each other")
+    p.add_argument("--min-price", type=int, default=0, metavar="CREDITS",
+                   help="only take tasks of jobs paying at least this per validated result (default 0: any)")
+    p.add_argument("--audit-interval", type=float, default=30.0, metavar="SECONDS",
+                   help="how often to check the ledger: new checkpoints, consistency, proofs of credits (default 30)")
 
     p = sub.add_parser("submit", help="submit a job")
     _add_coordinator(p)
@@ -71,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quorum", type=int, help="agreeing results that validate a task (default min(2, replicas))")
     p.add_argument("--max-errors", type=int, help="error results a task survives before it fails (default 3)")
     p.add_argument("--max-results", type=int, help="results per task before it fails (default replicas+3)")
-    p.add_argument("--price", type=int, default=10, help="credits paid per validated result (default 10)")
+    p.add_argument("--price", type=int, default=10,
+                   help="credits paid per validated result (default 10); tasks x max-results x price is escrowed")
 
     for name, text in (("status", "show a job"), ("wait", "wait for a job, with a progress bar"),
                        ("cancel", "cancel a job you submitted")):
@@ -82,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
             _add_home(p)
         p.add_argument("job", help="job id")
 
-    p = sub.add_parser("result", help="download a finished job's result")
+    p = sub.add_parser("result", help="download a finished job's result (yours only)")
     _add_coordinator(p)
+    _add_home(p)
     p.add_argument("job", help="job id")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help=".npy (numpy array) or .png (image)")
 
@@ -93,10 +103,37 @@ def build_parser() -> argparse.ArgumentParser:
             _add_coordinator(p)
         _add_json(p)
 
-    p = sub.add_parser("ledger", help="export or verify the reward ledger")
+    p = sub.add_parser("grant", help="(operator) grant credits to an account, signed with the coordinator's key")
+    _add_coordinator(p)
+    _add_json(p)
+    p.add_argument("account", help="the account id to credit (a submitter's id, see depin keygen)")
+    p.add_argument("amount", type=int, help="whole credits")
+    p.add_argument("--data-dir", required=True, help="the coordinator's data dir (its key authorises the grant)")
+
+    p = sub.add_parser("balance", help="an account's credits (yours by default)")
+    _add_coordinator(p)
+    _add_home(p)
+    _add_json(p)
+    p.add_argument("account", nargs="?", help="account id (default: your key's id)")
+
+    p = sub.add_parser("receipts", help="a worker's results, rewards and checked ledger proofs")
+    _add_coordinator(p)
+    _add_json(p)
+    p.add_argument("--worker", metavar="ID", help="the worker id (default: the worker of --data-dir)")
+    p.add_argument("--data-dir", help="a worker's data dir: alone, its journal (offline); with --coordinator, its id")
+    p.add_argument("--coordinator-key", metavar="HEX", help="expect this coordinator public key")
+
+    p = sub.add_parser("provenance", help="how a job's output was made: kernel, workers, agreement, proved payments")
+    _add_coordinator(p)
+    _add_json(p)
+    p.add_argument("job", help="job id")
+    p.add_argument("--coordinator-key", metavar="HEX", help="expect this coordinator public key")
+
+    p = sub.add_parser("ledger", help="export, verify or prove the ledger")
     lsub = p.add_subparsers(dest="ledger_command", metavar="ACTION", parser_class=_Parser)
     lsub.required = True
-    for name, text in (("export", "write the ledger as JSON Lines"), ("verify", "check the ledger's hash chain")):
+    for name, text in (("export", "write the ledger as JSON Lines"),
+                       ("verify", "check the chain, the money rules and the signed Merkle root")):
         lp = lsub.add_parser(name, help=text)
         _add_coordinator(lp)
         lp.add_argument("--data-dir", help="read a coordinator's data dir instead of asking it")
@@ -104,7 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
             lp.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write (- for stdout)")
         else:
             lp.add_argument("--file", help="verify a JSON Lines export")
+            lp.add_argument("--coordinator-key", metavar="HEX", help="expect this coordinator public key")
             _add_json(lp)
+    lp = lsub.add_parser("prove", help="check the signed checkpoint, entries' inclusion, and growth since a checkpoint")
+    _add_coordinator(lp)
+    _add_json(lp)
+    lp.add_argument("seq", type=int, nargs="*", help="entries to prove included")
+    lp.add_argument("--since", metavar="FILE", help="a checkpoint you kept: prove the ledger still extends it")
+    lp.add_argument("--save", metavar="FILE", help="keep the latest checkpoint in FILE (for a later --since)")
+    lp.add_argument("--coordinator-key", metavar="HEX", help="expect this coordinator public key")
 
     p = sub.add_parser("keygen", help="create (or show) your key")
     _add_home(p)

@@ -45,7 +45,7 @@ from tests.msgpack_ref import ref_encode
 MSGPACK = "application/msgpack"
 STEP_MS = 10  # fake time per POST
 REQUEST_TIMEOUT_S = 10.0  # a request that takes longer is a hang, reported as such
-RECYCLE_EXAMPLES = 400  # a fresh database after this many examples (only long runs get there)
+RECYCLE_EXAMPLES = 200  # a fresh database after this many examples (only long runs get there)
 WINDOW_MS = 300_000
 LIMITS = {"lease": 64 << 10, "release": 64 << 10, "cancel": 64 << 10, "submit": 1 << 20, "results": 64 << 20}
 KINDS = {"lease": "lease-request", "release": "release", "results": "results", "submit": "submit",

@@ -1,0 +1,147 @@
+"""Accounts and the money rules of the ledger: who may move credits where, checked entry by entry.
+
+Accounts are the `mint`, each party (a submitter or worker id) and one escrow per job (`escrow:<job_id>`). Credits
+enter only by a `grant` from the mint, move into a job's escrow when the job is submitted (`escrow`), and leave the
+escrow either as a `reward` to a worker or as the one `refund` of what is left to the party that funded it. No
+account but the mint ever goes below zero, so the credits held by parties and escrows always add up to the amount
+minted. `Accounts.apply` enforces every rule of docs/LEDGER.md section 5 and raises LedgerError at the first
+broken one; the coordinator runs the same rules on every entry it writes, and `ledger.verify` on every entry it
+reads. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from depin.errors import LedgerError
+
+if TYPE_CHECKING:
+    from depin.ledger import Entry
+
+MINT = "mint"
+ESCROW_PREFIX = "escrow:"
+MAX_MINTED = 2**63 - 1  # every balance, and their sum, fits a signed 64-bit integer
+_PARTY = re.compile(r"[a-z2-7]{32}")
+
+
+def is_party(account: str) -> bool:
+    """A submitter's or worker's id (PROTOCOL.md section 4), as opposed to the mint or an escrow."""
+    return _PARTY.fullmatch(account) is not None
+
+
+def escrow_account(job_id: str) -> str:
+    """The escrow account of a job."""
+    return ESCROW_PREFIX + job_id
+
+
+@dataclass
+class _Escrow:
+    funder: str
+    closed: bool = False
+    rewarded: set[tuple[str, str]] = field(default_factory=set)  # (task_id, worker) pairs paid so far
+
+
+class Accounts:
+    """Balances and escrow states after some prefix of the ledger."""
+
+    def __init__(self) -> None:
+        self.balances: dict[str, int] = {}
+        self._escrows: dict[str, _Escrow] = {}  # job id -> its escrow
+
+    def balance(self, account: str) -> int:
+        """Credits in an account (0 if it never appeared)."""
+        return self.balances.get(account, 0)
+
+    @property
+    def minted(self) -> int:
+        """Credits ever granted."""
+        return -self.balance(MINT)
+
+    def funder(self, job_id: str) -> str | None:
+        """Who funded a job's escrow, if it was funded."""
+        escrow = self._escrows.get(job_id)
+        return None if escrow is None else escrow.funder
+
+    def restore_escrow(self, job_id: str, funder: str, closed: bool, rewarded: set[tuple[str, str]]) -> None:
+        """Rebuild one escrow's state from stored entries (the coordinator's restart)."""
+        self._escrows[job_id] = _Escrow(funder, closed, rewarded)
+
+    def check(self, e: Entry) -> None:
+        """Raise LedgerError (at e.seq) if `e` breaks a rule after the entries applied so far; change nothing."""
+        self._check(e)
+
+    def apply(self, e: Entry) -> None:
+        """Check `e` and move its credits."""
+        self._check(e)
+        escrow = self._escrows.get(e.job_id or "")
+        if e.kind == "escrow":
+            self._escrows[e.job_id or ""] = _Escrow(e.from_)
+        elif e.kind == "reward" and escrow is not None:
+            escrow.rewarded.add((e.task_id or "", e.to))
+        elif e.kind == "refund" and escrow is not None:
+            escrow.closed, escrow.rewarded = True, set()
+        self.balances[e.from_] = self.balance(e.from_) - e.amount
+        self.balances[e.to] = self.balance(e.to) + e.amount
+
+    def _check(self, e: Entry) -> None:
+        problem = self._problem(e)
+        if problem is not None:
+            raise LedgerError(f"entry {e.seq}: {problem}", e.seq)
+
+    def _problem(self, e: Entry) -> str | None:
+        # The rules of LEDGER.md section 5, in the order it lists them (so every verifier names the same one).
+        job = e.job_id
+        escrow = self._escrows.get(job) if job is not None else None
+        if e.kind == "grant":
+            if e.from_ != MINT:
+                return "a grant must come from mint"
+            if not is_party(e.to):
+                return "a grant must go to a party id"
+            if job is not None or e.task_id is not None:
+                return "a grant has no job_id or task_id"
+            if self.minted + e.amount > MAX_MINTED:
+                return f"grants would exceed {MAX_MINTED} credits in all"
+            return None
+        if not job:
+            return f"a {e.kind} needs a job_id"
+        account = escrow_account(job)
+        if e.kind == "escrow":
+            if not is_party(e.from_):
+                return "an escrow must come from a party id"
+            if e.to != account:
+                return f"an escrow for job {job} must go to {account}"
+            if e.task_id is not None:
+                return "an escrow has no task_id"
+            if escrow is not None:
+                return f"job {job} is already funded"
+            return self._overdraft(e)
+        if e.from_ != account:
+            return f"a {e.kind} for job {job} must come from {account}"
+        if escrow is None:
+            return f"job {job} was never funded"
+        if escrow.closed:
+            return f"the escrow of job {job} was already refunded"
+        if e.kind == "reward":
+            if not is_party(e.to):
+                return "a reward must go to a party id"
+            if e.task_id is None:
+                return "a reward needs a task_id"
+            if (e.task_id, e.to) in escrow.rewarded:
+                return f"task {e.task_id} already rewarded {e.to}"
+            return self._overdraft(e)
+        # refund
+        if e.to != escrow.funder:
+            return f"a refund for job {job} must go to its funder {escrow.funder}"
+        if e.task_id is not None:
+            return "a refund has no task_id"
+        if e.amount != self.balance(account):
+            return f"a refund must return the whole escrow ({self.balance(account)} credits)"
+        return None
+
+    def _overdraft(self, e: Entry) -> str | None:
+        have = self.balance(e.from_)
+        if have < e.amount:
+            return f"{e.from_} has {have} credits, cannot pay {e.amount}"
+        return None
