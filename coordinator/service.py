@@ -121,7 +121,9 @@ class Service:
 
     def status(self) -> dict[str, Any]:
         """GET /v1/status."""
-        return views.status_view(self.scheduler, self.clock(), ONLINE_MS)
+        view = views.status_view(self.scheduler, self.clock(), ONLINE_MS)
+        view["ledger"]["checkpoint"] = None if self.audit.latest is None else self.audit.latest.to_json()
+        return view
 
     def job(self, job_id: str) -> dict[str, Any]:
         """GET /v1/jobs/{job_id}."""

@@ -86,7 +86,6 @@ def status_view(s: Scheduler, now: int, online_ms: int) -> dict[str, Any]:
             "root_hash": book.root().hex(),
             "minted": book.accounts.minted,
             "in_escrow": escrowed,
-            "earned": sum(w["balance"] for w in workers),
             "total_credits": sum(w["balance"] for w in workers),
         },
         "active_leases": sum(1 for x in s.leases.values() if x.state == "active"),
