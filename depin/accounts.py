@@ -105,7 +105,7 @@ class Accounts:
                 return f"grants would exceed {MAX_MINTED} credits in all"
             return None
         if not job:
-            return f"a {e.kind} needs a job_id"
+            return f"{'an' if e.kind == 'escrow' else 'a'} {e.kind} needs a job_id"
         account = escrow_account(job)
         if e.kind == "escrow":
             if not is_party(e.from_):
@@ -126,7 +126,7 @@ class Accounts:
         if e.kind == "reward":
             if not is_party(e.to):
                 return "a reward must go to a party id"
-            if e.task_id is None:
+            if not e.task_id:
                 return "a reward needs a task_id"
             if (e.task_id, e.to) in escrow.rewarded:
                 return f"task {e.task_id} already rewarded {e.to}"

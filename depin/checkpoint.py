@@ -13,19 +13,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from depin import codec, ledger, merkle
+from depin.accounts import is_party
 from depin.crypto import SigningKey, VerifyKey
 from depin.errors import VerificationError
 
 FIELDS = ("coordinator", "size", "root", "time", "sig")
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
 def _hex(value: Any, size: int, name: str) -> bytes:
-    if not isinstance(value, str) or len(value) != 2 * size or value != value.lower():
+    if not isinstance(value, str) or len(value) != 2 * size or not set(value) <= _HEX:
         raise VerificationError(f"checkpoint {name} must be {2 * size} lowercase hex digits")
-    try:
-        return bytes.fromhex(value)
-    except ValueError:
-        raise VerificationError(f"checkpoint {name} must be {2 * size} lowercase hex digits") from None
+    return bytes.fromhex(value)
 
 
 def _uint(value: Any, name: str) -> int:
@@ -59,7 +60,7 @@ class Checkpoint:
         """Parse the JSON form; VerificationError if it is malformed (the signature is checked by `verify`)."""
         if not isinstance(d, Mapping) or set(d) != set(FIELDS):
             raise VerificationError("a checkpoint must have exactly the fields " + ", ".join(FIELDS))
-        if not isinstance(d["coordinator"], str) or not d["coordinator"]:
+        if not isinstance(d["coordinator"], str) or not is_party(d["coordinator"]):
             raise VerificationError("checkpoint coordinator must be a party id")
         return cls(d["coordinator"], _uint(d["size"], "size"), _hex(d["root"], 32, "root"),
                    _uint(d["time"], "time"), _hex(d["sig"], 64, "sig"))

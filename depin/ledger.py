@@ -190,8 +190,8 @@ def verify(entries: Iterable[Mapping[str, Any] | Entry]) -> Summary:
     """Check the whole log from seq 0 (shape, chain, money rules); raise LedgerError naming the first bad position."""
     book = Book()
     for raw in entries:
-        try:
-            e = raw if isinstance(raw, Entry) else Entry.from_dict(raw)
+        try:  # an Entry object gets the same shape checks as a map: it may have been built by hand
+            e = Entry.from_dict(raw.to_dict() if isinstance(raw, Entry) else raw)
         except LedgerError as exc:
             raise LedgerError(f"entry {book.size}: {_detail(exc)}", book.size) from None
         book.apply(e)

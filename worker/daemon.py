@@ -176,6 +176,10 @@ class Worker:
             await witness.audit(client, self.coordinator, self.journal, self.key.id)
         except VerificationError as exc:
             raise LedgerAlarm(str(exc)) from exc
+        except ConnectionFailed:
+            raise
+        except DepinError as exc:  # a refused or garbled answer: no verdict on the ledger; work on, retry later
+            log.warning("ledger audit failed (%s); retrying in %.0fs", exc, self.config.audit_interval_ms / 1000)
 
     async def _cycle(self, client: Client) -> None:
         coordinator = await self._connect(client)

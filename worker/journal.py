@@ -10,8 +10,10 @@ what the witness caught (worker.witness).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +49,24 @@ class Journal:
         except sqlite3.DatabaseError as exc:
             raise UserError(f"cannot open the worker journal {path}: {exc}") from None
 
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[None]:
+        # One transaction (one fsync), rolled back on any error so the connection stays usable.
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
     def add(self, item: ResultItem, now_ms: int, job_id: str = "", price: int = 0) -> None:
         """Durably record a finished result (and start its story in `sent`)."""
-        self.db.execute("BEGIN IMMEDIATE")
-        self.db.execute("INSERT OR REPLACE INTO pending VALUES (?, ?, ?)",
-                        (item.lease_id, codec.encode(item.to_payload()), now_ms))
-        self.db.execute("INSERT OR IGNORE INTO sent VALUES (?, ?, ?, ?, ?, 'computed', NULL, NULL)",
-                        (item.lease_id, item.task_id, job_id, price, now_ms))
-        self.db.execute("COMMIT")
+        with self._tx():
+            self.db.execute("INSERT OR REPLACE INTO pending VALUES (?, ?, ?)",
+                            (item.lease_id, codec.encode(item.to_payload()), now_ms))
+            self.db.execute("INSERT OR IGNORE INTO sent VALUES (?, ?, ?, ?, ?, 'computed', NULL, NULL)",
+                            (item.lease_id, item.task_id, job_id, price, now_ms))
 
     def pending(self, limit: int, max_bytes: int | None = None) -> list[ResultItem]:
         """The oldest unacknowledged results: at most `limit`, and at most `max_bytes` encoded (but at least one)."""
@@ -74,21 +86,19 @@ class Journal:
 
     def remove(self, lease_ids: list[str], acks: list[tuple[str, str]] | None = None, now_ms: int = 0) -> None:
         """Forget results the coordinator has acknowledged, noting each (status, reason), in one transaction."""
-        self.db.execute("BEGIN IMMEDIATE")
-        self.db.executemany("DELETE FROM pending WHERE lease_id = ?", [(x,) for x in lease_ids])
-        if acks is not None:
-            self.db.executemany("UPDATE sent SET status = ?, reason = ?, acked = ? WHERE lease_id = ?",
-                                [(status, reason or None, now_ms, x) for x, (status, reason)
-                                 in zip(lease_ids, acks, strict=True)])
-        self.db.execute("COMMIT")
+        with self._tx():
+            self.db.executemany("DELETE FROM pending WHERE lease_id = ?", [(x,) for x in lease_ids])
+            if acks is not None:
+                self.db.executemany("UPDATE sent SET status = ?, reason = ?, acked = ? WHERE lease_id = ?",
+                                    [(status, reason or None, now_ms, x) for x, (status, reason)
+                                     in zip(lease_ids, acks, strict=True)])
 
     def set_aside(self, lease_id: str, reason: str, now_ms: int) -> None:
         """Move a result the coordinator refused as malformed out of the send queue, keeping it for inspection."""
-        self.db.execute("BEGIN IMMEDIATE")
-        self.db.execute("INSERT OR REPLACE INTO refused SELECT lease_id, item, ?, ? FROM pending WHERE lease_id = ?",
-                        (reason, now_ms, lease_id))
-        self.db.execute("DELETE FROM pending WHERE lease_id = ?", (lease_id,))
-        self.db.execute("COMMIT")
+        with self._tx():
+            self.db.execute("INSERT OR REPLACE INTO refused SELECT lease_id, item, ?, ? FROM pending"
+                            " WHERE lease_id = ?", (reason, now_ms, lease_id))
+            self.db.execute("DELETE FROM pending WHERE lease_id = ?", (lease_id,))
 
     def refused(self) -> list[tuple[str, str]]:
         """(lease_id, reason) of every result set aside."""
@@ -112,14 +122,13 @@ class Journal:
 
     def add_evidence(self, cp: Checkpoint, credits: list[tuple[dict[str, Any], list[str]]], now_ms: int) -> None:
         """Keep a verified checkpoint and the credits proved against it, in one transaction."""
-        self.db.execute("BEGIN IMMEDIATE")
-        self.db.execute("INSERT OR IGNORE INTO checkpoints VALUES (?, ?, ?)",
-                        (cp.size, json.dumps(cp.to_json()), now_ms))
-        self.db.executemany(
-            "INSERT OR REPLACE INTO credits VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(e["seq"], e["kind"], e["task_id"], e["amount"], json.dumps(e), json.dumps(proof), cp.size)
-             for e, proof in credits])
-        self.db.execute("COMMIT")
+        with self._tx():
+            self.db.execute("INSERT OR IGNORE INTO checkpoints VALUES (?, ?, ?)",
+                            (cp.size, json.dumps(cp.to_json()), now_ms))
+            self.db.executemany(
+                "INSERT OR REPLACE INTO credits VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(e["seq"], e["kind"], e["task_id"], e["amount"], json.dumps(e), json.dumps(proof), cp.size)
+                 for e, proof in credits])
 
     def alarm(self, message: str, now_ms: int) -> None:
         """Record what the witness caught."""

@@ -27,7 +27,18 @@ KINDS = sorted(crypto.KINDS)
 
 
 def test_the_kinds_are_exactly_the_protocol_message_kinds() -> None:
-    assert crypto.KINDS == {"task", "lease-request", "release", "results", "results-ack", "submit", "cancel"}
+    assert crypto.KINDS == {"task", "lease-request", "release", "results", "results-ack", "submit", "cancel",
+                            "result-request", "grant", "checkpoint"}
+
+
+@pytest.mark.parametrize("kind", ["result-request", "grant", "checkpoint"])
+def test_the_kinds_of_issue_4_sign_under_their_own_tag(kind: str) -> None:
+    # The tag is the kind as spelled: "depin/1/checkpoint" 00, etc. (LEDGER.md 8, PROTOCOL.md 5).
+    key = SigningKey(SEED_A)
+    sig = key.sign(kind, b"body")
+    raw = nacl.signing.SigningKey(SEED_A)
+    assert raw.sign(b"depin/1/" + kind.encode() + b"\x00" + b"body").signature == sig
+    key.verify_key.verify(kind, b"body", sig)
 
 
 # ---- known-answer vectors ------------------------------------------------------------------------------------

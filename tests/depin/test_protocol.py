@@ -14,6 +14,8 @@ from depin.protocol import (
     AckItem,
     CancelRequest,
     Freshness,
+    GrantRequest,
+    JobRequest,
     LeaseGrant,
     LeaseRequest,
     ReleaseRequest,
@@ -78,6 +80,16 @@ def test_lease_request_round_trip() -> None:
     assert LeaseRequest.from_payload({**req.to_payload(), **FRESH}) == req
 
 
+def test_lease_request_min_price_round_trip() -> None:
+    req = LeaseRequest.from_payload(_wire({**LEASE, "owner": "o" * 32, "min_price": 9, **FRESH}))
+    assert req == LeaseRequest(4, 20_000, ("mandelbrot@1",), "o" * 32, 9)
+    assert req.to_payload() == {**LEASE, "owner": "o" * 32, "min_price": 9}
+    assert LeaseRequest.from_payload({**LEASE, "min_price": 0}).min_price == 0  # 0 is sent as given
+    assert LeaseRequest.from_payload({**LEASE, "min_price": 2**40 - 1}).min_price == protocol.MAX_PRICE
+    assert "min_price" not in LeaseRequest(1, 0, ("a@1",)).to_payload()  # absent unless set
+    assert LeaseRequest.from_payload(LEASE).min_price is None
+
+
 def test_lease_request_bounds_accepted() -> None:
     LeaseRequest.from_payload({"max_tasks": 1, "wait_ms": 0, "kernels": ["k" * 48 + "@123456789"] * 64})
     LeaseRequest.from_payload({"max_tasks": protocol.MAX_BATCH, "wait_ms": protocol.MAX_WAIT_MS, "kernels": ["a@1"]})
@@ -109,6 +121,13 @@ def test_lease_request_refuses_malformed_kernel_keys(key: str) -> None:
         ({**LEASE, "kernels": [""]}, "field kernels: must list 1..64"),
         ({**LEASE, "kernels": ["k" * 65]}, "field kernels: must list 1..64"),
         ({**LEASE, "kernels": [1]}, "field kernels: must list 1..64"),
+        ({**LEASE, "min_price": -1}, "field min_price: -1 outside [0, 1099511627775]"),
+        ({**LEASE, "min_price": 2**40}, "field min_price: 1099511627776 outside [0, 1099511627775]"),
+        ({**LEASE, "min_price": None}, "field min_price: wrong type NoneType"),
+        ({**LEASE, "min_price": True}, "field min_price: wrong type bool"),
+        ({**LEASE, "min_price": 1.0}, "field min_price: wrong type float"),
+        ({**LEASE, "min_price": "5"}, "field min_price: wrong type str"),
+        ({**LEASE, "max_price": 5}, "unknown field max_price"),
     ],
 )
 def test_lease_request_refuses(payload: dict[str, Any], message: str) -> None:
@@ -280,15 +299,88 @@ def test_cancel_refuses(payload: dict[str, Any], message: str) -> None:
     _refuses(CancelRequest.from_payload, payload, message)
 
 
+# ---- result request --------------------------------------------------------------------------------------------
+
+
+def test_job_request_round_trip() -> None:
+    req = JobRequest.from_payload(_wire({"job_id": "abc", **FRESH}))
+    assert req == JobRequest("abc")
+    assert req.to_payload() == {"job_id": "abc"}
+    assert JobRequest.from_payload({**req.to_payload(), **FRESH}) == req
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({}, "missing field job_id"),
+        ({"job_id": "a", "format": "png"}, "unknown field format"),
+        ({"job_id": 5}, "field job_id: wrong type int"),
+        ({"job_id": b"abc"}, "field job_id: wrong type bytes"),
+        ({"job_id": ""}, "field job_id: length must be 1..128"),
+        ({"job_id": "j" * 129}, "field job_id: length must be 1..128"),
+    ],
+)
+def test_job_request_refuses(payload: dict[str, Any], message: str) -> None:
+    _refuses(JobRequest.from_payload, payload, message)
+
+
+# ---- grant -------------------------------------------------------------------------------------------------------
+
+ACCOUNT = "alice" + "2" * 27
+
+
+def test_grant_request_round_trip() -> None:
+    req = GrantRequest.from_payload(_wire({"account": ACCOUNT, "amount": 1000, **FRESH}))
+    assert req == GrantRequest(ACCOUNT, 1000)
+    assert req.to_payload() == {"account": ACCOUNT, "amount": 1000}
+    assert GrantRequest.from_payload({**req.to_payload(), **FRESH}) == req
+
+
+def test_grant_request_bounds_accepted() -> None:
+    assert protocol.MAX_GRANT == 2**53 - 1
+    assert GrantRequest.from_payload({"account": ACCOUNT, "amount": 1}).amount == 1
+    assert GrantRequest.from_payload({"account": ACCOUNT, "amount": 2**53 - 1}).amount == 2**53 - 1
+    assert GrantRequest.from_payload({"account": "2" * 32, "amount": 1}).account == "2" * 32
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"amount": 1}, "missing field account"),
+        ({"account": ACCOUNT}, "missing field amount"),
+        ({"account": ACCOUNT, "amount": 1, "job_id": "j"}, "unknown field job_id"),
+        ({"account": ACCOUNT, "amount": 0}, "field amount: 0 outside [1, 9007199254740991]"),
+        ({"account": ACCOUNT, "amount": -1}, "field amount: -1 outside [1, 9007199254740991]"),
+        ({"account": ACCOUNT, "amount": 2**53}, "field amount: 9007199254740992 outside [1, 9007199254740991]"),
+        ({"account": ACCOUNT, "amount": 1.0}, "field amount: wrong type float"),
+        ({"account": ACCOUNT, "amount": True}, "field amount: wrong type bool"),
+        ({"account": ACCOUNT, "amount": "10"}, "field amount: wrong type str"),
+        ({"account": "mint", "amount": 1}, "field account: must be a party id (32 characters a-z, 2-7)"),
+        ({"account": "escrow:j", "amount": 1}, "field account: must be a party id"),
+        ({"account": ACCOUNT.upper(), "amount": 1}, "field account: must be a party id"),
+        ({"account": ACCOUNT[:-1], "amount": 1}, "field account: must be a party id"),
+        ({"account": ACCOUNT + "2", "amount": 1}, "field account: must be a party id"),
+        ({"account": ACCOUNT[:-1] + "1", "amount": 1}, "field account: must be a party id"),
+        ({"account": ACCOUNT[:-1] + "\n", "amount": 1}, "field account: must be a party id"),
+        ({"account": 5, "amount": 1}, "field account: wrong type int"),
+        ({"account": ACCOUNT.encode(), "amount": 1}, "field account: wrong type bytes"),
+    ],
+)
+def test_grant_request_refuses(payload: dict[str, Any], message: str) -> None:
+    _refuses(GrantRequest.from_payload, payload, message)
+
+
 # ---- task message ---------------------------------------------------------------------------------------------
 
 TASK = {"task_id": "J-0", "job_id": "J", "kernel": "mandelbrot", "kernel_version": 1,
-        "params": {"width": 2, "height": 2}, "coordinator": "c" * 32}
+        "params": {"width": 2, "height": 2}, "coordinator": "c" * 32, "price": 7}
 
 
 def test_task_message() -> None:
     msg = TaskMessage.from_payload(_wire(TASK))
-    assert msg == TaskMessage("J-0", "J", "mandelbrot", 1, {"width": 2, "height": 2}, "c" * 32)
+    assert msg == TaskMessage("J-0", "J", "mandelbrot", 1, {"width": 2, "height": 2}, "c" * 32, 7)
+    assert TaskMessage.from_payload({**TASK, "price": 1}).price == 1
+    assert TaskMessage.from_payload({**TASK, "price": 2**40 - 1}).price == protocol.MAX_PRICE
 
 
 @pytest.mark.parametrize(
@@ -297,7 +389,14 @@ def test_task_message() -> None:
         ({k: v for k, v in TASK.items() if k != "task_id"}, "missing field task.task_id"),
         ({k: v for k, v in TASK.items() if k != "coordinator"}, "missing field task.coordinator"),
         ({k: v for k, v in TASK.items() if k != "params"}, "missing field task.params"),
-        ({**TASK, "price": 1}, "unknown field task.price"),
+        ({k: v for k, v in TASK.items() if k != "price"}, "missing field task.price"),
+        ({**TASK, "min_price": 1}, "unknown field task.min_price"),
+        ({**TASK, "price": 0}, "field task.price: 0 outside [1, 1099511627775]"),
+        ({**TASK, "price": 2**40}, "field task.price: 1099511627776 outside [1, 1099511627775]"),
+        ({**TASK, "price": -7}, "field task.price: -7 outside"),
+        ({**TASK, "price": 7.0}, "field task.price: wrong type float"),
+        ({**TASK, "price": True}, "field task.price: wrong type bool"),
+        ({**TASK, "price": None}, "field task.price: wrong type NoneType"),
         ({**TASK, "kernel_version": -1}, "field task.kernel_version: -1 outside [0, 2147483648]"),
         ({**TASK, "kernel_version": "1"}, "field task.kernel_version: wrong type str"),
         ({**TASK, "params": []}, "field task.params: wrong type list"),
@@ -378,8 +477,10 @@ def test_results_ack_refuses(payload: dict[str, Any], message: str) -> None:
 
 def test_every_error_is_a_peer_protocol_error_never_a_crash() -> None:
     # The parsers index into what they are given; a few hostile shapes must still end as PeerProtocolError.
-    hostile: list[Any] = [{"results": [None]}, {"results": [[]]}, {"acks": None}, {"kernels": None}]
+    hostile: list[Any] = [{"results": [None]}, {"results": [[]]}, {"acks": None}, {"kernels": None},
+                          {"account": None, "amount": None}, {"job_id": None}, {"price": None}]
     for payload in hostile:
-        for parse in (ResultsRequest.from_payload, LeaseRequest.from_payload, ResultsAck.from_payload):
+        for parse in (ResultsRequest.from_payload, LeaseRequest.from_payload, ResultsAck.from_payload,
+                      GrantRequest.from_payload, JobRequest.from_payload, TaskMessage.from_payload):
             with pytest.raises(PeerProtocolError):
                 parse(payload)

@@ -1,16 +1,23 @@
-"""worker.daemon: Backoff (exponential, jittered by an injected random source, capped) and the journal flush."""
+"""worker.daemon: Backoff (exponential, jittered by an injected random source, capped), the journal flush, a cycle
+against a fake coordinator (minimum price, the task's price in the journal), and the ledger witness in the loop."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from depin import codec
 from depin.config import WorkerConfig
-from depin.crypto import SigningKey
-from depin.errors import BadRequest, Forbidden, KeyMismatch
-from depin.protocol import AckItem, ResultItem, ResultsAck
-from worker.daemon import Backoff, Worker
+from depin.crypto import SigningKey, open_envelope
+from depin.errors import BadRequest, ConnectionFailed, Forbidden, KeyMismatch, PeerProtocolError, VerificationError
+from depin.protocol import AckItem, ResultItem, ResultsAck, ResultsRequest
+from worker import witness
+from worker.daemon import Backoff, LedgerAlarm, Worker
+from worker.journal import Journal
 
 
 def _delays(b: Backoff, n: int) -> list[float]:
@@ -105,3 +112,157 @@ async def test_a_ban_or_a_changed_key_stops_the_worker(tmp_path: Path, error: st
     w._cycle = cycle  # type: ignore[method-assign]
     assert await w.run() == code
     assert cycles == 1
+
+
+# ---- the ledger witness inside the worker loop --------------------------------------------------------------------
+
+COORD = SigningKey(bytes([3]) * 32)
+
+
+def _worker(tmp_path: Path, **config: Any) -> Worker:
+    return Worker(WorkerConfig(coordinator="http://127.0.0.1:1", data_dir=tmp_path, coordinator_key=None, **config),
+                  SigningKey(bytes(32)))
+
+
+def _alarms(tmp_path: Path) -> list[tuple[int, str]]:
+    j = Journal(tmp_path / "journal.sqlite3")
+    try:
+        return j.alarms()
+    finally:
+        j.close()
+
+
+async def test_a_ledger_alarm_stops_the_worker_with_exit_code_4_and_is_recorded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    w = _worker(tmp_path)
+    fork = "LEDGER FORK: the checkpoint of size 9 does not extend the checkpoint of size 12"
+
+    async def cycle(client: object) -> None:
+        raise LedgerAlarm(fork) from VerificationError(fork)
+
+    w._cycle = cycle  # type: ignore[method-assign]
+    with caplog.at_level(logging.CRITICAL, logger="depin.worker"):
+        assert await w.run() == 4
+    assert [m for _, m in _alarms(tmp_path)] == [fork]
+    assert f"!!! LEDGER ALARM: {fork}" in caplog.text
+
+
+async def test_audit_runs_once_per_interval_unless_forced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = _worker(tmp_path, audit_interval_ms=60_000)
+    calls: list[str] = []
+
+    async def audit(client: object, coordinator: object, journal: object, worker_id: str) -> int:
+        calls.append(worker_id)
+        return 0
+
+    monkeypatch.setattr(witness, "audit", audit)
+    await w._audit(client=None)  # type: ignore[arg-type]
+    assert calls == []  # not connected yet: nothing to audit
+    w.coordinator = COORD.verify_key
+    await w._audit(client=None)  # type: ignore[arg-type]
+    await w._audit(client=None)  # type: ignore[arg-type]
+    assert calls == [w.key.id]
+    await w._audit(client=None, force=True)  # type: ignore[arg-type]
+    assert len(calls) == 2
+    w.journal.close()
+
+
+async def test_only_a_verification_error_becomes_an_alarm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = _worker(tmp_path)
+    w.coordinator = COORD.verify_key
+    error: Exception = VerificationError("LEDGER FORK: two checkpoints of size 3 with different roots")
+
+    async def audit(*args: object) -> int:
+        raise error
+
+    monkeypatch.setattr(witness, "audit", audit)
+    with pytest.raises(LedgerAlarm, match="LEDGER FORK: two checkpoints") as info:
+        await w._audit(client=None, force=True)  # type: ignore[arg-type]
+    assert info.value.__cause__ is error
+    error = PeerProtocolError("credits answer must be a map with a credits list")
+    await w._audit(client=None, force=True)  # type: ignore[arg-type]  # a malformed answer: logged, work goes on
+    assert w.journal.alarms() == []
+    error = ConnectionFailed("cannot reach the coordinator")
+    with pytest.raises(ConnectionFailed):  # the usual backoff, not an alarm
+        await w._audit(client=None, force=True)  # type: ignore[arg-type]
+    w.journal.close()
+
+
+@pytest.mark.parametrize(("error", "code"), [(VerificationError("entry 4 is not in the signed ledger"), 4),
+                                             (PeerProtocolError("credits answer must be a map"), 0)])
+async def test_the_final_audit_on_the_way_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception,
+                                              code: int) -> None:
+    w = _worker(tmp_path)
+
+    async def cycle(client: object) -> None:
+        w.coordinator = COORD.verify_key
+        w.stop.set()
+
+    async def audit(*args: object) -> int:
+        raise error
+
+    w._cycle = cycle  # type: ignore[method-assign]
+    monkeypatch.setattr(witness, "audit", audit)
+    assert await w.run() == code
+    assert [m for _, m in _alarms(tmp_path)] == ([str(error)] if code else [])
+
+
+class _FakeCoordinator:
+    """The two POSTs of a worker cycle, answered as the coordinator would (a signed task, a signed ack)."""
+
+    def __init__(self, price: int) -> None:
+        self.task = {"task_id": "J-0", "job_id": "J", "kernel": "mandelbrot", "kernel_version": 1,
+                     "params": {"width": 8, "height": 2, "x_min": -2.0, "x_max": 1.0, "y_min": -1.2, "y_max": 1.2,
+                                "max_iter": 20, "row_start": 0, "row_end": 2},
+                     "coordinator": COORD.id, "price": price}
+        self.lease_payloads: list[dict[str, Any]] = []
+
+    async def post_signed(self, path: str, key: SigningKey, kind: str, payload: dict[str, Any],
+                          read_timeout_s: float | None = None) -> Any:
+        assert (path, kind) == ("/v1/lease", "lease-request")
+        self.lease_payloads.append(payload)
+        body = codec.encode(self.task)
+        return {"leases": [{"lease_id": "L1", "expires_ms": 1, "task": body, "sig": COORD.sign("task", body)}]}
+
+    async def post(self, path: str, envelope: Any, read_timeout_s: float | None = None) -> Any:
+        signer, body = open_envelope("results", envelope)
+        items = ResultsRequest.from_payload(body).results
+        ack = ResultsAck(worker_id=signer.id, request_nonce=body["nonce"],
+                         acks=tuple(AckItem(i.lease_id, "accepted", "") for i in items))
+        return COORD.seal("results-ack", ack.to_payload())
+
+
+@pytest.mark.parametrize("min_price", [0, 5])
+async def test_a_cycle_asks_for_its_minimum_price_and_journals_the_task_price(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, min_price: int
+) -> None:
+    w = _worker(tmp_path, min_price=min_price)
+    w.coordinator = COORD.verify_key
+    monkeypatch.setattr(witness, "audit", lambda *args: asyncio.sleep(0, 0))
+    fake = _FakeCoordinator(price=7)
+    await w._cycle(fake)  # type: ignore[arg-type]
+    (payload,) = fake.lease_payloads
+    assert payload.get("min_price") == (min_price or None)  # sent only when the worker sets one
+    assert [(s["lease_id"], s["job_id"], s["price"], s["status"]) for s in w.journal.story()] == [
+        ("L1", "J", 7, "accepted")]
+    assert (w.stats.computed, w.stats.accepted, w.journal.count()) == (1, 1, 0)
+    w.journal.close()
+
+
+async def test_a_task_below_the_minimum_price_is_given_back_unrun(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    w = _worker(tmp_path, min_price=8)
+    w.coordinator = COORD.verify_key
+    monkeypatch.setattr(witness, "audit", lambda *args: asyncio.sleep(0, 0))
+    released: list[list[str]] = []
+
+    async def release(client: object, lease_ids: list[str]) -> None:
+        released.append(lease_ids)
+
+    w._release = release  # type: ignore[method-assign]
+    with pytest.raises(PeerProtocolError, match="task J-0 pays 7 credits, below our minimum of 8"):  # then backs off
+        await w._cycle(_FakeCoordinator(price=7))  # type: ignore[arg-type]
+    assert released == [["L1"]]
+    assert (w.stats.computed, w.journal.story()) == (0, [])
+    w.journal.close()

@@ -1,12 +1,18 @@
-"""worker.journal.Journal: finished results survive restarts until acknowledged."""
+"""worker.journal.Journal: finished results survive restarts until acknowledged; each result's story, and the
+ledger evidence the witness keeps (checkpoints, proved credits, alarms)."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from depin import codec
+from depin.checkpoint import Checkpoint, sign
+from depin.crypto import SigningKey
 from depin.errors import UserError
 from depin.protocol import ResultItem
 from worker.journal import Journal
@@ -99,3 +105,174 @@ def test_set_aside_moves_a_result_out_of_the_queue_and_keeps_it(tmp_path: Path) 
     assert again.refused() == [("L1", "malformed")]
     assert again.count() == 1
     again.close()
+
+
+# ---- each result's story: computed -> acknowledged -> credited ------------------------------------------------------
+
+
+def test_add_starts_the_story_of_a_result(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.sqlite3")
+    j.add(_item("L1"), now_ms=100, job_id="J", price=7)
+    assert j.story() == [{"lease_id": "L1", "task_id": "task-of-L1", "job_id": "J", "price": 7, "computed": 100,
+                          "status": "computed", "reason": None, "acked": None, "seq": None, "amount": None,
+                          "checkpoint": None}]
+    j.close()
+
+
+def test_remove_with_acks_records_how_each_result_was_acknowledged(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.sqlite3")
+    for n, lease in enumerate(["L1", "L2", "L3", "L4"]):
+        j.add(_item(lease), now_ms=n, job_id="J", price=7)
+    j.remove(["L1", "L2", "L3"], [("accepted", ""), ("rejected", "lease was given back"),
+                                  ("duplicate", "result already received")], now_ms=50)
+    assert [(s["lease_id"], s["status"], s["reason"], s["acked"]) for s in j.story()] == [
+        ("L1", "accepted", None, 50), ("L2", "rejected", "lease was given back", 50),
+        ("L3", "duplicate", "result already received", 50), ("L4", "computed", None, None)]
+    assert [i.lease_id for i in j.pending(10)] == ["L4"]
+    j.remove(["L4"])  # without acks (an old caller): forgotten, its story untouched
+    assert j.count() == 0 and j.story()[-1]["status"] == "computed"
+    j.close()
+
+
+def test_adding_a_lease_again_keeps_its_first_story(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.sqlite3")
+    j.add(_item("L1", 1), now_ms=100, job_id="J", price=7)
+    j.add(_item("L1", 5), now_ms=200, job_id="J", price=7)
+    assert [(s["lease_id"], s["computed"]) for s in j.story()] == [("L1", 100)]
+    j.close()
+
+
+def test_add_is_one_transaction(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.sqlite3")
+    statements: list[str] = []
+    j.db.set_trace_callback(statements.append)
+    j.add(_item("L1"), now_ms=1, job_id="J", price=7)
+    j.db.set_trace_callback(None)
+    assert statements[0] == "BEGIN IMMEDIATE" and statements[-1] == "COMMIT"
+    assert [s.split()[0] for s in statements[1:-1]] == ["INSERT", "INSERT"]
+    j.close()
+
+
+def _fail_on_sent(j: Journal) -> None:
+    """Make the second statement of `add` fail, as a full disk would."""
+    j.db.execute("CREATE TRIGGER fail_sent BEFORE INSERT ON sent BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+
+
+def test_a_failed_add_stores_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    j = Journal(path)
+    _fail_on_sent(j)
+    with pytest.raises(sqlite3.DatabaseError, match="disk full"):
+        j.add(_item("L1"), now_ms=1, job_id="J", price=7)
+    j.close()
+    again = Journal(path)
+    assert again.count() == 0 and again.story() == []
+    again.close()
+
+
+def test_the_journal_stays_usable_after_a_failed_write(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.sqlite3")
+    _fail_on_sent(j)
+    with pytest.raises(sqlite3.DatabaseError, match="disk full"):
+        j.add(_item("L1"), now_ms=1, job_id="J", price=7)
+    j.db.execute("DROP TRIGGER fail_sent")
+    assert j.count() == 0  # this connection must not see half of the failed add either
+    j.add(_item("L2"), now_ms=2, job_id="J", price=7)
+    assert [i.lease_id for i in j.pending(10)] == ["L2"]
+    j.close()
+
+
+# ---- ledger evidence: checkpoints, proved credits, alarms --------------------------------------------------------
+
+COORD = SigningKey(bytes([7]) * 32)
+WORKER = "w" * 32
+
+
+def _cp(size: int, time: int = 1000) -> Checkpoint:
+    return sign(COORD, size=size, root=bytes([size]) * 32, time=time)
+
+
+def _credit(seq: int, task_id: str | None, amount: int = 7, kind: str = "reward") -> dict[str, Any]:
+    return {"seq": seq, "time": seq, "kind": kind, "from": "escrow:J", "to": WORKER, "amount": amount, "job_id": "J",
+            "task_id": task_id, "prev_hash": "00" * 32, "hash": "11" * 32}
+
+
+def test_no_evidence_at_first(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.sqlite3")
+    assert (j.latest_checkpoint(), j.checkpoints(), j.last_credit_seq(), j.alarms()) == (None, [], -1, [])
+    j.close()
+
+
+def test_checkpoints_are_kept_and_the_largest_is_the_latest(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.sqlite3")
+    j.add_evidence(_cp(5), [], now_ms=1)
+    j.add_evidence(_cp(12), [], now_ms=2)
+    j.add_evidence(_cp(8), [], now_ms=3)
+    j.add_evidence(_cp(12, time=9999), [], now_ms=4)  # the same size again: the first one stays
+    assert j.latest_checkpoint() == _cp(12)
+    assert j.checkpoints() == [_cp(5), _cp(8), _cp(12)]
+    j.latest_checkpoint().verify(COORD.verify_key)  # type: ignore[union-attr]
+    j.close()
+
+
+def test_credits_are_kept_with_their_proof_and_checkpoint(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.sqlite3")
+    j.add_evidence(_cp(10), [(_credit(3, "J-0"), ["aa" * 32]), (_credit(7, "J-1"), [])], now_ms=1)
+    assert j.last_credit_seq() == 7
+    rows = j.db.execute("SELECT seq, kind, task_id, amount, entry, proof, checkpoint FROM credits ORDER BY seq")
+    assert [(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]), r[6]) for r in rows] == [
+        (3, "reward", "J-0", 7, _credit(3, "J-0"), ["aa" * 32], 10), (7, "reward", "J-1", 7, _credit(7, "J-1"), [], 10)]
+    j.close()
+
+
+def test_the_story_joins_each_result_to_its_proved_reward(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.sqlite3")
+    j.add(ResultItem("L1", "J-0", _item("x").output, 1), now_ms=1, job_id="J", price=7)
+    j.add(ResultItem("L2", "J-1", _item("x").output, 1), now_ms=2, job_id="J", price=7)
+    j.add(ResultItem("L3", "J-2", _item("x").output, 1), now_ms=3, job_id="J", price=7)
+    j.remove(["L1", "L2", "L3"], [("accepted", ""), ("accepted", ""), ("rejected", "late")], now_ms=4)
+    # A refund to this worker (it also submits) names no task and pays no result.
+    j.add_evidence(_cp(20), [(_credit(11, "J-0"), []), (_credit(12, None, 40, "refund"), [])], now_ms=5)
+    story = {s["lease_id"]: (s["status"], s["seq"], s["amount"], s["checkpoint"]) for s in j.story()}
+    assert story == {"L1": ("accepted", 11, 7, 20), "L2": ("accepted", None, None, None),
+                     "L3": ("rejected", None, None, None)}
+    j.close()
+
+
+def test_alarms_are_kept_oldest_first(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    j = Journal(path)
+    j.alarm("LEDGER FORK: second", now_ms=20)
+    j.alarm("LEDGER FORK: first", now_ms=10)
+    j.close()
+    again = Journal(path)
+    assert again.alarms() == [(10, "LEDGER FORK: first"), (20, "LEDGER FORK: second")]
+    again.close()
+
+
+def test_evidence_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    j = Journal(path)
+    j.add_evidence(_cp(4), [(_credit(2, "J-0"), ["bb" * 32])], now_ms=1)
+    j.close()
+    again = Journal(path)
+    assert (again.latest_checkpoint(), again.last_credit_seq()) == (_cp(4), 2)
+    again.close()
+
+
+def test_a_journal_from_before_the_ledger_evidence_opens_and_gains_the_new_tables(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE pending (lease_id TEXT PRIMARY KEY, item BLOB NOT NULL, added INTEGER NOT NULL);"
+        "CREATE TABLE refused (lease_id TEXT PRIMARY KEY, item BLOB NOT NULL, reason TEXT NOT NULL,"
+        " refused INTEGER NOT NULL);")
+    old.execute("INSERT INTO pending VALUES (?, ?, ?)", ("L1", codec.encode(_item("L1").to_payload()), 1))
+    old.commit()
+    old.close()
+    j = Journal(path)
+    assert j.pending(10) == [_item("L1")]
+    assert j.story() == [] and j.latest_checkpoint() is None  # no story for a result computed before the upgrade
+    j.remove(["L1"], [("accepted", "")], now_ms=2)
+    assert j.count() == 0
+    j.close()

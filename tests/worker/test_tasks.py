@@ -14,7 +14,7 @@ from depin.crypto import SigningKey, VerifyKey
 from depin.errors import PeerProtocolError, VerificationError
 from depin.kernels import mandelbrot
 from depin.protocol import LeaseGrant, ResultItem
-from tests.coordinator.sched_support import lease, new_scheduler, submit
+from tests.coordinator.sched_support import PRICE, lease, new_scheduler, submit
 from tests.spec_examples import SPEC
 from worker import tasks
 
@@ -27,7 +27,7 @@ PARAMS = {"width": 8, "height": 6, "x_min": -2.0, "x_max": 1.0, "y_min": -1.2, "
 
 def _task(**changes: Any) -> dict[str, Any]:
     task = {"task_id": "J-0", "job_id": "J", "kernel": "mandelbrot", "kernel_version": 1, "params": dict(PARAMS),
-            "coordinator": COORD.id}
+            "coordinator": COORD.id, "price": 7}
     task.update(changes)
     return task
 
@@ -41,6 +41,7 @@ def test_check_accepts_a_task_from_the_pinned_coordinator() -> None:
     checked = tasks.check(_grant(_task()), COORD.verify_key)
     assert checked.lease_id == "L1"
     assert (checked.task.task_id, checked.task.job_id, checked.task.coordinator) == ("J-0", "J", COORD.id)
+    assert checked.task.price == 7
     assert checked.kernel is mandelbrot.KERNEL
     assert checked.params == PARAMS
 
@@ -48,9 +49,12 @@ def test_check_accepts_a_task_from_the_pinned_coordinator() -> None:
 def test_check_accepts_what_the_scheduler_signs() -> None:
     s = new_scheduler()
     submit(s, tasks=2)
-    for grant in lease(s, "A", now=0):
-        checked = tasks.check(grant, s.key.verify_key)
+    grants = lease(s, "A", now=0)
+    assert len(grants) == 2
+    for grant in grants:
+        checked = tasks.check(grant, s.key.verify_key, min_price=PRICE)
         assert checked.params == s.tasks[checked.task.task_id].params
+        assert checked.task.price == PRICE == s.jobs[checked.task.job_id].price
 
 
 def test_check_accepts_the_protocol_md_example_grant() -> None:
@@ -59,6 +63,7 @@ def test_check_accepts_the_protocol_md_example_grant() -> None:
     grant = LeaseGrant.from_payload(grant_map, 0)
     checked = tasks.check(grant, VerifyKey(bytes.fromhex(ex["coordinator_public_key_hex"])))
     assert (checked.lease_id, checked.task.task_id) == (ex["lease_id"], f"{ex['job_id']}-0")
+    assert checked.task.price == 1
     assert codec.array_from_wire(tasks.run(checked).output).tolist() == SPEC["result"]["output"]
     with pytest.raises(VerificationError, match="bad task signature"):
         tasks.check(grant, COORD.verify_key)  # pinned to another coordinator
@@ -94,6 +99,42 @@ def test_check_refuses_a_task_signed_by_another_coordinator() -> None:
 def test_check_refuses_a_task_that_names_another_coordinator() -> None:
     with pytest.raises(VerificationError, match="task names a different coordinator"):
         tasks.check(_grant(_task(coordinator=IMPOSTOR.id)), COORD.verify_key)
+
+
+@pytest.mark.parametrize("min_price", [0, 1, 6, 7])
+def test_check_accepts_a_task_paying_at_least_the_minimum(min_price: int) -> None:
+    assert tasks.check(_grant(_task()), COORD.verify_key, min_price=min_price).task.price == 7
+
+
+@pytest.mark.parametrize("min_price", [8, 2**40 - 1])
+def test_check_refuses_a_task_paying_less_than_the_minimum(min_price: int) -> None:
+    # The coordinator should never lease it (it filters by min_price too); if it does, not a cycle is spent.
+    with pytest.raises(PeerProtocolError, match=f"task J-0 pays 7 credits, below our minimum of {min_price}"):
+        tasks.check(_grant(_task()), COORD.verify_key, min_price=min_price)
+
+
+def test_check_order_signature_then_coordinator_then_price_then_kernel() -> None:
+    cheap_unrunnable = _task(price=1, kernel="julia")
+    with pytest.raises(VerificationError, match="bad task signature"):
+        tasks.check(_grant(cheap_unrunnable, signer=IMPOSTOR), COORD.verify_key, min_price=5)
+    with pytest.raises(VerificationError, match="task names a different coordinator"):
+        tasks.check(_grant({**cheap_unrunnable, "coordinator": IMPOSTOR.id}), COORD.verify_key, min_price=5)
+    with pytest.raises(PeerProtocolError, match="pays 1 credits, below our minimum of 5"):
+        tasks.check(_grant(cheap_unrunnable), COORD.verify_key, min_price=5)
+    with pytest.raises(PeerProtocolError, match="not runnable: unknown kernel 'julia'"):
+        tasks.check(_grant(cheap_unrunnable), COORD.verify_key, min_price=1)
+
+
+@pytest.mark.parametrize(
+    ("price", "message"),
+    [(None, "missing field task.price"), (0, "field task.price: 0 outside"), ("7", "field task.price: wrong type str")],
+)
+def test_check_refuses_a_task_without_a_valid_price(price: Any, message: str) -> None:
+    task = _task() if price is None else _task(price=price)
+    if price is None:
+        del task["price"]
+    with pytest.raises(PeerProtocolError, match=message):
+        tasks.check(_grant(task), COORD.verify_key)
 
 
 def test_check_refuses_a_signature_of_another_kind() -> None:
