@@ -4,11 +4,12 @@ It works on the Store's connection and inside the Store's transactions: a change
 they complete are written by `write` in the same transaction as the rest of the change set. The `merkle` table keeps
 every perfect subtree hash (about two rows per entry), so an inclusion or consistency proof at any size reads
 O(log^2 n) rows and never rehashes the log; it is also a `merkle.NodeSource`. On open, `repair` rebuilds the tree if
-it does not cover exactly the stored entries (a database from before the tree existed, or edited by hand).
+it does not match the stored entries (a database from before the tree existed, or edited by hand).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -58,22 +59,45 @@ class LedgerStore:
         self.db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?,?,?,?)", (cp.size, cp.root, cp.time, cp.sig))
 
     def repair(self) -> int:
-        """Rebuild the Merkle table from the entries if it does not match them; return how many leaves it has."""
+        """Rebuild the Merkle table from the entries unless it matches them; return the number of entries.
+
+        The check costs one pass over the entries: the right number of rows, every leaf equal to its entry's leaf
+        hash, and the stored frontier giving the root the entries give."""
         size = self.size()
-        top = self.db.execute("SELECT MAX(idx), COUNT(*) FROM merkle WHERE level = 0").fetchone()
-        if (top[0] is None and size == 0) or (top[0] == size - 1 and top[1] == size):
-            return size
+        if not self._matches(size):
+            with self._tx():
+                self.db.execute("DELETE FROM merkle")
+                frontier = merkle.Frontier()
+                for (hash_hex,) in self.db.execute("SELECT hash FROM ledger ORDER BY seq").fetchall():
+                    self.db.executemany("INSERT INTO merkle VALUES (?,?,?)", frontier.append(ledger.leaf_of(hash_hex)))
+        return size
+
+    def _matches(self, size: int) -> bool:
+        expected_rows = sum(size >> level for level in range(size.bit_length()))
+        if self.db.execute("SELECT COUNT(*) FROM merkle").fetchone()[0] != expected_rows:
+            return False
+        rebuilt = merkle.Frontier()
+        rows = self.db.execute("SELECT l.hash, m.hash FROM ledger l LEFT JOIN merkle m ON m.level = 0 AND m.idx = l.seq"
+                               " ORDER BY l.seq")
+        for entry_hash, stored in rows:
+            leaf = ledger.leaf_of(entry_hash)
+            if stored is None or bytes(stored) != leaf:
+                return False
+            rebuilt.append(leaf)
+        try:
+            return merkle.Frontier.from_source(self, size).root() == rebuilt.root()
+        except LedgerError:  # a frontier node is missing
+            return False
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[None]:
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            self.db.execute("DELETE FROM merkle")
-            frontier = merkle.Frontier()
-            for (hash_hex,) in self.db.execute("SELECT hash FROM ledger ORDER BY seq").fetchall():
-                self.db.executemany("INSERT INTO merkle VALUES (?,?,?)", frontier.append(ledger.leaf_of(hash_hex)))
-            self.db.execute("COMMIT")
+            yield
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        return size
+        self.db.execute("COMMIT")
 
     # ---- the Merkle tree -----------------------------------------------------------------------------------
 

@@ -148,7 +148,9 @@ class Service:
         job = self.scheduler.jobs.get(job_id)
         if job is None:
             raise NotFound(f"no job {job_id}")
-        return self.audit.provenance(job)
+        answer = self.audit.provenance(job)
+        answer["job"]["escrow"] = self.scheduler.book.accounts.balance(accounts.escrow_account(job_id))
+        return answer
 
     # ---- writes ------------------------------------------------------------------------------------------
 

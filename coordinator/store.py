@@ -127,16 +127,21 @@ class Store:
                 # Every database starts as schema 1 and is migrated forward, new or old, by the same steps.
                 self.db.executescript(_SCHEMA)
                 self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', '1')")
+                if self._version() in ("1", "2"):
+                    self._refuse_old_money()  # before any migration step, so a refused database stays as it was
                 if self._version() == "1":
                     self.db.executescript("BEGIN IMMEDIATE;" + _MIGRATE_2 + "COMMIT;")
                 if self._version() == "2":
-                    self._refuse_old_money()
                     self.db.executescript("BEGIN IMMEDIATE;" + _MIGRATE_3 + "COMMIT;")
             version = self._version()
-        except sqlite3.DatabaseError as exc:
+            if version is None or int(version) != SCHEMA_VERSION:
+                raise UserError(f"{path} has schema version {version}, this depin needs {SCHEMA_VERSION}")
+        except (sqlite3.DatabaseError, UserError) as exc:
+            if hasattr(self, "db"):
+                self.db.close()
+            if isinstance(exc, UserError):
+                raise
             raise UserError(f"cannot open coordinator database {path}: {exc}") from None
-        if version is None or int(version) != SCHEMA_VERSION:
-            raise UserError(f"{path} has schema version {version}, this depin needs {SCHEMA_VERSION}")
         self.ledger = LedgerStore(self.db)
         if not readonly:
             self.ledger.repair()

@@ -86,7 +86,8 @@ def status_view(s: Scheduler, now: int, online_ms: int) -> dict[str, Any]:
             "root_hash": book.root().hex(),
             "minted": book.accounts.minted,
             "in_escrow": escrowed,
-            "total_credits": sum(w["balance"] for w in workers),
+            "in_accounts": book.accounts.minted - escrowed,  # every party's credits: submitters and workers
+            "total_credits": sum(w["balance"] for w in workers),  # the workers' share of in_accounts
         },
         "active_leases": sum(1 for x in s.leases.values() if x.state == "active"),
     }

@@ -19,6 +19,8 @@ from tests.coordinator.fuzz_support import (
     FIELDS,
     ITEM_FIELDS,
     KINDS,
+    MAX_GRANT,
+    MAX_PRICE,
     STEP_MS,
     STRANGERS,
     SUBMITTERS,
@@ -138,10 +140,11 @@ def field_strategy(h: Harness, name: str, good: bool) -> st.SearchStrategy[Any]:
                 | junk)
     if name == "job_id":
         return (known_jobs(h) | ids) if good else (bad_ids | known_jobs(h).map(lambda j: j + "x") | junk)
-    if name == "owner":
+    if name in ("owner", "account"):
         ids_ok = sorted({key.id for key in SIGNERS}) + ["a" * 32, "2" * 32]
         return st.sampled_from(ids_ok) if good else (
-            st.sampled_from(["", "A" * 32, "a" * 31, "a" * 33, "0" * 32, "8" * 32, "a" * 31 + "\n", None])
+            st.sampled_from(["", "A" * 32, "a" * 31, "a" * 33, "0" * 32, "8" * 32, "a" * 31 + "\n", None, "mint",
+                             "escrow:" + "0" * 16])
             | st.text(alphabet="abcxyz234567", min_size=30, max_size=34) | junk)
     if name == "kernel":
         return st.just("mandelbrot") if good else (
@@ -155,6 +158,9 @@ def field_strategy(h: Harness, name: str, good: bool) -> st.SearchStrategy[Any]:
         "quorum": (st.none() | st.integers(1, 3), [0, 4, 17, True, "1", 1.0, -1]),
         "max_errors": (st.none() | st.integers(0, 5), [-1, 65, True, "3", 0.5]),
         "price": (st.integers(1, 1000), [0, 2**40, 2**40 - 1, -1, True, 1.5]),
+        "min_price": (st.integers(0, 8) | st.just(MAX_PRICE), [-1, MAX_PRICE + 1, 2**64 - 1, True, 1.0, "0", None]),
+        "amount": (st.integers(1, 10**6) | st.just(MAX_GRANT),
+                   [0, -1, MAX_GRANT + 1, 2**63, 2**64 - 1, True, 1.0, "1", None]),
     }
     ok, edges = ranges[name]
     return ok if good else (st.sampled_from(edges) | junk)
@@ -281,6 +287,11 @@ def valid_request(h: Harness, endpoint: str) -> Request:
     if endpoint == "cancel":
         job_id = h.submit(SUBMITTERS[0])
         return Request("cancel", SUBMITTERS[0], {"job_id": job_id, **h.fresh()}, job_id=job_id)
+    if endpoint == "result":
+        job_id = h.done_job
+        return Request("result", SUBMITTERS[0], {"job_id": job_id, **h.fresh()}, job_id=job_id)
+    if endpoint == "grant":
+        return Request("grant", h.operator, {"account": SUBMITTERS[1].id, "amount": 3, **h.fresh()})
     worker = h.new_worker()
     grant = h.grant_for(worker)
     if endpoint == "release":
@@ -327,7 +338,7 @@ MUTATIONS = ["body-bytes", "envelope", "payload", "payload", "nested", "encoding
 
 
 def other_kind(endpoint: str) -> st.SearchStrategy[str]:
-    return st.sampled_from(sorted({"task", "results-ack", *KINDS.values()} - {KINDS[endpoint]}))
+    return st.sampled_from(sorted({"task", "results-ack", "checkpoint", *KINDS.values()} - {KINDS[endpoint]}))
 
 
 @st.composite
@@ -407,6 +418,9 @@ def _mutate_inside(draw: st.DrawFn, h: Harness, endpoint: str, p: dict[str, Any]
         p["kernels"] = draw(_kernels(False))
     elif endpoint == "release":
         p["lease_ids"] = [*p["lease_ids"], draw(bad_ids | known_leases(h) | ids)]
+    elif endpoint == "grant":
+        name = draw(st.sampled_from(["account", "amount"]))
+        p[name] = draw(field_strategy(h, name, good=False))
     else:
         p["job_id"] = draw(bad_ids | known_jobs(h) | ids)
     return p

@@ -7,12 +7,17 @@ per-address rate limits always refill. Every POST goes through `check_post`, whi
 spec requires, sends the bytes, and checks the answer: the expected 4xx with a JSON {"error": text} body and no
 change at all to the coordinator's state (database rows and the scheduler's memory), or a 2xx of the right shape.
 
-`Spec` is written from docs/PROTOCOL.md (sections 2.3, 2.4, 3.1, 5.3, 6, 7, 12.5 and 13.1-13.2), not from the
-code: it decodes envelopes with msgpack and nacl directly and checks canonical form with tests/msgpack_ref.py. It
-reads the coordinator's state only through the JSON API: which jobs exist, who submitted them, their state, and
-which workers are banned (bans follow from verdicts, which are the scheduler's business, not this model's). It
-does not model the parameters of kernels other than mandelbrot (200 and 400 are both allowed there), nor rate
-limits: the harness stays far below them.
+`Spec` is written from docs/PROTOCOL.md (sections 2.3, 2.4, 3.1, 5.3, 6, 7, 12.5 and 13.1-13.2) and the money rules
+of docs/LEDGER.md (grants by the operator, a job's maximum cost escrowed at submission, 402 when it is not covered),
+not from the code: it decodes envelopes with msgpack and nacl directly and checks canonical form with
+tests/msgpack_ref.py. It reads the coordinator's state only through the JSON API: which jobs exist, who submitted
+them, their state, which workers are banned (bans follow from verdicts, which are the scheduler's business, not this
+model's), an account's balance and the credits minted so far. It does not model the parameters of kernels other than
+mandelbrot (200, 400 and 402 are all allowed there), nor rate limits: the harness stays far below them.
+
+The harness's coordinator signs a checkpoint every CHECKPOINT_EVERY entries, at the write that reaches it, and never
+on a timer (the interval is a day of fake time): so the server's background tick cannot sign one in the middle of a
+refused request, and the checkpoints table belongs to the state a refusal must leave alone.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from coordinator.server import Server
 from coordinator.service import Service
 from depin.config import CoordinatorConfig
-from depin.crypto import SigningKey
+from depin.crypto import SigningKey, load_or_create_key
 from tests.msgpack_ref import ref_encode
 
 MSGPACK = "application/msgpack"
@@ -47,21 +52,30 @@ STEP_MS = 10  # fake time per POST
 REQUEST_TIMEOUT_S = 10.0  # a request that takes longer is a hang, reported as such
 RECYCLE_EXAMPLES = 200  # a fresh database after this many examples (only long runs get there)
 WINDOW_MS = 300_000
-LIMITS = {"lease": 64 << 10, "release": 64 << 10, "cancel": 64 << 10, "submit": 1 << 20, "results": 64 << 20}
+LIMITS = {"lease": 64 << 10, "release": 64 << 10, "cancel": 64 << 10, "submit": 1 << 20, "results": 64 << 20,
+          "result": 64 << 10, "grant": 64 << 10}
 KINDS = {"lease": "lease-request", "release": "release", "results": "results", "submit": "submit",
-         "cancel": "cancel"}
-PATHS = {"lease": "/v1/lease", "release": "/v1/release", "results": "/v1/results", "submit": "/v1/jobs"}
+         "cancel": "cancel", "result": "result-request", "grant": "grant"}
+PATHS = {"lease": "/v1/lease", "release": "/v1/release", "results": "/v1/results", "submit": "/v1/jobs",
+         "grant": "/v1/grants"}
+JOB_ENDPOINTS = {"cancel": "/cancel", "result": "/result"}  # signed POSTs to /v1/jobs/{job_id}/...
 FIELDS = {  # every field each signed request may carry besides ts and nonce (PROTOCOL.md 7.2-7.6)
-    "lease": {"max_tasks", "wait_ms", "kernels", "owner"},
+    "lease": {"max_tasks", "wait_ms", "kernels", "owner", "min_price"},
     "release": {"lease_ids"},
     "results": {"results"},
     "submit": {"kernel", "params", "tasks", "replicas", "quorum", "max_errors", "max_results", "price"},
     "cancel": {"job_id"},
+    "result": {"job_id"},
+    "grant": {"account", "amount"},
 }
+MAX_PRICE = 2**40 - 1
+MAX_GRANT = 2**53 - 1
+MAX_MINTED = 2**63 - 1
+CHECKPOINT_EVERY = 4
 ITEM_FIELDS = {"lease_id", "task_id", "output", "elapsed_ms"}
 MAX_DEPTH = 32  # nesting of arrays and maps (PROTOCOL.md 3.1)
 FINISHED = {"done", "failed", "cancelled"}
-TABLES = ("jobs", "tasks", "leases", "results", "workers", "ledger")
+TABLES = ("jobs", "tasks", "leases", "results", "workers", "ledger", "merkle", "checkpoints")
 
 SUBMITTERS = [SigningKey(bytes([0x51 + i]) * 32) for i in range(2)]
 STRANGERS = [SigningKey(bytes([0x61 + i]) * 32) for i in range(2)]  # never lease, never submit on purpose
@@ -127,11 +141,13 @@ class Request:
     endpoint: str
     key: SigningKey
     payload: dict[str, Any]
-    job_id: str | None = None  # the {job_id} in the URL of a cancel
+    job_id: str | None = None  # the {job_id} in the URL of a cancel or result request
 
     @property
     def path(self) -> str:
-        return job_path(self.job_id or "", "/cancel") if self.endpoint == "cancel" else PATHS[self.endpoint]
+        if self.endpoint in JOB_ENDPOINTS:
+            return job_path(self.job_id or "", JOB_ENDPOINTS[self.endpoint])
+        return PATHS[self.endpoint]
 
     def envelope(self, payload_bytes: bytes | None = None, kind: str | None = None) -> dict[str, bytes]:
         data = ref_encode(self.payload) if payload_bytes is None else payload_bytes
@@ -211,16 +227,20 @@ class Spec:
     """What PROTOCOL.md says the coordinator must answer to a signed POST; remembers the nonces it has let through."""
 
     def __init__(self, *, not_before: int, kernels: list[str], job: Callable[[str], dict[str, Any] | None],
-                 banned: Callable[[str], bool]) -> None:
+                 banned: Callable[[str], bool], balance: Callable[[str], int], minted: Callable[[], int],
+                 operator: Callable[[], str]) -> None:
         self.not_before = not_before
         self.kernels = kernels  # kernel names the coordinator runs (GET /v1/info)
         self.job = job
         self.banned = banned
+        self.balance = balance  # an account's credits (GET /v1/accounts/{id})
+        self.minted = minted  # credits granted so far (GET /v1/status)
+        self.operator = operator  # the coordinator's own id: the only signer of grants
         self.used: set[tuple[str, bytes]] = set()
 
     def expect(self, endpoint: str, body: bytes, *, now: int, url_job_id: str | None = None) -> set[int]:
         """The statuses allowed for this body (usually one). Notes the nonce as used when the spec says so."""
-        if endpoint == "cancel" and url_job_id is not None and ("{" in url_job_id or "}" in url_job_id):
+        if endpoint in JOB_ENDPOINTS and url_job_id is not None and ("{" in url_job_id or "}" in url_job_id):
             return {404}  # not a job id the route accepts: no such path
         if len(body) > LIMITS[endpoint]:
             return {413}
@@ -255,13 +275,17 @@ class Spec:
         if ts < now - WINDOW_MS or ts < self.not_before or ts > now + WINDOW_MS or (signer, nonce) in self.used:
             return {409}
         self.used.add((signer, nonce))
+        if endpoint == "grant" and signer != self.operator():
+            return {403}  # only the operator may mint, whatever the grant says
         # 7: the request's own fields
         if set(payload) - FIELDS[endpoint] - {"ts", "nonce"} or not getattr(self, f"_{endpoint}_ok")(payload):
             return {400}
         if endpoint == "submit":
-            return self._submit_semantics(payload)
-        if endpoint == "cancel":
-            return self._cancel_semantics(payload, signer, url_job_id)
+            return self._submit_semantics(payload, signer)
+        if endpoint in JOB_ENDPOINTS:
+            return self._job_semantics(endpoint, payload, signer, url_job_id)
+        if endpoint == "grant":
+            return {409} if self.minted() + payload["amount"] > MAX_MINTED else {200}
         if self.banned(signer):  # 12.5: after the field checks, before anything else
             return {403}
         return {200}
@@ -273,7 +297,8 @@ class Spec:
         return (isinstance(kernels, list) and 1 <= len(kernels) <= 64
                 and all(isinstance(k, str) and _KERNEL_KEY.fullmatch(k) for k in kernels)
                 and isinstance(owner, str) and _PARTY_ID.fullmatch(owner) is not None
-                and _int_in(p.get("max_tasks"), 1, 256) and _int_in(p.get("wait_ms"), 0, 30_000))
+                and _int_in(p.get("max_tasks"), 1, 256) and _int_in(p.get("wait_ms"), 0, 30_000)
+                and _int_in(p.get("min_price", 0), 0, MAX_PRICE))
 
     @staticmethod
     def _release_ok(p: dict[str, Any]) -> bool:
@@ -308,7 +333,15 @@ class Spec:
     def _cancel_ok(p: dict[str, Any]) -> bool:
         return _id_ok(p.get("job_id"))
 
-    def _submit_semantics(self, p: dict[str, Any]) -> set[int]:
+    _result_ok = _cancel_ok
+
+    @staticmethod
+    def _grant_ok(p: dict[str, Any]) -> bool:
+        account = p.get("account")
+        return (isinstance(account, str) and _PARTY_ID.fullmatch(account) is not None
+                and _int_in(p.get("amount"), 1, MAX_GRANT))
+
+    def _submit_semantics(self, p: dict[str, Any], signer: str) -> set[int]:
         if p["kernel"] not in self.kernels:
             return {400}
         replicas = p["replicas"]  # 12.5: the policy, defaults first
@@ -317,10 +350,13 @@ class Spec:
         if replicas < quorum or limit < replicas:
             return {400}
         if p["kernel"] != "mandelbrot":
-            return {200, 400}  # another kernel's parameters: not modelled here
-        return {200} if mandelbrot_job_ok(p["params"], p["tasks"]) else {400}
+            return {200, 400, 402}  # another kernel's parameters, and so its number of tasks: not modelled here
+        if not mandelbrot_job_ok(p["params"], p["tasks"]):
+            return {400}
+        # LEDGER.md: the job's maximum cost (every task paying every result it may use) must be covered now.
+        return {402} if p["price"] * p["tasks"] * limit > self.balance(signer) else {200}
 
-    def _cancel_semantics(self, p: dict[str, Any], signer: str, url_job_id: str | None) -> set[int]:
+    def _job_semantics(self, endpoint: str, p: dict[str, Any], signer: str, url_job_id: str | None) -> set[int]:
         if p["job_id"] != url_job_id:
             return {400}
         job = self.job(p["job_id"])
@@ -328,7 +364,9 @@ class Spec:
             return {404}
         if job["submitter"] != signer:
             return {403}
-        return {409} if job["state"] in FINISHED else {200}
+        if endpoint == "cancel":
+            return {409} if job["state"] in FINISHED else {200}
+        return {200} if job["state"] == "done" else {409}
 
 
 # ---- the harness ---------------------------------------------------------------------------------------------
@@ -364,14 +402,18 @@ class Harness:
         self._examples = 0
         self._nonces = 0
         self._workers = 0
+        self.done_job = ""  # a done job of SUBMITTERS[0], if the seed made one (for valid result requests)
         self._start()
-        self.spec = Spec(not_before=self.clock.now, kernels=self.kernels, job=self._job, banned=self._banned)
+        self.spec = Spec(not_before=self.clock.now, kernels=self.kernels, job=self._job, banned=self._banned,
+                         balance=self._balance, minted=self._minted, operator=lambda: self.operator.id)
         seed(self)
 
     def _start(self) -> None:
         config = CoordinatorConfig(data_dir=self.data_dir, host="127.0.0.1", port=0,
-                                   lease_timeout_ms=self.lease_timeout_ms)
+                                   lease_timeout_ms=self.lease_timeout_ms, checkpoint_every=CHECKPOINT_EVERY,
+                                   checkpoint_interval_ms=86_400_000)
         self.service = Service(config, self.clock)
+        self.operator = load_or_create_key(self.data_dir / "coordinator.key")  # what `depin grant` signs with
         self.server = Server(self.service)
 
         async def start() -> TestClient[Any, Any]:
@@ -480,6 +522,16 @@ class Harness:
         workers = self.get("/v1/workers").value["workers"]
         return any(w["worker_id"] == worker_id and w.get("banned") for w in workers)
 
+    def _balance(self, account: str) -> int:
+        answer = self.get(f"/v1/accounts/{quote(account, safe='')}")
+        assert answer.status == 200 and answer.value["account"] == account, answer
+        balance: int = answer.value["balance"]
+        return balance
+
+    def _minted(self) -> int:
+        minted: int = self.get("/v1/status").value["ledger"]["minted"]
+        return minted
+
     def fingerprint(self) -> dict[str, Any]:
         """Every row of the database, and the scheduler's records in memory, as short digests."""
         out: dict[str, Any] = {}
@@ -493,7 +545,10 @@ class Harness:
             records = getattr(s, name)
             out[f"memory.{name}"] = (len(records), _digest(_norm(records)))
         out["memory.trust"] = _digest(_norm(getattr(s, "trust", None)))  # reputation, where the scheduler keeps one
-        out["memory.ledger_head"] = s.head and s.head.hash
+        book = s.book
+        out["memory.ledger"] = (book.size, book.root().hex(), _digest(sorted(book.accounts.balances.items())))
+        latest = self.service.audit.latest
+        out["memory.checkpoint"] = latest and latest.to_json()
         return out
 
     # ---- the check -----------------------------------------------------------------------------------------
@@ -544,7 +599,22 @@ class Harness:
             assert [a["lease_id"] for a in ack["acks"]] == [r["lease_id"] for r in payload["results"]], ack
             assert all(a["status"] in ("accepted", "duplicate", "rejected") for a in ack["acks"]), ack
         elif endpoint == "submit":
-            assert isinstance(value.get("job_id"), str) and _int_in(value.get("tasks"), 1, payload["tasks"]), value
+            assert set(value) == {"job_id", "tasks", "price", "escrow", "balance"}, value
+            assert isinstance(value["job_id"], str) and _int_in(value["tasks"], 1, payload["tasks"]), value
+            limit = payload.get("max_results") or min(payload["replicas"] + 3, 64)
+            assert value["price"] == payload["price"] and value["escrow"] == value["price"] * value["tasks"] * limit
+            assert value["balance"] == self._balance(party_id(env["key"])) >= 0, value
+        elif endpoint == "grant":
+            assert set(value) == {"account", "amount", "seq", "balance"}, value
+            assert (value["account"], value["amount"]) == (payload["account"], payload["amount"]), value
+            assert value["balance"] == self._balance(payload["account"]) >= payload["amount"], value
+            entry = self.get(f"/v1/ledger?start={value['seq']}&limit=1").value["entries"][0]
+            assert (entry["kind"], entry["from"], entry["to"], entry["amount"]) == (
+                "grant", "mint", payload["account"], payload["amount"]), entry
+        elif endpoint == "result":
+            assert set(value) == {"job_id", "kernel", "kernel_version", "params", "output"}, value
+            assert value["job_id"] == url_job_id and isinstance(value["output"], dict), value
+            assert set(value["output"]) == {"dtype", "shape", "data"}, value
         else:
             assert value.get("job_id") == url_job_id and value.get("state") == "cancelled", value
 
@@ -557,11 +627,17 @@ class Harness:
         return answer.value
 
     def submit(self, key: SigningKey, params: dict[str, Any] | None = None, *, tasks: int = 3,
-               replicas: int = 2) -> str:
+               replicas: int = 2, price: int = 5) -> str:
         job = {"kernel": "mandelbrot", "params": params or TINY_JOB, "tasks": tasks, "replicas": replicas,
-               "max_results": None, "price": 5}
+               "max_results": None, "price": price}
         answer = self.send(Request("submit", key, {**job, **self.fresh()}))
         return str(answer["job_id"])
+
+    def grant(self, account: str, amount: int) -> int:
+        """What `depin grant` does: mint credits into an account, signed with the coordinator's key; the new balance."""
+        answer = self.send(Request("grant", self.operator, {"account": account, "amount": amount, **self.fresh()}))
+        balance: int = answer["balance"]
+        return balance
 
     def lease(self, key: SigningKey, max_tasks: int = 1, kernels: tuple[str, ...] = ("mandelbrot@1",)
               ) -> list[dict[str, Any]]:

@@ -1,9 +1,11 @@
 """Hostile input to every coordinator endpoint, through the real aiohttp app on loopback, in this process.
 
-Every POST is checked by fuzz_support.Harness.check_post against fuzz_support.Spec (a model of PROTOCOL.md): the
-status must be the one the spec gives (a 4xx with a JSON {"error": text} body, or a 2xx of the right shape for a
-valid request), a refused request must leave the database and the scheduler's memory exactly as they were, and
-GET /v1/status must still answer 200 afterwards. Nothing may answer 5xx or take longer than 10 s.
+Every POST is checked by fuzz_support.Harness.check_post against fuzz_support.Spec (a model of PROTOCOL.md and the
+money rules of LEDGER.md): the status must be the one the spec gives (a 4xx with a JSON {"error": text} body, or a
+2xx of the right shape for a valid request), a refused request must leave the database and the scheduler's memory
+exactly as they were, and GET /v1/status must still answer 200 afterwards. The ledger's read endpoints (checkpoint,
+proofs, accounts, credits, receipts, provenance) get hostile query strings and path segments, and every proof they
+serve is checked against the signed checkpoint. Nothing may answer 5xx or take longer than 10 s.
 
 `make test` runs the "ci" hypothesis profile (tests/conftest.py). For a long fuzzing run (5000 examples a test;
 --timeout=0 because one such test outlasts pytest-timeout's 300 s):
@@ -17,6 +19,7 @@ from __future__ import annotations
 import math
 import re
 import shutil
+import sqlite3
 import struct
 import tempfile
 from collections.abc import Iterator
@@ -30,7 +33,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from depin import ledger
+from coordinator import server
+from depin import checkpoint, ledger, merkle
 from tests.coordinator.fuzz_strategies import (
     MUTATIONS,
     SIGNERS,
@@ -47,6 +51,8 @@ from tests.coordinator.fuzz_strategies import (
     valid_request,
 )
 from tests.coordinator.fuzz_support import (
+    CHECKPOINT_EVERY,
+    JOB_ENDPOINTS,
     LIMITS,
     PATHS,
     SUBMITTERS,
@@ -60,12 +66,20 @@ from tests.coordinator.fuzz_support import (
 )
 from tests.msgpack_ref import ref_encode, values
 
-ENDPOINTS = ["lease", "release", "results", "submit", "cancel"]
+ENDPOINTS = ["lease", "release", "results", "submit", "cancel", "result", "grant"]
+FUNDS = 10**9
 
 
 def _seed(h: Harness) -> None:
-    """A little history to aim at: a validated task with its rewards, a leased one, a cancelled job."""
-    first, second, third = h.new_worker(), h.new_worker(), h.new_worker()
+    """A little history to aim at: credits for both submitters, a done job (refunded what it did not use), a
+    validated task with its rewards, a leased one, a cancelled job; checkpoints at 0, 5 and 9 entries."""
+    for key in SUBMITTERS:
+        assert h.grant(key.id, FUNDS) == FUNDS
+    finisher, first, second, third = h.new_worker(), h.new_worker(), h.new_worker(), h.new_worker()
+    h.done_job = h.submit(SUBMITTERS[0], tasks=1, replicas=1, price=50)  # the dearest job: leased first
+    grant = h.grant_for(finisher)
+    h.send(Request("results", finisher, {"results": [h.result_item(grant)], **h.fresh()}))
+    assert h.get(job_path(h.done_job)).value["state"] == "done"
     h.submit(SUBMITTERS[0])
     for worker in (first, second):
         grant = h.grant_for(worker)
@@ -73,7 +87,9 @@ def _seed(h: Harness) -> None:
     h.grant_for(third)
     job_id = h.submit(SUBMITTERS[1])
     h.send(Request("cancel", SUBMITTERS[1], {"job_id": job_id, **h.fresh()}, job_id=job_id))
-    assert h.get("/v1/status").value["ledger"]["entries"] == 2
+    kinds = [e["kind"] for e in h.get("/v1/ledger").value["entries"]]
+    assert kinds == ["grant", "grant", "escrow", "reward", "refund", "escrow", "reward", "reward", "escrow", "refund"]
+    assert [r[0] for r in h.db.execute("SELECT size FROM checkpoints ORDER BY size")] == [0, 5, 9]
 
 
 @pytest.fixture
@@ -87,10 +103,14 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
 
 
 def _endpoint_path(h: Harness, endpoint: str, data: st.DataObject, payload: Any = None) -> tuple[str, str | None]:
-    if endpoint != "cancel":
+    if endpoint not in JOB_ENDPOINTS:
         return PATHS[endpoint], None
     job_id = data.draw(url_job_ids(h, payload if isinstance(payload, dict) else {}), label="url job_id")
-    return job_path(job_id, "/cancel"), job_id
+    return job_path(job_id, JOB_ENDPOINTS[endpoint]), job_id
+
+
+def test_the_model_knows_every_body_limit() -> None:
+    assert LIMITS == server.LIMITS
 
 
 # ---- POST: bytes, payloads, mutations ------------------------------------------------------------------------
@@ -119,7 +139,7 @@ def test_arbitrary_bodies_are_refused_cleanly(harness: Harness, endpoint: str, d
 def test_signed_payloads_of_random_fields_get_the_spec_answer(harness: Harness, endpoint: str,
                                                               data: st.DataObject) -> None:
     harness.begin_example()
-    key = data.draw(st.sampled_from(SIGNERS), label="signer")
+    key = data.draw(st.sampled_from([*SIGNERS, harness.operator]), label="signer")
     payload = data.draw(payloads(harness, endpoint), label="payload")
     path, job_id = _endpoint_path(harness, endpoint, data, payload)
     harness.check_post(path, Request(endpoint, key, payload, job_id).body(), endpoint=endpoint, url_job_id=job_id)
@@ -158,9 +178,9 @@ def test_mutations_of_a_valid_request_get_the_spec_answer(harness: Harness, endp
     else:  # the valid body at another URL: another endpoint, or (cancel) another job
         body = req.body()
         target = data.draw(st.sampled_from(ENDPOINTS), label="sent to")
-        if target == "cancel":
+        if target in JOB_ENDPOINTS:
             job_id = data.draw(url_job_ids(h, req.payload), label="url job_id")
-            path = job_path(job_id, "/cancel")
+            path = job_path(job_id, JOB_ENDPOINTS[target])
         else:
             path, job_id = PATHS[target], None
     h.check_post(path, body, endpoint=target, url_job_id=job_id)
@@ -168,7 +188,7 @@ def test_mutations_of_a_valid_request_get_the_spec_answer(harness: Harness, endp
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
 def test_bodies_over_the_limit_are_413_before_parsing(harness: Harness, endpoint: str) -> None:
-    path = job_path("0000000000000000", "/cancel") if endpoint == "cancel" else PATHS[endpoint]
+    path = job_path("0000000000000000", JOB_ENDPOINTS[endpoint]) if endpoint in JOB_ENDPOINTS else PATHS[endpoint]
     body = b"\x00" * (LIMITS[endpoint] + 1)
     harness.check_post(path, body, endpoint=endpoint, url_job_id="0000000000000000")
     # Without a Content-Length the body is read only until it passes the limit (PROTOCOL.md 2.4).
@@ -241,9 +261,11 @@ def test_workers_agreeing_on_hostile_outputs(harness: Harness, kernel: str, data
         h.send(Request("results", worker, {"results": [item], **h.fresh()}))
         jobs.add(task["job_id"])
     for job_id in sorted(jobs):
-        state = h.get(job_path(job_id)).value["state"]
-        answer = h.get(job_path(job_id, "/result"))
-        assert answer.status == (200 if state == "done" else 409), answer
+        job = h.get(job_path(job_id)).value
+        (owner,) = [key for key in SUBMITTERS if key.id == job["submitter"]]
+        req = Request("result", owner, {"job_id": job_id, **h.fresh()}, job_id=job_id)
+        answer = h.check_post(req.path, req.body(), endpoint="result", url_job_id=job_id)
+        assert answer.status == (200 if job["state"] == "done" else 409), answer
         if answer.status == 200:
             assert answer.value["output"]["dtype"] == dtype, answer.value
 
@@ -322,6 +344,152 @@ def test_ledger_start_beyond_64_bits_is_400(harness: Harness, start: str) -> Non
     assert answer.status == 400 and answer.value["error"], answer
 
 
+# ---- the ledger's read endpoints: checkpoints, proofs, accounts, credits, receipts, provenance -----------------
+
+# name -> (default when absent, lowest, highest); a default of "required" means absent is a 400
+_AUDIT_QUERIES: dict[str, tuple[Any, int, int]] = {
+    "size": (None, 0, 2**63 - 1), "to": (None, 0, 2**63 - 1), "seq": ("required", 0, 2**63 - 1),
+    "from": ("required", 0, 2**63 - 1), "after": (-1, -1, 2**63 - 1), "limit": (1000, 1, 1000),
+    "offset": (0, 0, 2**63 - 1),
+}
+_AUDIT_READS = {  # what -> (path with {} for the id segment, its query parameters)
+    "checkpoint": ("/v1/ledger/checkpoint", ("size",)),
+    "inclusion": ("/v1/ledger/proof/inclusion", ("seq", "size")),
+    "consistency": ("/v1/ledger/proof/consistency", ("from", "to")),
+    "account": ("/v1/accounts/{}", ()),
+    "credits": ("/v1/accounts/{}/credits", ("after", "size", "limit")),
+    "receipts": ("/v1/workers/{}/receipts", ("offset", "limit")),
+    "provenance": ("/v1/jobs/{}/provenance", ()),
+}
+
+
+class _Ledger:
+    """The stored ledger as the read-only database has it: entries, leaves, checkpoint sizes."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        cols = "seq, time, kind, from_account, to_account, amount, job_id, task_id, prev_hash, hash"
+        self.entries = [dict(zip(ledger.FIELDS, row, strict=True))
+                        for row in db.execute(f"SELECT {cols} FROM ledger ORDER BY seq")]
+        self.leaves = [ledger.leaf_of(e["hash"]) for e in self.entries]
+        self.sizes = {row[0] for row in db.execute("SELECT size FROM checkpoints")}
+
+    def balance(self, account: str) -> int:
+        paid_in: int = sum(e["amount"] for e in self.entries if e["to"] == account)
+        paid_out: int = sum(e["amount"] for e in self.entries if e["from"] == account)
+        return paid_in - paid_out
+
+
+def _audit_value(h: Harness) -> st.SearchStrategy[str | None]:
+    sizes = pick(lambda: sorted(str(r[0]) for r in h.db.execute("SELECT size FROM checkpoints")), "0")
+    return _query_values | sizes | st.integers(-2, 14).map(str)
+
+
+def _audit_segment(h: Harness, what: str) -> st.SearchStrategy[str]:
+    if what == "provenance":
+        return known_jobs(h) | known_jobs(h).map(lambda j: j + "x") | _segments
+    ids = pick(lambda: sorted({r[0] for r in h.db.execute("SELECT to_account FROM ledger")}
+                              | {r[0] for r in h.db.execute("SELECT worker_id FROM workers")}), "mint")
+    return ids | _segments
+
+
+def _check_proved(item: dict[str, Any] | None, cp: checkpoint.Checkpoint, stored: _Ledger) -> None:
+    """An {"entry", "proof"} of an answer: the stored entry, proved against the checkpoint unless newer."""
+    assert item is not None
+    entry = item["entry"]
+    assert entry == stored.entries[entry["seq"]], entry
+    if entry["seq"] >= cp.size:
+        assert item["proof"] is None, item
+    else:
+        checkpoint.check_included(entry, cp, checkpoint.hashes_from_json(item["proof"]))
+
+
+@given(data=st.data())
+def test_ledger_reads_prove_what_they_serve(harness: Harness, data: st.DataObject) -> None:
+    harness.begin_example()
+    h = harness
+    what = data.draw(st.sampled_from(sorted(_AUDIT_READS)), label="read")
+    template, names = _AUDIT_READS[what]
+    raw = {name: data.draw(_audit_value(h), label=name) for name in names}
+    segment = data.draw(_audit_segment(h, what), label="segment") if "{}" in template else ""
+    path = template.replace("{}", quote(segment, safe=""))
+    query = [(k, v) for k, v in raw.items() if v is not None]
+    path += "?" + urlencode(query) if query else ""
+    assume(len(path) < 8000)
+    stored = _Ledger(h.db)
+    latest = max(stored.sizes)
+    bad = object()  # not an integer at all
+    values = {name: _AUDIT_QUERIES[name][0] if raw[name] is None else _query_int(raw[name], 0) for name in names}
+    values = {name: bad if raw[name] is not None and v is None else v for name, v in values.items()}
+    if "{" in segment or "}" in segment:
+        allowed = {404}
+    elif any(v is bad or v == "required" for v in values.values()) or any(
+            isinstance(v, int) and not _AUDIT_QUERIES[n][1] <= v <= _AUDIT_QUERIES[n][2] for n, v in values.items()):
+        allowed = {400}
+    elif any(v is _LENIENT for v in values.values()):
+        allowed = {200, 400, 404}
+    else:
+        size = values.get("size", values.get("to"))
+        cp_size = latest if size is None else size
+        if size is not None and size not in stored.sizes:
+            allowed = {404}
+        elif what == "inclusion" and values["seq"] >= cp_size:
+            allowed = {404}
+        elif what == "consistency" and values["from"] > cp_size:
+            allowed = {404}
+        elif what == "provenance" and not h.db.execute("SELECT 1 FROM jobs WHERE job_id = ?", (segment,)).fetchall():
+            allowed = {404}
+        else:
+            allowed = {200}
+    before = h.fingerprint()
+    answer = h.get(path)
+    assert answer.status in allowed, f"GET {path} -> {answer}"
+    assert answer.content_type == "application/json", answer
+    assert h.fingerprint() == before
+    if answer.status != 200:
+        assert set(answer.value) == {"error"} and answer.value["error"], answer
+        return
+    value = answer.value
+    if what == "account":
+        assert value == {"account": segment, "balance": stored.balance(segment)}
+        return
+    if any(v is _LENIENT for v in values.values()):
+        return  # what a non-decimal number was taken for is Python's business, not the model's
+    cp = checkpoint.Checkpoint.from_json(value if what == "checkpoint" else value["checkpoint"])
+    cp.verify(h.service.key.verify_key)
+    assert cp.root == merkle.naive_root(stored.leaves[:cp.size])
+    if what == "checkpoint":
+        assert cp.size == (latest if values["size"] is None else values["size"])
+    elif what == "inclusion":
+        assert cp.size == (latest if values["size"] is None else values["size"])
+        _check_proved({"entry": value["entry"], "proof": value["proof"]}, cp, stored)
+        assert value["entry"]["seq"] == values["seq"]
+    elif what == "consistency":
+        old = values["from"]
+        assert (value["from"], cp.size) == (old, latest if values["to"] is None else values["to"])
+        merkle.verify_consistency(old, cp.size, merkle.naive_root(stored.leaves[:old]), cp.root,
+                                  checkpoint.hashes_from_json(value["proof"]))
+    elif what == "credits":
+        after, limit = values["after"], values["limit"]
+        assert value["account"] == segment
+        expected = [e for e in stored.entries if e["to"] == segment and e["seq"] > after][:limit]
+        assert [c["entry"] for c in value["credits"]] == expected
+        for credit in value["credits"]:
+            _check_proved(credit, cp, stored)
+    elif what == "receipts":
+        results = h.db.execute("SELECT COUNT(*) FROM results WHERE worker_id = ?", (segment,)).fetchone()[0]
+        assert (value["worker_id"], value["offset"]) == (segment, values["offset"])
+        assert len(value["receipts"]) == max(0, min(values["limit"], results - values["offset"]))
+        for receipt in value["receipts"]:
+            if receipt["reward"] is not None:
+                assert receipt["verdict"] == "valid" and receipt["reward"]["entry"]["to"] == segment
+                _check_proved(receipt["reward"], cp, stored)
+    elif what == "provenance":
+        assert value["job"]["job_id"] == segment
+        assert [p["entry"] for p in value["entries"]] == [e for e in stored.entries if e["job_id"] == segment]
+        for proved in value["entries"]:
+            _check_proved(proved, cp, stored)
+
+
 _segments = st.text(min_size=1, max_size=24).filter(lambda s: s not in (".", ".."))
 _METHODS = ["GET", "GET", "GET", "HEAD", "PUT", "DELETE", "PATCH", "POST"]
 
@@ -331,20 +499,19 @@ def test_job_paths_and_methods(harness: Harness, data: st.DataObject) -> None:
     harness.begin_example()
     h = harness
     job_id = data.draw(known_jobs(h) | known_jobs(h).map(lambda j: j + "x") | _segments, label="job_id")
-    suffix = data.draw(st.sampled_from(["", "/result", "/cancel", "/x", "/"]), label="suffix")
+    suffix = data.draw(st.sampled_from(["", "/result", "/cancel", "/provenance", "/x", "/"]), label="suffix")
     method = data.draw(st.sampled_from(_METHODS), label="method")
-    assume(not (method == "POST" and suffix == "/cancel"))  # the signed endpoint: fuzzed by the POST tests
+    assume(not (method == "POST" and suffix in ("/cancel", "/result")))  # signed endpoints: fuzzed by the POST tests
     job = h.get(job_path(job_id)).value if "{" not in job_id and "}" not in job_id else {}
     exists = "job_id" in job
-    routes = {"": ("GET", "HEAD"), "/result": ("GET", "HEAD"), "/cancel": ("POST",)}
+    # The result is a signed POST now (only the submitter may have it): a GET of it is 405, job or no job.
+    routes = {"": ("GET", "HEAD"), "/result": ("POST",), "/cancel": ("POST",), "/provenance": ("GET", "HEAD")}
     if "{" in job_id or "}" in job_id or suffix not in routes:
         allowed = {404}
     elif method not in routes[suffix]:
         allowed = {405}
     elif not exists:
         allowed = {404}
-    elif suffix == "/result" and job["state"] != "done":
-        allowed = {409}
     else:
         allowed = {200}
     before = h.fingerprint()
@@ -354,18 +521,17 @@ def test_job_paths_and_methods(harness: Harness, data: st.DataObject) -> None:
         assert answer.content_type == "application/json" and answer.value["error"], answer
     if answer.status == 200 and method == "GET":
         value = answer.value
-        assert value["job_id"] == job_id, value
-        if suffix == "/result":
-            assert msgpack.unpackb(answer.data, raw=False)["output"]["dtype"] == "uint32"
+        assert (value["job"] if suffix == "/provenance" else value)["job_id"] == job_id, value
     assert h.fingerprint() == before
 
 
 @given(segment=_segments | st.sampled_from(["info", "status", "jobs", "workers", "ledger", "lease", "release",
-                                             "results", "", "jobs/", "Status"]),
+                                             "results", "", "jobs/", "Status", "grants", "accounts", "grant"]),
        method=st.sampled_from(_METHODS))
 def test_other_paths_and_methods(harness: Harness, segment: str, method: str) -> None:
     harness.begin_example()
-    reads, writes = {"info", "status", "jobs", "workers", "ledger"}, {"lease", "release", "results", "jobs"}
+    reads = {"info", "status", "jobs", "workers", "ledger"}
+    writes = {"lease", "release", "results", "jobs", "grants"}
     path = "/v1/" + quote(segment, safe="")
     assume(not (method == "POST" and segment in writes))  # signed endpoints: fuzzed by the POST tests
     if segment not in reads | writes:
@@ -427,16 +593,20 @@ WORKERS = [*HONEST, LIAR]
 
 
 class CoordinatorUnderFire(RuleBasedStateMachine):
-    """Honest submitters and workers, one liar, restarts, expiries and hostile messages against one coordinator.
+    """Honest submitters and workers, one liar, grants, result fetches, restarts, expiries and hostile messages
+    against one coordinator.
 
-    After every step the ledger verifies, pays each (task, worker) at most once and only for a result judged
-    valid, and agrees with the status API; a restart changes nothing anyone can read.
+    After every step the ledger verifies (chain and money rules), holds exactly the credits granted, pays each
+    (task, worker) at most once, only for a result judged valid and at its job's price, escrows each job's maximum
+    cost and gives back exactly what a finished job did not pay, and agrees with the status API and the latest
+    signed checkpoint; a restart changes nothing anyone can read.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="depin-fuzz-"))
         self.h = Harness(self.dir / "coordinator", lease_timeout_ms=60_000)
+        self.granted = 0
         self.held: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(WORKERS))}
         self.reported: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(WORKERS))}
         self.sent: list[tuple[str, bytes, str, str | None]] = []  # accepted requests, to replay
@@ -461,9 +631,28 @@ class CoordinatorUnderFire(RuleBasedStateMachine):
             items.append(self.h.result_item(grant, output))
         self._send(Request("results", WORKERS[w], {"results": items, **self.h.fresh()}))
 
-    @initialize(submitter=st.sampled_from(SUBMITTERS), tasks=st.integers(1, 3), replicas=st.integers(1, 3))
-    def first_job(self, submitter: Any, tasks: int, replicas: int) -> None:
+    @initialize(submitter=st.sampled_from(SUBMITTERS), tasks=st.integers(1, 3), replicas=st.integers(1, 3),
+                funds=st.tuples(st.integers(0, 400), st.integers(0, 400)))
+    def first_job(self, submitter: Any, tasks: int, replicas: int, funds: tuple[int, int]) -> None:
+        for key, amount in zip(SUBMITTERS, funds, strict=True):
+            if amount:
+                self.grant(key.id, amount)
         self.submit(submitter, tasks, replicas)
+
+    @rule(account=st.sampled_from([k.id for k in SUBMITTERS + WORKERS]), amount=st.integers(1, 400))
+    def grant(self, account: str, amount: int) -> None:
+        answer = self._send(Request("grant", self.h.operator, {"account": account, "amount": amount,
+                                                               **self.h.fresh()}))
+        assert answer.status == 200, answer
+        self.granted += amount
+
+    @rule(data=st.data(), by_owner=st.booleans())
+    def fetch_result(self, data: st.DataObject, by_owner: bool) -> None:
+        job_id = data.draw(known_jobs(self.h), label="job")
+        job = self.h.get(job_path(job_id)).value
+        owner = [k for k in SUBMITTERS if k.id == job.get("submitter")]
+        key = owner[0] if by_owner and owner else data.draw(st.sampled_from(SUBMITTERS), label="asker")
+        self._send(Request("result", key, {"job_id": job_id, **self.h.fresh()}, job_id=job_id))
 
     @rule(submitter=st.sampled_from(SUBMITTERS), tasks=st.integers(1, 3), replicas=st.integers(1, 3))
     def submit(self, submitter: Any, tasks: int, replicas: int) -> None:
@@ -471,9 +660,11 @@ class CoordinatorUnderFire(RuleBasedStateMachine):
                                                  "replicas": replicas, "max_results": None, "price": 5,
                                                  **self.h.fresh()}))
 
-    @rule(w=st.integers(0, len(WORKERS) - 1), n=st.integers(1, 3))
-    def lease(self, w: int, n: int) -> None:
+    @rule(w=st.integers(0, len(WORKERS) - 1), n=st.integers(1, 3), min_price=st.sampled_from([None, None, 0, 5, 6]))
+    def lease(self, w: int, n: int, min_price: int | None = None) -> None:
         payload = {"max_tasks": n, "wait_ms": 0, "kernels": ["mandelbrot@1"], **self.h.fresh()}
+        if min_price is not None:
+            payload["min_price"] = min_price
         answer = self._send(Request("lease", WORKERS[w], payload))
         if answer.status == 200:
             self.held[w] += answer.value["leases"]
@@ -544,25 +735,57 @@ class CoordinatorUnderFire(RuleBasedStateMachine):
         workers = sorted((w["worker_id"], w["balance"], w["tasks_validated"], w["tasks_rejected"])
                          for w in status["workers"])
         ledger_page = self.h.get("/v1/ledger?limit=10000").value
-        return status["jobs"], workers, status["ledger"], status["active_leases"], ledger_page
+        accounts = {k.id: self.h.get(f"/v1/accounts/{k.id}").value for k in SUBMITTERS + WORKERS}
+        checkpoint_now = self.h.get("/v1/ledger/checkpoint").value
+        return status["jobs"], workers, status["ledger"], status["active_leases"], ledger_page, accounts, checkpoint_now
 
     @invariant()
     def ledger_verifies_and_pays_each_result_once(self) -> None:
         h = self.h
-        entries = list(h.service.store.ledger_entries())
-        summary = ledger.verify(entries)
-        pairs = [(e.task_id, e.to) for e in entries]
+        entries = list(h.service.store.ledger.entries())
+        summary = ledger.verify(entries)  # the chain and every money rule
+        assert summary.minted == self.granted
+        assert sum(v for k, v in summary.balances.items() if k != ledger.MINT) == summary.minted
+        status = h.get("/v1/status").value
+        jobs = {j["job_id"]: j for j in status["jobs"]}
+        rewards = [e for e in entries if e.kind == "reward"]
+        pairs = [(e.task_id, e.to) for e in rewards]
         assert len(pairs) == len(set(pairs)), f"a (task, worker) paid twice: {pairs}"
         for e in entries:
-            assert (e.kind, e.from_, e.amount) == ("reward", ledger.MINT, 5), e
-            verdict = h.db.execute("SELECT verdict FROM results WHERE task_id = ? AND worker_id = ?",
-                                   (e.task_id, e.to)).fetchall()
-            assert verdict == [("valid",)], (e, verdict)
-        status = h.get("/v1/status").value
+            if e.kind == "grant":
+                assert e.from_ == ledger.MINT and e.to in {k.id for k in SUBMITTERS + WORKERS}, e
+                continue
+            job = jobs[e.job_id or ""]
+            assert e.job_id is not None
+            pot = "escrow:" + e.job_id
+            if e.kind == "escrow":
+                assert (e.from_, e.to, e.amount) == (job["submitter"], pot, job["max_cost"]), (e, job)
+            elif e.kind == "reward":
+                assert (e.from_, e.amount) == (pot, job["price"]), (e, job)
+                verdict = h.db.execute("SELECT verdict FROM results WHERE task_id = ? AND worker_id = ?",
+                                       (e.task_id, e.to)).fetchall()
+                assert verdict == [("valid",)], (e, verdict)
+            else:
+                assert (e.kind, e.from_, e.to) == ("refund", pot, job["submitter"]), (e, job)
+                assert job["state"] in ("done", "failed", "cancelled"), (e, job)
+        for job_id, job in jobs.items():
+            paid = job["price"] * sum(1 for e in rewards if e.job_id == job_id)
+            back = sum(e.amount for e in entries if e.kind == "refund" and e.job_id == job_id)
+            held = summary.balances.get("escrow:" + job_id, 0)
+            assert job["escrow"] == held == job["max_cost"] - paid - back, job
+            if job["state"] in ("done", "failed", "cancelled"):
+                assert held == 0, job
         assert status["ledger"]["entries"] == summary.entries
         assert status["ledger"]["head_hash"] == (summary.head_hash if entries else None)
+        assert status["ledger"]["root_hash"] == summary.root_hash
+        assert (status["ledger"]["minted"], status["ledger"]["in_escrow"]) == (
+            summary.minted, sum(v for k, v in summary.balances.items() if k.startswith("escrow:")))
         for w in status["workers"]:
             assert w["balance"] == summary.balances.get(w["worker_id"], 0), w
+        cp = checkpoint.Checkpoint.from_json(status["ledger"]["checkpoint"])
+        cp.verify(h.service.key.verify_key)
+        assert summary.entries - CHECKPOINT_EVERY < cp.size <= summary.entries  # signed at the write reaching it
+        assert cp.root == merkle.naive_root([ledger.leaf_of(e.hash) for e in entries[:cp.size]])
 
 
 TestCoordinatorUnderFire = CoordinatorUnderFire.TestCase

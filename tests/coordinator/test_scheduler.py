@@ -11,13 +11,14 @@ import pytest
 
 from coordinator.scheduler import LAST_SEEN_PERSIST_MS, Changes, Scheduler
 from coordinator.store import Store
-from depin import codec, ledger
+from depin import accounts, codec, ledger
 from depin.crypto import SigningKey
 from depin.errors import Conflict, Forbidden, NotFound, UserError, VerificationError
 from depin.kernels import mandelbrot
 from depin.protocol import AckItem, ResultItem
 from tests.coordinator.sched_support import (
     COORDINATOR,
+    FUNDS,
     KERNELS,
     PARAMS,
     PRICE,
@@ -26,11 +27,15 @@ from tests.coordinator.sched_support import (
     WORKER_KEYS,
     Ids,
     bad,
+    balance,
+    escrow,
     good,
     item,
     lease,
     new_scheduler,
+    refunds,
     report,
+    rewards,
     submit,
     task_of,
     whole_image,
@@ -45,6 +50,7 @@ def _accepted(ack: AckItem) -> None:
 
 
 def _entries(changes: Changes) -> list[tuple[str, str, int]]:
+    """(task_id, to, amount) of every entry: rewards name their task, a refund has none."""
     return [(e.task_id or "", e.to, e.amount) for e in changes.entries]
 
 
@@ -58,13 +64,15 @@ def test_submit_creates_signed_tasks() -> None:
         "id0001", "queued", 3, 2, 5, PRICE)
     assert (job.submitter, job.created_ms, job.kernel, job.kernel_version) == (SUBMITTER, 5, "mandelbrot", 1)
     assert job.params == mandelbrot.validate(PARAMS)
+    assert job.max_cost == PRICE * 3 * 5 and escrow(s, job) == job.max_cost
+    assert balance(s, SUBMITTER) == FUNDS - job.max_cost
     bands = mandelbrot.split(job.params, 3)
     assert list(s.tasks) == ["id0001-0", "id0001-1", "id0001-2"]
     for index, task in enumerate(s.tasks.values()):
         assert (task.index, task.state, task.wanted, task.params) == (index, "pending", 2, bands[index])
         assert codec.decode_canonical(task.payload) == {
             "task_id": f"id0001-{index}", "job_id": "id0001", "kernel": "mandelbrot", "kernel_version": 1,
-            "params": bands[index], "coordinator": COORDINATOR.id,
+            "params": bands[index], "coordinator": COORDINATOR.id, "price": PRICE,
         }
         COORDINATOR.verify_key.verify("task", task.payload, task.sig)
         with pytest.raises(VerificationError):
@@ -99,10 +107,12 @@ def test_submit_explicit_max_results() -> None:
 )
 def test_submit_refuses_without_side_effects(changes: dict[str, Any], error: type[Exception], message: str) -> None:
     s = new_scheduler()
+    s.take_changes()
     with pytest.raises(error, match=message):
         submit(s, **changes)
     assert s.jobs == {} and s.tasks == {}
     assert not s.take_changes()
+    assert (s.book.size, balance(s, SUBMITTER)) == (1, FUNDS)  # nothing escrowed
 
 
 def test_submit_unknown_kernel() -> None:
@@ -122,6 +132,7 @@ def test_protocol_md_task_and_lease_example() -> None:
     ids = iter([ex["job_id"], ex["lease_id"]])
     issued = ex["expires_ms"] - 60_000
     s = Scheduler(key=key, lease_timeout_ms=60_000, new_id=lambda: next(ids))
+    s.grant(now=0, account=SUBMITTER, amount=8)  # exactly the job's max cost: 2 tasks x 4 results x 1 credit
     job = s.submit(now=issued - 1, submitter=SUBMITTER, kernel_name="mandelbrot", params=ex["params"],
                    n_tasks=ex["tasks"], replicas=1, max_results=None, price=1)
     task = s.tasks[f"{job.job_id}-0"]
@@ -268,15 +279,16 @@ def test_agreeing_quorum_validates_and_pays_each_worker_once() -> None:
     assert s.take_changes().entries == []
     _accepted(report(s, "B", gb, good(gb), now=200))
     changes = s.take_changes()
-    assert _entries(changes) == [("id0001-0", wid("A"), PRICE), ("id0001-0", wid("B"), PRICE)]
+    left = job.max_cost - 2 * PRICE
+    assert _entries(changes) == [("id0001-0", wid("A"), PRICE), ("id0001-0", wid("B"), PRICE), ("", SUBMITTER, left)]
+    pot = accounts.escrow_account(job.job_id)
     assert [(e.seq, e.kind, e.from_, e.job_id, e.time) for e in changes.entries] == [
-        (0, "reward", ledger.MINT, job.job_id, 200), (1, "reward", ledger.MINT, job.job_id, 200)]
-    summary = ledger.verify(changes.entries)
-    assert summary.balances == {ledger.MINT: -2 * PRICE, wid("A"): PRICE, wid("B"): PRICE}
-    assert s.head == changes.entries[-1]
+        (2, "reward", pot, job.job_id, 200), (3, "reward", pot, job.job_id, 200), (4, "refund", pot, job.job_id, 200)]
+    assert s.book.head == changes.entries[-1]
     for name in "AB":
         w = s.workers[wid(name)]
-        assert (w.validated, w.rejected, w.balance) == (1, 0, PRICE)
+        assert (w.validated, w.rejected, balance(s, name)) == (1, 0, PRICE)
+    assert (escrow(s, job), balance(s, SUBMITTER)) == (0, FUNDS - 2 * PRICE)
     assert {r.lease_id: r.verdict for r in changes.results.values()} == {ga.lease_id: "valid", gb.lease_id: "valid"}
     assert job.state == "done" and job.tasks_validated == 1 and job.finished_ms == 200
 
@@ -295,11 +307,12 @@ def test_disagreement_leases_exactly_one_more_replica() -> None:
     s.take_changes()
     _accepted(report(s, "C", gc, good(gc), now=40))
     changes = s.take_changes()
-    assert _entries(changes) == [("id0001-0", wid("A"), PRICE), ("id0001-0", wid("C"), PRICE)]
+    assert rewards(changes) == [("id0001-0", wid("A"), PRICE), ("id0001-0", wid("C"), PRICE)]
+    assert refunds(changes) == [("id0001", SUBMITTER, 5 * PRICE - 2 * PRICE)]  # 5 results escrowed, 2 paid
     verdicts = {r.lease_id: r.verdict for r in changes.results.values()}
     assert verdicts == {ga.lease_id: "valid", gb.lease_id: "invalid", gc.lease_id: "valid"}
     b = s.workers[wid("B")]
-    assert (b.validated, b.rejected, b.balance) == (0, 1, 0)
+    assert (b.validated, b.rejected, balance(s, "B")) == (0, 1, 0)
 
 
 def test_too_many_disagreeing_results_fail_the_task_and_the_job() -> None:
@@ -318,7 +331,8 @@ def test_too_many_disagreeing_results_fail_the_task_and_the_job() -> None:
     assert job.error == "task 0: no 2 agreeing results among 3 (limit 3)"
     assert job.finished_ms == 40
     changes = s.take_changes()
-    assert changes.entries == []
+    assert _entries(changes) == [("", SUBMITTER, job.max_cost)]  # nothing was paid: the whole escrow goes back
+    assert (changes.entries[0].kind, changes.entries[0].time, escrow(s, job)) == ("refund", 40, 0)
     assert {t.task_id: t.state for t in changes.tasks.values()} == {"id0001-0": "failed", "id0001-1": "cancelled"}
     assert changes.leases[gd.lease_id].state == "cancelled"
     assert {r.lease_id: r.verdict for r in changes.results.values()} == {
@@ -348,7 +362,7 @@ def test_malformed_output_is_rejected_and_counted_against_the_worker() -> None:
     assert lease(s, "A", now=20) == []
     (gb,) = lease(s, "B", now=20)
     _accepted(report(s, "B", gb, good(gb), now=30))
-    assert _entries(s.take_changes()) == [("id0001-0", wid("B"), PRICE)]
+    assert _entries(s.take_changes()) == [("id0001-0", wid("B"), PRICE), ("", SUBMITTER, 4 * PRICE - PRICE)]
 
 
 @pytest.mark.parametrize(
@@ -377,6 +391,7 @@ def test_malformed_results_count_towards_max_results() -> None:
     assert report(s, "A", ga, {"x": 1}, now=1).status == "rejected"
     assert job.state == "failed"
     assert job.error == "task 0: no 1 agreeing results among 1 (limit 1)"
+    assert refunds(s.take_changes()) == [(job.job_id, SUBMITTER, PRICE)]
 
 
 def test_duplicate_report_is_acknowledged_but_never_paid_twice() -> None:
@@ -389,13 +404,13 @@ def test_duplicate_report_is_acknowledged_but_never_paid_twice() -> None:
     assert report(s, "A", ga0, bad(ga0), now=12) == AckItem(
         ga0.lease_id, "rejected", "a different result was already received for this lease")
     _accepted(report(s, "B", gb0, good(gb0), now=20))
-    assert len(s.take_changes().entries) == 2
+    assert rewards(s.take_changes()) == [("id0001-0", wid("A"), PRICE), ("id0001-0", wid("B"), PRICE)]
     # The task is validated but the job is still running: a resend is still recognised.
     for now in (30, 31):
         assert report(s, "A", ga0, good(ga0), now=now).status == "duplicate"
         assert report(s, "B", gb0, good(gb0), now=now).status == "duplicate"
     assert s.take_changes().entries == []
-    assert (s.workers[wid("A")].validated, s.workers[wid("A")].balance) == (1, PRICE)
+    assert (s.workers[wid("A")].validated, balance(s, "A")) == (1, PRICE)
 
 
 def test_duplicates_within_one_batch() -> None:
@@ -407,9 +422,10 @@ def test_duplicates_within_one_batch() -> None:
 
 
 def _archived(tmp_path: Path) -> tuple[Store, Scheduler]:
-    """A scheduler whose finished jobs' results can be looked up in a store, as the service wires it."""
+    """A funded scheduler whose finished jobs' results can be looked up in a store, as the service wires it."""
     store = Store(tmp_path / "coordinator.sqlite3")
     s = Scheduler(key=COORDINATOR, lease_timeout_ms=TIMEOUT, new_id=Ids(), archive=store.result_verdict)
+    s.grant(now=0, account=SUBMITTER, amount=FUNDS)
     return store, s
 
 
@@ -483,7 +499,7 @@ def test_duplicate_after_the_job_is_done_is_never_paid() -> None:
     s.take_changes()
     assert report(s, "A", ga, good(ga), now=20).status != "accepted"
     assert s.take_changes().entries == []
-    assert s.workers[wid("A")].balance == PRICE
+    assert balance(s, "A") == PRICE
 
 
 def test_someone_elses_lease_is_rejected() -> None:
@@ -572,7 +588,8 @@ def test_cancel_by_the_submitter() -> None:
     assert {x.lease_id: x.state for x in changes.leases.values()} == {
         ga1.lease_id: "cancelled", gb0.lease_id: "cancelled", gb1.lease_id: "cancelled"}
     assert {r.lease_id: (r.verdict, r.output) for r in changes.results.values()} == {ga0.lease_id: ("void", None)}
-    assert changes.entries == []
+    assert _entries(changes) == [("", SUBMITTER, job.max_cost)]  # nothing validated: every credit goes back
+    assert (escrow(s, job), balance(s, SUBMITTER)) == (0, FUNDS)
     assert s.tasks == {} and s.leases == {} and s.results == {}
     assert lease(s, "C", now=11) == []
     assert report(s, "B", gb0, good(gb0), now=12).reason == "unknown lease, or its job has ended"
@@ -615,9 +632,10 @@ def test_done_job_result_equals_the_whole_image() -> None:
     ref = cref.python_reference(p["width"], p["height"], p["x_min"], p["x_max"], p["y_min"], p["y_max"],
                                 p["max_iter"])
     assert np.array_equal(merged, ref)
-    assert _entries(changes) == [(f"id0001-{i}", wid("A"), PRICE) for i in (2, 1, 0)]
+    assert _entries(changes) == [(f"id0001-{i}", wid("A"), PRICE) for i in (2, 1, 0)] + [
+        ("", SUBMITTER, job.max_cost - 3 * PRICE)]
     assert s.tasks == {} and s.leases == {} and s.results == {}
-    assert s.workers[wid("A")].balance == 3 * PRICE
+    assert balance(s, "A") == 3 * PRICE
 
 
 def test_rewards_are_unique_per_task_and_worker_over_a_busy_job() -> None:
@@ -637,23 +655,32 @@ def test_rewards_are_unique_per_task_and_worker_over_a_busy_job() -> None:
         pending = {name: lease(s, name, now=now) for name in "ABCD"}
         if now > 20:
             break
-    pairs = Counter((e.task_id, e.to) for e in all_entries)
+    paid = rewards(all_entries)
+    pairs = Counter((task_id, to) for task_id, to, _ in paid)
     assert set(pairs.values()) == {1}
-    assert len(all_entries) == 6
+    assert len(paid) == 6
     assert wid("C") not in {e.to for e in all_entries}
-    ledger.verify(all_entries)
+    assert [e.kind for e in all_entries] == ["grant", "escrow"] + ["reward"] * 6 + ["refund"]
+    assert ledger.verify(all_entries).balances[SUBMITTER] == FUNDS - 6 * PRICE
 
 
 # ---- changes and persistence ---------------------------------------------------------------------------------
 
 
 def test_take_changes_returns_the_touched_rows_once() -> None:
-    s = new_scheduler()
+    s = new_scheduler(funds=0)
     assert not s.take_changes()
+    grant = s.grant(now=0, account=SUBMITTER, amount=FUNDS)
+    ch = s.take_changes()
+    assert ch.entries == [grant] and ch.nodes == [(0, 0, ledger.leaf_of(grant.hash))]
+    assert not (ch.jobs or ch.tasks or ch.leases or ch.results or ch.workers or ch.merged)
     job = submit(s, tasks=2, replicas=1)
     ch = s.take_changes()
     assert list(ch.jobs) == [job.job_id] and list(ch.tasks) == ["id0001-0", "id0001-1"]
-    assert not (ch.leases or ch.results or ch.workers or ch.entries or ch.merged)
+    (escrowed,) = ch.entries  # the escrow is written with the job, in the same change set
+    assert (escrowed.seq, escrowed.kind, escrowed.amount) == (1, "escrow", job.max_cost)
+    assert [(level, index) for level, index, _ in ch.nodes] == [(0, 1), (1, 0)]
+    assert not (ch.leases or ch.results or ch.workers or ch.merged)
     assert not s.take_changes()
     s.touch_worker(now=0, worker_id=wid("A"), public_key=WORKER_KEYS["A"].public)
     grants = s.lease(now=0, worker_id=wid("A"), max_tasks=1, kernels_ok=KERNELS)
@@ -666,7 +693,7 @@ def test_take_changes_returns_the_touched_rows_once() -> None:
     assert list(ch.results) == list(ch.leases) == [grants[0].lease_id]
     assert list(ch.tasks) == ["id0001-0"] and ch.tasks["id0001-0"].canonical is not None
     assert list(ch.workers) == [wid("A")] and ch.workers[wid("A")].validated == 1
-    assert len(ch.entries) == 1 and list(ch.jobs) == [job.job_id]
+    assert rewards(ch) == [("id0001-0", wid("A"), PRICE)] and len(ch.entries) == 1 and list(ch.jobs) == [job.job_id]
     assert not ch.merged
 
 
@@ -733,9 +760,11 @@ def test_restore_from_the_store_and_continue(tmp_path: Path) -> None:
     assert s2.results == s.results
     for w_id, w in s.workers.items():
         w2 = s2.workers[w_id]
-        assert (w2.validated, w2.rejected, w2.balance, w2.public_key, w2.first_seen_ms) == (
-            w.validated, w.rejected, w.balance, w.public_key, w.first_seen_ms)
-    assert s2.head == s.head and s2.head is not None and s2.head.seq == 1
+        assert (w2.validated, w2.rejected, w2.public_key, w2.first_seen_ms) == (
+            w.validated, w.rejected, w.public_key, w.first_seen_ms)
+    assert s2.book.accounts.balances == {k: v for k, v in s.book.accounts.balances.items() if v}
+    assert s2.book.head == s.book.head and s2.book.head is not None and s2.book.head.seq == 3
+    assert s2.book.root() == s.book.root()
     assert s2.next_expiry_ms() == s.next_expiry_ms() == 10 + TIMEOUT
 
     # Resent results are duplicates, with no second reward.
@@ -744,18 +773,20 @@ def test_restore_from_the_store_and_continue(tmp_path: Path) -> None:
     assert lease(s2, "C", now=40) == []  # B still holds the second replica of task 1
     _accepted(report(s2, "B", gb1, good(gb1), now=50))
     changes = s2.take_changes()
-    assert [(e.seq, e.task_id, e.to) for e in changes.entries] == [(2, "id0001-1", wid("A")),
-                                                                   (3, "id0001-1", wid("B"))]
-    assert s.head is not None and changes.entries[0].prev_hash == s.head.hash
+    assert [(e.seq, e.task_id, e.to) for e in changes.entries] == [(4, "id0001-1", wid("A")),
+                                                                   (5, "id0001-1", wid("B")), (6, None, SUBMITTER)]
+    assert s.book.head is not None and changes.entries[0].prev_hash == s.book.head.hash
     assert job.job_id in changes.merged
     merged = codec.array_from_wire(codec.decode(changes.merged[job.job_id]))
     assert merged.tobytes() == whole_image().tobytes()
     assert s2.jobs[job.job_id].state == "done"
     store2.save(changes)
 
-    summary = ledger.verify(store2.ledger_rows_raw())
-    assert summary.entries == 4 and summary.head_hash == changes.entries[-1].hash
-    assert summary.balances == {ledger.MINT: -4 * PRICE, wid("A"): 2 * PRICE, wid("B"): 2 * PRICE}
+    summary = ledger.verify(e.to_dict() for e in store2.ledger.entries())
+    assert summary.entries == 7 and summary.head_hash == changes.entries[-1].hash
+    assert summary.balances == {ledger.MINT: -FUNDS, wid("A"): 2 * PRICE, wid("B"): 2 * PRICE,
+                                SUBMITTER: FUNDS - 4 * PRICE, accounts.escrow_account(job.job_id): 0}
+    assert summary.root_hash == s2.book.root().hex()
     assert store2.job_result(job.job_id) == changes.merged[job.job_id]
     store2.close()
 
@@ -763,7 +794,9 @@ def test_restore_from_the_store_and_continue(tmp_path: Path) -> None:
     assert s3.tasks == {} and s3.jobs[job.job_id].state == "done"
     assert report(s3, "B", gb1, good(gb1), now=60).status == "duplicate"  # found in the store's archive
     assert s3.take_changes().entries == []
-    assert {w: s3.workers[w].balance for w in (wid("A"), wid("B"))} == {wid("A"): 2 * PRICE, wid("B"): 2 * PRICE}
+    assert {name: balance(s3, name) for name in "AB"} == {"A": 2 * PRICE, "B": 2 * PRICE}
+    assert s3.book.head == changes.entries[-1] and s3.book.root() == s2.book.root()
+    assert balance(s3, SUBMITTER) == FUNDS - 4 * PRICE and escrow(s3, job) == 0
     store3.close()
 
 
@@ -803,7 +836,8 @@ def test_restore_after_disagreement_still_wants_one_more(tmp_path: Path) -> None
     (gc,) = lease(s2, "C", now=3)
     _accepted(report(s2, "C", gc, bad(gc), now=4))  # agrees with B this time
     changes = s2.take_changes()
-    assert _entries(changes) == [("id0001-0", wid("B"), PRICE), ("id0001-0", wid("C"), PRICE)]
+    assert _entries(changes) == [("id0001-0", wid("B"), PRICE), ("id0001-0", wid("C"), PRICE),
+                                 ("", SUBMITTER, 3 * PRICE)]
     assert s2.workers[wid("A")].rejected == 1
     store2.save(changes)
     store2.close()

@@ -24,6 +24,7 @@ from tests.coordinator.sched_support import (
     WORKER_KEYS,
     Ids,
     bad,
+    balance,
     good,
     item,
     lease,
@@ -60,7 +61,9 @@ def _accepted(ack: AckItem) -> None:
 
 
 def _rewards(changes: Changes) -> list[tuple[str, str]]:
-    return [(e.task_id or "", e.to) for e in changes.entries]
+    """(task_id, worker) of every reward, each of exactly the job's price (a job's refund is not a reward)."""
+    assert all(e.amount == PRICE for e in changes.entries if e.kind == "reward")
+    return [(e.task_id or "", e.to) for e in changes.entries if e.kind == "reward"]
 
 
 def _touch(s: Scheduler, name: str, now: int, *, address: str | None = None, owner: str | None = None) -> None:
@@ -105,7 +108,7 @@ def test_trust_is_earned_by_cross_checked_validations_only() -> None:
     (gc,) = lease(s, "C", now=now)
     report(s, "C", gc, good(gc), now=now + ELAPSED)
     c = s.trust.records[(wid("C"), K)]
-    assert (c.valid, c.consecutive_valid) == (1, 0) and s.workers[wid("C")].balance == PRICE
+    assert (c.valid, c.consecutive_valid) == (1, 0) and balance(s, "C") == PRICE
 
 
 @pytest.mark.parametrize("roll", [1 / 3, 0.5, 0.999])
@@ -301,7 +304,7 @@ def test_colluders_do_not_validate_while_a_trusted_worker_could_be_asked() -> No
     assert lease(s, "E", now=now + 20) == []  # an untrusted worker cannot break the tie
     (ga,) = lease(s, "A", now=now + 20)
     assert task_of(ga)["task_id"] == task.task_id
-    assert s.take_changes().entries == []
+    assert [e.kind for e in s.take_changes().entries] == ["escrow"]  # the job's funding, and no reward
 
 
 def test_colluders_lose_to_two_trusted_workers() -> None:
@@ -319,7 +322,7 @@ def test_colluders_lose_to_two_trusted_workers() -> None:
     verdicts = {r.worker_id: r.verdict for r in changes.results.values()}
     assert verdicts == {wid("C"): "invalid", wid("D"): "invalid", wid("A"): "valid", wid("B"): "valid"}
     assert _rewards(changes) == [(task.task_id, wid("A")), (task.task_id, wid("B"))]
-    assert s.workers[wid("C")].balance == s.workers[wid("D")].balance == 0
+    assert balance(s, "C") == balance(s, "D") == 0
 
 
 def test_the_trusted_result_plus_one_honest_result_beats_colluders() -> None:
@@ -369,7 +372,7 @@ def test_a_trusted_workers_malformed_result_does_not_make_the_task_wait_for_trus
     (gd,) = lease(s, "D", now=now + 2 * ELAPSED)
     _accepted(report(s, "D", gd, good(gd), now=now + 3 * ELAPSED))
     assert s.tasks == {} or all(t.state == "validated" for t in s.tasks.values())
-    assert s.workers[wid("C")].balance == s.workers[wid("D")].balance == PRICE
+    assert balance(s, "C") == balance(s, "D") == PRICE
 
 
 # ---- (5) bans ----------------------------------------------------------------------------------------------------
@@ -399,7 +402,7 @@ def test_a_banned_worker_is_refused_and_its_leases_and_pending_results_are_set_a
     assert s.workers[wid("F")].banned == "3 invalid results out of 3"
     changes = s.take_changes()
     assert changes.workers[wid("F")].banned == "3 invalid results out of 3"
-    assert y.state == "done" and s.workers[wid("A")].balance == s.workers[wid("B")].balance == 3 * PRICE
+    assert y.state == "done" and balance(s, "A") == balance(s, "B") == 3 * PRICE
     # Its active lease is cancelled and the task offered again in full.
     assert s.leases[gf[x1.task_id].lease_id].state == "cancelled"
     assert changes.leases[gf[x1.task_id].lease_id].state == "cancelled"
@@ -422,7 +425,7 @@ def test_a_banned_worker_is_refused_and_its_leases_and_pending_results_are_set_a
     assert x.state == "done" and x.error is None
     assert sorted(_rewards(s.take_changes())) == sorted(
         [(x0.task_id, wid("C")), (x0.task_id, wid("D")), (x1.task_id, wid("C")), (x1.task_id, wid("D"))])
-    assert s.workers[wid("F")].balance == 0
+    assert balance(s, "F") == 0
 
 
 def test_a_banned_trusted_workers_single_lease_goes_back_replicated() -> None:
@@ -726,6 +729,7 @@ def test_job_policy_defaults(given: dict[str, int], expected: tuple[int, int, in
 )
 def test_job_policy_is_checked(given: dict[str, int], message: str) -> None:
     s = new_scheduler()
+    s.take_changes()
     with pytest.raises(UserError, match=f"^{message}$"):
         submit(s, **{"replicas": None, **given})  # type: ignore[arg-type]
     assert s.jobs == {} and not s.take_changes()
@@ -739,7 +743,7 @@ def test_extra_replicas_beyond_quorum_are_cancelled_once_quorum_agrees() -> None
     report(s, "B", gb, good(gb), now=10)
     assert job.state == "done" and s.leases == {}
     assert report(s, "C", gc, good(gc), now=20).status == "rejected"
-    assert s.workers[wid("C")].balance == 0
+    assert balance(s, "C") == 0
 
 
 def test_max_errors_fails_the_job() -> None:
@@ -795,8 +799,10 @@ def test_trust_bans_and_single_tasks_survive_a_restore(tmp_path: Path) -> None:
     assert {w: s2.trust.standing_of(w) for w in s.workers} == {w: s.trust.standing_of(w) for w in s.workers}
     for name in "ABCDEF":
         assert s2.trust.trusted(wid(name), K) == s.trust.trusted(wid(name), K)
-    assert {w: (x.validated, x.rejected, x.balance, x.banned, x.too_fast) for w, x in s2.workers.items()} == {
-        w: (x.validated, x.rejected, x.balance, x.banned, x.too_fast) for w, x in s.workers.items()}
+    assert {w: (x.validated, x.rejected, x.banned, x.too_fast) for w, x in s2.workers.items()} == {
+        w: (x.validated, x.rejected, x.banned, x.too_fast) for w, x in s.workers.items()}
+    assert {w: balance(s2, w) for w in s.workers} == {w: balance(s, w) for w in s.workers}
+    assert s2.book.head == s.book.head and s2.book.root() == s.book.root()
     assert s2.banned(wid("F")) == "3 invalid results out of 3"
     with pytest.raises(Forbidden, match="worker banned: 3 invalid results out of 3"):
         lease(s2, "F", now=now + 4)

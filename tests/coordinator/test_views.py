@@ -1,4 +1,5 @@
-"""coordinator.views: the status API shows each worker's standing (banned, too fast, outlier) and trust per kernel."""
+"""coordinator.views: the status API shows each worker's standing (banned, too fast, outlier) and trust per kernel,
+and the money: balances from the ledger's book, each job's max cost and escrow, the ledger's totals."""
 
 from __future__ import annotations
 
@@ -7,9 +8,13 @@ from typing import Any
 from coordinator import views
 from coordinator.scheduler import Scheduler
 from coordinator.trust import TrustPolicy
+from depin import ledger, merkle
 from tests.coordinator.sched_support import (
+    FUNDS,
     PRICE,
+    SUBMITTER,
     WORKER_KEYS,
+    bad,
     good,
     lease,
     new_scheduler,
@@ -111,3 +116,62 @@ def test_a_new_worker_has_a_clean_row() -> None:
     (row,) = views.status_view(s, 5, ONLINE)["workers"]
     assert {k: row[k] for k in ("banned", "too_fast", "outlier", "trusted", "trust")} == {
         "banned": None, "too_fast": 0, "outlier": False, "trusted": [], "trust": {}}
+
+
+# ---- money -----------------------------------------------------------------------------------------------------------
+
+
+def test_job_and_worker_views_take_money_from_the_book() -> None:
+    s = new_scheduler()
+    open_job = submit(s, now=0, tasks=2, replicas=2, price=PRICE)  # max cost 2 x 5 x 7 = 70
+    done = submit(s, now=1, tasks=1, replicas=1, price=3 * PRICE)  # max cost 1 x 4 x 21 = 84, leased first
+    (gd,) = lease(s, "C", now=2, max_tasks=1, min_price=2 * PRICE)
+    report(s, "C", gd, good(gd), now=3)
+    ga0, _ = lease(s, "A", now=4)
+    (gb0,) = lease(s, "B", now=4, max_tasks=1)
+    report(s, "A", ga0, good(ga0), now=5)
+    report(s, "B", gb0, good(gb0), now=5)
+    jobs = {j["job_id"]: j for j in views.status_view(s, 6, ONLINE)["jobs"]}
+    assert list(jobs) == [done.job_id, open_job.job_id]  # newest first
+    assert {k: jobs[done.job_id][k] for k in ("state", "price", "max_cost", "escrow")} == {
+        "state": "done", "price": 3 * PRICE, "max_cost": 84, "escrow": 0}
+    assert {k: jobs[open_job.job_id][k] for k in ("state", "price", "max_cost", "escrow")} == {
+        "state": "running", "price": PRICE, "max_cost": 70, "escrow": 70 - 2 * PRICE}
+    assert views.job_view(open_job)["escrow"] is None  # no ledger at hand
+    rows = _rows(s, 6)
+    assert {n: (rows[wid(n)]["balance"], rows[wid(n)]["min_price"]) for n in "ABC"} == {
+        "A": (PRICE, 0), "B": (PRICE, 0), "C": (3 * PRICE, 2 * PRICE)}
+    workers = views.status_view(s, 6, ONLINE)["workers"]
+    assert [w["worker_id"] for w in workers] == [wid("C"), *sorted([wid("A"), wid("B")])]  # biggest balance first
+
+
+def test_the_ledger_section_adds_up() -> None:
+    s = new_scheduler()
+    job = submit(s, now=0, tasks=1, replicas=2, max_results=3)
+    (ga,), (gb,) = lease(s, "A", now=1), lease(s, "B", now=1)
+    report(s, "A", ga, good(ga), now=2)
+    report(s, "B", gb, bad(gb), now=2)
+    view = views.status_view(s, 3, ONLINE)["ledger"]
+    assert view == {"entries": 2, "head_hash": s.book.head.hash if s.book.head else None,
+                    "root_hash": s.book.root().hex(), "minted": FUNDS, "in_escrow": job.max_cost,
+                    "in_accounts": FUNDS - job.max_cost, "total_credits": 0}
+    (gc,) = lease(s, "C", now=4)
+    report(s, "C", gc, good(gc), now=5)  # agrees with A: the job is done and the rest refunded
+    view = views.status_view(s, 6, ONLINE)["ledger"]
+    summary = ledger.verify(_all_entries(s))
+    assert (view["entries"], view["head_hash"], view["root_hash"]) == (5, summary.head_hash, summary.root_hash)
+    assert (view["minted"], view["in_escrow"], view["total_credits"]) == (FUNDS, 0, 2 * PRICE)
+    assert view["in_accounts"] == FUNDS  # submitters' and workers' credits together: everything minted
+    assert summary.balances[SUBMITTER] == FUNDS - 2 * PRICE
+
+
+def test_an_empty_ledger() -> None:
+    s = new_scheduler(funds=0)
+    view = views.status_view(s, 0, ONLINE)["ledger"]
+    assert view == {"entries": 0, "head_hash": None, "root_hash": merkle.EMPTY_ROOT.hex(), "minted": 0,
+                    "in_escrow": 0, "in_accounts": 0, "total_credits": 0}
+
+
+def _all_entries(s: Scheduler) -> list[ledger.Entry]:
+    """Every entry so far: the test never took the scheduler's changes before."""
+    return s.take_changes().entries
