@@ -2,7 +2,8 @@
 
 Checkpoints are signed when `due` says so (every N entries, or every T milliseconds while the log grows) and kept in
 the database. Every proof is computed from the stored Merkle nodes (coordinator.ledger_store), never by rehashing
-the log. Answers are JSON-ready maps; the formats are docs/LEDGER.md sections 7-9 and PROTOCOL.md section 7.
+the log. Answers are JSON-ready maps; the formats are docs/LEDGER.md sections 7, 8 and 12 and PROTOCOL.md sections
+7.13-7.20.
 """
 
 from __future__ import annotations

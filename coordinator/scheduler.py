@@ -213,15 +213,15 @@ class Scheduler:
         return self._append(now, "grant", ledger.MINT, account, amount)
 
     def owner_of(self, job_id: str, requester: str, action: str) -> Job:
-        """The job, if `requester` submitted it; Forbidden otherwise (only a submitter may `action` its job)."""
+        """The job, if `requester` submitted it; Forbidden otherwise ("only the job's submitter can <action>")."""
         job = self._job(job_id)
         if requester != job.submitter:
-            raise Forbidden(f"only the job's submitter can {action} it")
+            raise Forbidden(f"only the job's submitter can {action}")
         return job
 
     def cancel(self, *, now: int, job_id: str, requester: str) -> Job:
         """Cancel an unfinished job; only its submitter may."""
-        job = self.owner_of(job_id, requester, "cancel")
+        job = self.owner_of(job_id, requester, "cancel it")
         if job.state in states.FINISHED_JOB:
             raise Conflict(f"job {job_id} is already {job.state}")
         self._finish_job(job, "cancelled", now, None)

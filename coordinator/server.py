@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -29,6 +30,7 @@ MSGPACK = "application/msgpack"
 LIMITS = {"lease": 64 << 10, "release": 64 << 10, "cancel": 64 << 10, "submit": 1 << 20, "results": 64 << 20,
           "result": 64 << 10, "grant": 64 << 10}
 EXPIRY_TICK_S = 0.5
+_INTEGER = re.compile(r"-?[0-9]{1,19}")  # plain ASCII digits: int() alone would take "+5", " 5", "1_000", "٥"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -76,10 +78,9 @@ def _query_int(request: web.Request, name: str, default: Any, lo: int = 0, hi: i
     raw = request.query.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise PeerProtocolError(f"query parameter {name} must be an integer") from None
+    if not _INTEGER.fullmatch(raw):
+        raise PeerProtocolError(f"query parameter {name} must be an integer")
+    value = int(raw)
     if not lo <= value <= hi:
         raise PeerProtocolError(f"query parameter {name} must be between {lo} and {hi}")
     return value

@@ -173,7 +173,7 @@ class Service:
         req = protocol.JobRequest.from_payload(payload)
         if req.job_id != job_id:
             raise PeerProtocolError("field job_id: does not match the job in the URL")
-        job = self.scheduler.owner_of(job_id, signer.id, "fetch the result of")
+        job = self.scheduler.owner_of(job_id, signer.id, "fetch its result")
         if job.state != "done":
             raise Conflict(f"job {job_id} has no result: it is {job.state}")
         wire = self.store.job_result(job_id)

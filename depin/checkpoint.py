@@ -70,6 +70,8 @@ class Checkpoint:
         if self.coordinator != key.id:
             raise VerificationError(f"checkpoint names coordinator {self.coordinator}, expected {key.id}")
         key.verify("checkpoint", self.signed_bytes(), self.sig)
+        if self.size == 0 and self.root != merkle.EMPTY_ROOT:
+            raise VerificationError("a checkpoint of size 0 must have the empty tree's root, SHA-256 of nothing")
 
 
 def sign(key: SigningKey, *, size: int, root: bytes, time: int) -> Checkpoint:

@@ -146,6 +146,13 @@ def _create_key(path: Path) -> SigningKey:
     return key
 
 
+def load_key(path: Path) -> SigningKey:
+    """The key stored at `path`; UserError if there is none (for commands that must not invent an identity)."""
+    if not path.exists():
+        raise UserError(f"no key at {path} (create one with depin keygen, or point --home/--data-dir at it)")
+    return load_or_create_key(path)
+
+
 def load_or_create_key(path: Path) -> SigningKey:
     """The key stored at `path` (mode 0600), created on first use."""
     try:

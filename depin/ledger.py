@@ -179,6 +179,7 @@ class Summary:
     head_hash: str
     root_hash: str  # Merkle tree head, hex
     balances: dict[str, int]
+    root_at: str | None = None  # the tree head after the first `at_size` entries, if asked for and reached
 
     @property
     def minted(self) -> int:
@@ -186,18 +187,21 @@ class Summary:
         return -self.balances.get(MINT, 0)
 
 
-def verify(entries: Iterable[Mapping[str, Any] | Entry]) -> Summary:
-    """Check the whole log from seq 0 (shape, chain, money rules); raise LedgerError naming the first bad position."""
+def verify(entries: Iterable[Mapping[str, Any] | Entry], *, at_size: int | None = None) -> Summary:
+    """Check the whole log from seq 0 (shape, chain, money rules); raise LedgerError naming the first bad position.
+    With `at_size`, also note the Merkle root of the first `at_size` entries (to compare with a checkpoint)."""
     book = Book()
+    root_at = book.root().hex() if at_size == 0 else None
     for raw in entries:
         try:  # an Entry object gets the same shape checks as a map: it may have been built by hand
             e = Entry.from_dict(raw.to_dict() if isinstance(raw, Entry) else raw)
         except LedgerError as exc:
             raise LedgerError(f"entry {book.size}: {_detail(exc)}", book.size) from None
         book.apply(e)
-    balances = {k: v for k, v in book.accounts.balances.items()}
+        if book.size == at_size:
+            root_at = book.root().hex()
     return Summary(entries=book.size, head_hash=GENESIS_PREV if book.head is None else book.head.hash,
-                   root_hash=book.root().hex(), balances=balances)
+                   root_hash=book.root().hex(), balances=dict(book.accounts.balances), root_at=root_at)
 
 
 def _detail(exc: LedgerError) -> str:

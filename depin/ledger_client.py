@@ -15,6 +15,20 @@ from depin.crypto import VerifyKey
 from depin.errors import PeerProtocolError, VerificationError
 
 
+class ForkEvidence(VerificationError):
+    """Two checkpoints signed by one coordinator that cannot both be true: the proof of a rewritten ledger."""
+
+    def __init__(self, message: str, first: checkpoint.Checkpoint, second: checkpoint.Checkpoint,
+                 proof: list[bytes]) -> None:
+        super().__init__(message)
+        self.first, self.second, self.proof = first, second, proof
+
+    def evidence(self) -> dict[str, Any]:
+        """Both signed checkpoints and the failed proof, as JSON anyone can re-check with the coordinator's key."""
+        return {"checkpoints": [self.first.to_json(), self.second.to_json()],
+                "consistency_proof": [h.hex() for h in self.proof]}
+
+
 async def coordinator_key(c: Client, pinned_hex: str | None = None) -> VerifyKey:
     """The coordinator's key: the pinned one (which /v1/info must match), else whatever /v1/info says."""
     info = await c.get_json("/v1/info")
@@ -53,12 +67,17 @@ def check_proved(item: Any, cp: checkpoint.Checkpoint) -> dict[str, Any] | None:
     return dict(entry)
 
 
-async def prove_entry(c: Client, key: VerifyKey, seq: int) -> tuple[dict[str, Any], checkpoint.Checkpoint]:
-    """Entry `seq` and the checkpoint it was proved against (the latest)."""
-    answer = await c.get_json(f"/v1/ledger/proof/inclusion?seq={seq}")
+async def prove_entry(c: Client, key: VerifyKey, seq: int, at: checkpoint.Checkpoint | None = None
+                      ) -> tuple[dict[str, Any], checkpoint.Checkpoint]:
+    """Entry `seq` and the checkpoint it was proved against: `at` if given (its size is asked for, and the served
+    checkpoint must be that very one), else the latest."""
+    query = f"/v1/ledger/proof/inclusion?seq={seq}" + ("" if at is None else f"&size={at.size}")
+    answer = await c.get_json(query)
     if not isinstance(answer, dict):
         raise PeerProtocolError("inclusion proof answer must be a map")
     cp = parse_checkpoint(answer.get("checkpoint"), key)
+    if at is not None and (cp.size, cp.root) != (at.size, at.root):
+        raise VerificationError(f"LEDGER FORK: two checkpoints of size {at.size} with different roots")
     entry = check_proved(answer, cp)
     if entry is None or entry.get("seq") != seq:
         raise VerificationError(f"the coordinator answered with another entry than {seq}")
@@ -70,14 +89,19 @@ async def prove_consistent(c: Client, key: VerifyKey, old: checkpoint.Checkpoint
     one of the same size with another root, is a rewritten ledger too."""
     latest = await latest_checkpoint(c, key)
     if latest.size < old.size:
-        raise VerificationError(
+        raise ForkEvidence(
             f"LEDGER FORK: the coordinator's latest checkpoint covers {latest.size} entries, fewer than the"
-            f" {old.size} it signed before; the coordinator rewrote or truncated its ledger")
+            f" {old.size} it signed before; the coordinator rewrote or truncated its ledger", old, latest, [])
     answer = await c.get_json(f"/v1/ledger/proof/consistency?from={old.size}&to={latest.size}")
     if not isinstance(answer, dict):
         raise PeerProtocolError("consistency proof answer must be a map")
     served = parse_checkpoint(answer.get("checkpoint"), key)
     if served.size != latest.size or served.root != latest.root:
-        raise VerificationError(f"LEDGER FORK: two checkpoints of size {latest.size} with different roots")
-    checkpoint.check_consistent(old, latest, checkpoint.hashes_from_json(answer.get("proof")))
+        raise ForkEvidence(f"LEDGER FORK: two checkpoints of size {latest.size} with different roots", latest, served,
+                           [])
+    proof = checkpoint.hashes_from_json(answer.get("proof"))
+    try:
+        checkpoint.check_consistent(old, latest, proof)
+    except VerificationError as exc:
+        raise ForkEvidence(str(exc), old, latest, proof) from None
     return latest

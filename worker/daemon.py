@@ -31,6 +31,7 @@ from depin.errors import (
     PeerProtocolError,
     VerificationError,
 )
+from depin.ledger_client import ForkEvidence
 from worker import pinning, tasks, witness
 from worker.journal import Journal
 
@@ -157,7 +158,8 @@ class Worker:
 
     def _raise_alarm(self, exc: LedgerAlarm) -> int:
         message = str(exc.__cause__ or exc)
-        self.journal.alarm(message, int(time.time() * 1000))
+        evidence = exc.__cause__.evidence() if isinstance(exc.__cause__, ForkEvidence) else None
+        self.journal.alarm(message, int(time.time() * 1000), evidence)
         held = self.journal.latest_checkpoint()
         log.critical("!!! LEDGER ALARM: %s", message)
         log.critical("!!! this worker kept checkpoint %s; the evidence is in %s (depin receipts --data-dir %s)."

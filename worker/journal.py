@@ -32,7 +32,7 @@ CREATE INDEX IF NOT EXISTS sent_task ON sent (task_id);
 CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, checkpoint TEXT NOT NULL, seen INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS credits (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, task_id TEXT, amount INTEGER NOT NULL,
     entry TEXT NOT NULL, proof TEXT NOT NULL, checkpoint INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS alarms (time INTEGER NOT NULL, message TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS alarms (time INTEGER NOT NULL, message TEXT NOT NULL, evidence TEXT);
 """
 
 
@@ -130,9 +130,15 @@ class Journal:
                 [(e["seq"], e["kind"], e["task_id"], e["amount"], json.dumps(e), json.dumps(proof), cp.size)
                  for e, proof in credits])
 
-    def alarm(self, message: str, now_ms: int) -> None:
-        """Record what the witness caught."""
-        self.db.execute("INSERT INTO alarms VALUES (?, ?)", (now_ms, message))
+    def alarm(self, message: str, now_ms: int, evidence: dict[str, Any] | None = None) -> None:
+        """Record what the witness caught, with the signed evidence when there is some."""
+        self.db.execute("INSERT INTO alarms VALUES (?, ?, ?)",
+                        (now_ms, message, None if evidence is None else json.dumps(evidence)))
+
+    def evidence(self) -> list[dict[str, Any]]:
+        """The signed evidence kept with alarms (two conflicting checkpoints and the failed proof), oldest first."""
+        return [json.loads(r[0]) for r in
+                self.db.execute("SELECT evidence FROM alarms WHERE evidence IS NOT NULL ORDER BY time")]
 
     def alarms(self) -> list[tuple[int, str]]:
         """Everything the witness caught, oldest first."""

@@ -42,7 +42,8 @@ async def audit(client: Client, coordinator: VerifyKey, journal: Journal, worker
             raise PeerProtocolError("credits answer must be a map with a credits list")
         served = ledger_client.parse_checkpoint(answer.get("checkpoint"), coordinator)
         if served.size != cp.size or served.root != cp.root:
-            raise VerificationError(f"LEDGER FORK: two checkpoints of size {cp.size} with different roots")
+            raise ledger_client.ForkEvidence(f"LEDGER FORK: two checkpoints of size {cp.size} with different roots",
+                                             cp, served, [])
         fresh = 0
         for item in answer["credits"]:
             entry = ledger_client.check_proved(item, cp)

@@ -13,7 +13,7 @@ from typing import Any
 from depin import config, kernels
 from depin.cli import market_cmd, output
 from depin.client import Client
-from depin.crypto import SigningKey, load_or_create_key
+from depin.crypto import SigningKey, load_key, load_or_create_key
 from depin.errors import UserError
 
 TERMINAL = ("done", "failed", "cancelled")
@@ -131,14 +131,14 @@ async def fetch_result(c: Client, key: SigningKey, job_id: str, path: Path) -> s
 
 
 async def _result(cfg: config.ClientConfig, args: argparse.Namespace) -> int:
-    key = load_or_create_key(cfg.home / "key")
+    key = load_key(cfg.home / "key")
     async with Client(cfg.coordinator) as c:
         print(await fetch_result(c, key, args.job, Path(args.output)))
     return 0
 
 
 async def _cancel(cfg: config.ClientConfig, args: argparse.Namespace) -> int:
-    key = load_or_create_key(cfg.home / "key")
+    key = load_key(cfg.home / "key")
     async with Client(cfg.coordinator) as c:
         answer = await c.post_signed(f"/v1/jobs/{_quoted(args.job)}/cancel", key, "cancel", {"job_id": args.job})
     output.emit(cfg.json, answer, f"{answer['job_id']} {answer['state']}")

@@ -14,6 +14,7 @@ from typing import Any
 from depin import checkpoint, config, ledger, ledger_client
 from depin.cli import output
 from depin.client import Client
+from depin.crypto import VerifyKey
 from depin.errors import LedgerError, UserError, VerificationError
 
 PAGE = 1000
@@ -85,36 +86,62 @@ def run(args: argparse.Namespace) -> int:
                 raise UserError(f"cannot write {args.output}: {exc.strerror}") from None
             print(f"wrote {len(lines)} ledger entries to {args.output}")
         return 0
+    if cp is None and getattr(args, "checkpoint", None):
+        cp = _saved_checkpoint(args.checkpoint, args.coordinator_key)
     try:
-        summary = ledger.verify(entries)
+        summary = ledger.verify(entries, at_size=None if cp is None else cp.size)
     except LedgerError as exc:
         if args.json:
             output.emit(True, {"ok": False, "first_bad_seq": exc.seq, "error": str(exc)}, "")
         raise LedgerError(f"ledger of {where} is broken at seq {exc.seq}: {exc}", exc.seq) from None
-    if cp is not None and (cp.size != summary.entries or cp.root.hex() != summary.root_hash):
-        raise VerificationError(f"ledger of {where}: its {summary.entries} entries have Merkle root"
-                                f" {summary.root_hash}, but the coordinator signed {cp.root.hex()} for {cp.size}")
+    if cp is not None and summary.root_at is None:
+        _mismatch(args, f"ledger of {where} has {summary.entries} entries, fewer than the {cp.size} its checkpoint"
+                        f" covers")
+    if cp is not None and summary.root_at != cp.root.hex():
+        _mismatch(args, f"ledger of {where}: its first {cp.size} entries have Merkle root {summary.root_at},"
+                        f" but the coordinator signed {cp.root.hex()}")
     held = {k: v for k, v in summary.balances.items() if k != ledger.MINT and v}
     escrow = sum(v for k, v in held.items() if k.startswith("escrow:"))
     data = {"ok": True, "entries": summary.entries, "head_hash": summary.head_hash, "root_hash": summary.root_hash,
             "minted": summary.minted, "in_escrow": escrow, "in_accounts": summary.minted - escrow,
             "checkpoint": None if cp is None else cp.to_json()}
-    signed = "" if cp is None else f"; root matches the checkpoint signed by {cp.coordinator}"
+    signed = "" if cp is None else f"; the first {cp.size} match the checkpoint signed by {cp.coordinator}"
     output.emit(args.json, data,
                 f"ledger ok: {summary.entries} entries, head {summary.head_hash}, root {summary.root_hash}{signed}\n"
                 f"credits: {summary.minted} minted = {data['in_accounts']} in accounts + {escrow} in escrow")
     return 0
 
 
+def _mismatch(args: argparse.Namespace, message: str) -> None:
+    if args.json:
+        output.emit(True, {"ok": False, "first_bad_seq": None, "error": message}, "")
+    raise VerificationError(message)
+
+
+def _saved_checkpoint(path: str, key_hex: str | None) -> checkpoint.Checkpoint:
+    """A checkpoint kept in a file, its signature checked against the coordinator key the user names."""
+    if key_hex is None:
+        raise UserError("--checkpoint needs --coordinator-key: a checkpoint proves nothing without its signer's key")
+    try:
+        key = VerifyKey(bytes.fromhex(key_hex))
+    except ValueError:
+        raise UserError("--coordinator-key must be 64 hex digits") from None
+    cp = _read_checkpoint(path)
+    cp.verify(key)
+    return cp
+
+
+def _read_checkpoint(path: str) -> checkpoint.Checkpoint:
+    try:
+        return checkpoint.Checkpoint.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read checkpoint {path}: {exc}") from None
+
+
 async def _prove(args: argparse.Namespace) -> int:
     """Check the latest checkpoint's signature, the inclusion of entries, and consistency with a kept checkpoint."""
     url = config.coordinator_url(args.coordinator, config.environment())
-    since = None
-    if args.since:
-        try:
-            since = checkpoint.Checkpoint.from_json(json.loads(Path(args.since).read_text(encoding="utf-8")))
-        except (OSError, ValueError) as exc:
-            raise UserError(f"cannot read checkpoint {args.since}: {exc}") from None
+    since = _read_checkpoint(args.since) if args.since else None
     lines: list[str] = []
     data: dict[str, Any] = {"entries": []}
     async with Client(url) as c:
@@ -128,7 +155,7 @@ async def _prove(args: argparse.Namespace) -> int:
             cp = await ledger_client.latest_checkpoint(c, key)
         lines.insert(0, f"checkpoint: {cp.size} entries, root {cp.root.hex()}, signed by {cp.coordinator}")
         for seq in args.seq:
-            entry, at = await ledger_client.prove_entry(c, key, seq)
+            entry, at = await ledger_client.prove_entry(c, key, seq, cp)
             lines.append(f"included:   entry {seq} ({entry['kind']} {entry['amount']} {entry['from']} -> {entry['to']})"
                          f" is in checkpoint {at.size}")
             data["entries"].append(entry)

@@ -141,7 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
             lp.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write (- for stdout)")
         else:
             lp.add_argument("--file", help="verify a JSON Lines export")
-            lp.add_argument("--coordinator-key", metavar="HEX", help="expect this coordinator public key")
+            lp.add_argument("--checkpoint", metavar="FILE",
+                            help="with --file or --data-dir: a kept checkpoint the ledger must extend")
+            lp.add_argument("--coordinator-key", metavar="HEX",
+                            help="expect (with --checkpoint: use) this coordinator public key")
             _add_json(lp)
     lp = lsub.add_parser("prove", help="check the signed checkpoint, entries' inclusion, and growth since a checkpoint")
     _add_coordinator(lp)

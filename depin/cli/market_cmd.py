@@ -14,7 +14,7 @@ from depin import config, ledger_client
 from depin.checkpoint import Checkpoint
 from depin.cli import output
 from depin.client import Client
-from depin.crypto import load_or_create_key
+from depin.crypto import load_key
 from depin.errors import UserError
 
 PAGE = 1000
@@ -27,9 +27,7 @@ def _q(segment: str) -> str:
 async def grant(cfg: config.ClientConfig, args: argparse.Namespace) -> int:
     """Mint credits into an account, signed with the coordinator's own key (read from its data dir)."""
     key_path = Path(args.data_dir) / "coordinator.key"
-    if not key_path.exists():
-        raise UserError(f"no coordinator key at {key_path}: --data-dir must be the coordinator's data dir")
-    key = load_or_create_key(key_path)
+    key = load_key(key_path)
     async with Client(cfg.coordinator) as c:
         answer = await c.post_signed("/v1/grants", key, "grant", {"account": args.account, "amount": args.amount})
     output.emit(cfg.json, answer,
@@ -40,7 +38,7 @@ async def grant(cfg: config.ClientConfig, args: argparse.Namespace) -> int:
 
 async def balance(cfg: config.ClientConfig, args: argparse.Namespace) -> int:
     """An account's balance; yours (the key in --home) by default."""
-    account = args.account or load_or_create_key(cfg.home / "key").id
+    account = args.account or load_key(cfg.home / "key").id
     async with Client(cfg.coordinator) as c:
         answer = await c.get_json(f"/v1/accounts/{_q(account)}")
     output.emit(cfg.json, answer, f"{answer['account']}  {answer['balance']} credits")
@@ -52,9 +50,7 @@ def _worker_id(args: argparse.Namespace) -> str:
         return str(args.worker)
     if args.data_dir:
         path = Path(args.data_dir) / "worker.key"
-        if not path.exists():
-            raise UserError(f"no worker key at {path}")
-        return load_or_create_key(path).id
+        return load_key(path).id
     raise UserError("give --worker ID, or --data-dir of a worker")
 
 
@@ -72,14 +68,16 @@ def _local_receipts(cfg: config.ClientConfig, data_dir: Path) -> int:
         raise UserError(f"no worker journal at {path}")
     journal = Journal(path)
     try:
-        story, alarms, cps = journal.story(), journal.alarms(), journal.checkpoints()
+        story, alarms, cps, evidence = journal.story(), journal.alarms(), journal.checkpoints(), journal.evidence()
     finally:
         journal.close()
     latest = cps[-1].to_json() if cps else None
     earned = sum(r["amount"] or 0 for r in story)
     data = {"worker_data_dir": str(data_dir), "earned": earned, "checkpoints": len(cps), "latest_checkpoint": latest,
-            "alarms": [{"time": t, "message": m} for t, m in alarms], "receipts": story}
+            "alarms": [{"time": t, "message": m} for t, m in alarms], "evidence": evidence, "receipts": story}
     lines = [f"!!! LEDGER ALARM {_when(t)}: {m}" for t, m in alarms]
+    if evidence:
+        lines.append(f"    signed evidence kept: {len(evidence)} pair(s) of conflicting checkpoints (see --json)")
     lines.append(f"{len(story)} results sent, {sum(r['seq'] is not None for r in story)} credited and proved,"
                  f" {earned} credits; {len(cps)} checkpoints kept" + (f", latest {latest['size']}" if latest else ""))
     lines.append(output.table(
@@ -120,7 +118,8 @@ async def receipts(cfg: config.ClientConfig, args: argparse.Namespace) -> int:
         ["SENT", "TASK", "VERDICT", "CREDITED", "ENTRY", "PROOF", "WHY"],
         [[_when(r["received_ms"]), r["task_id"], r["verdict"],
           r["entry"]["amount"] if r["entry"] else "-", r["entry"]["seq"] if r["entry"] else "-",
-          "ok" if r["proved"] else ("awaiting checkpoint" if r["entry"] else "-"),
+          "ok" if r["proved"] else ("awaiting checkpoint" if r["entry"] else
+                                    ("MISSING: validated, not credited" if r["verdict"] == "valid" else "-")),
           r["formula"] if r["entry"] else (r["error"] or ("not validated" if r["verdict"] != "valid" else "-"))]
          for r in rows], right=(3, 4)))
     output.emit(cfg.json, data, "\n".join(text))

@@ -359,3 +359,10 @@ def test_hashes_from_json() -> None:
 def test_hashes_from_json_refuses(value: Any, message: str) -> None:
     with pytest.raises(VerificationError, match=message):
         hashes_from_json(value)
+
+
+def test_a_size_0_checkpoint_must_carry_the_empty_root() -> None:
+    key = SigningKey(bytes([9]) * 32)
+    checkpoint.sign(key, size=0, root=merkle.EMPTY_ROOT, time=1).verify(key.verify_key)
+    with pytest.raises(VerificationError, match="size 0 must have the empty tree's root"):
+        checkpoint.sign(key, size=0, root=merkle.leaf_hash(b"x"), time=1).verify(key.verify_key)

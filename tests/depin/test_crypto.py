@@ -363,3 +363,14 @@ def test_key_file_of_wrong_length_is_refused(tmp_path: Path, size: int) -> None:
 def test_key_path_that_is_a_directory_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=f"cannot read key file {tmp_path}"):
         load_or_create_key(tmp_path)
+
+
+def test_load_key_never_creates_one(tmp_path: Path) -> None:
+    from depin.crypto import load_key, load_or_create_key
+    from depin.errors import UserError
+
+    with pytest.raises(UserError, match="no key at .*depin keygen"):
+        load_key(tmp_path / "key")
+    assert not (tmp_path / "key").exists()
+    made = load_or_create_key(tmp_path / "key")
+    assert load_key(tmp_path / "key").id == made.id

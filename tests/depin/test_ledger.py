@@ -695,3 +695,12 @@ def test_deeply_nested_line_is_a_ledger_error_at_its_position() -> None:
     with pytest.raises(LedgerError, match="entry 2: not a valid JSON object") as info:
         ledger.verify(ledger.iter_jsonl(lines))
     assert info.value.seq == 2
+
+
+def test_verify_notes_the_root_at_a_checkpoint_size() -> None:
+    entries = _chain()
+    for size in range(len(entries) + 1):
+        summary = ledger.verify(entries, at_size=size)
+        assert summary.root_at == merkle.naive_root([ledger.leaf_of(e["hash"]) for e in entries[:size]]).hex()
+    assert ledger.verify(entries, at_size=len(entries) + 1).root_at is None  # never reached
+    assert ledger.verify(entries).root_at is None

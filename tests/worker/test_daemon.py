@@ -266,3 +266,28 @@ async def test_a_task_below_the_minimum_price_is_given_back_unrun(tmp_path: Path
     assert released == [["L1"]]
     assert (w.stats.computed, w.journal.story()) == (0, [])
     w.journal.close()
+
+
+async def test_a_fork_alarm_keeps_both_signed_checkpoints_as_evidence(tmp_path: Path) -> None:
+    from depin import checkpoint, merkle
+    from depin.ledger_client import ForkEvidence
+
+    old = checkpoint.sign(COORD, size=3, root=merkle.leaf_hash(b"a"), time=1)
+    new = checkpoint.sign(COORD, size=5, root=merkle.leaf_hash(b"b"), time=2)
+    fork = ForkEvidence("LEDGER FORK: the checkpoint of size 5 does not extend the checkpoint of size 3", old, new,
+                        [merkle.leaf_hash(b"c")])
+    w = _worker(tmp_path)
+
+    async def cycle(client: object) -> None:
+        raise LedgerAlarm(str(fork)) from fork
+
+    w._cycle = cycle  # type: ignore[method-assign]
+    assert await w.run() == 4
+    j = Journal(tmp_path / "journal.sqlite3")
+    try:
+        (kept,) = j.evidence()
+    finally:
+        j.close()
+    assert kept == {"checkpoints": [old.to_json(), new.to_json()], "consistency_proof": [merkle.leaf_hash(b"c").hex()]}
+    for cp in kept["checkpoints"]:  # anyone holding the coordinator's key can re-check both signatures
+        checkpoint.Checkpoint.from_json(cp).verify(COORD.verify_key)
