@@ -217,7 +217,7 @@ def iter_jsonl(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line, object_pairs_hook=_no_duplicate_keys)
+            obj = json.loads(line, object_pairs_hook=no_duplicate_keys)
         except (ValueError, RecursionError) as exc:
             reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
             raise LedgerError(f"entry {position}: not a valid JSON object ({reason})", position) from None
@@ -227,7 +227,8 @@ def iter_jsonl(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
         position += 1
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A json object_pairs_hook that refuses an object repeating a key (ValueError "duplicate key")."""
     obj = dict(pairs)
     if len(obj) != len(pairs):
         raise ValueError("duplicate key")

@@ -95,6 +95,8 @@ async def prove_consistent(c: Client, key: VerifyKey, old: checkpoint.Checkpoint
     answer = await c.get_json(f"/v1/ledger/proof/consistency?from={old.size}&to={latest.size}")
     if not isinstance(answer, dict):
         raise PeerProtocolError("consistency proof answer must be a map")
+    if answer.get("from") != old.size:
+        raise VerificationError(f"asked for a consistency proof from size {old.size}, got {answer.get('from')!r}")
     served = parse_checkpoint(answer.get("checkpoint"), key)
     if served.size != latest.size or served.root != latest.root:
         raise ForkEvidence(f"LEDGER FORK: two checkpoints of size {latest.size} with different roots", latest, served,

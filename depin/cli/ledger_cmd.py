@@ -133,7 +133,8 @@ def _saved_checkpoint(path: str, key_hex: str | None) -> checkpoint.Checkpoint:
 
 def _read_checkpoint(path: str) -> checkpoint.Checkpoint:
     try:
-        return checkpoint.Checkpoint.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+        text = Path(path).read_text(encoding="utf-8")
+        return checkpoint.Checkpoint.from_json(json.loads(text, object_pairs_hook=ledger.no_duplicate_keys))
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot read checkpoint {path}: {exc}") from None
 
