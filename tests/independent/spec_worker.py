@@ -6,10 +6,13 @@ digests (9), the worker loop, journal and key pinning (10) and the mandelbrot@1 
 implemented here from the text. Dependencies: the standard library, PyNaCl and numpy.
 
     python -m tests.independent.spec_worker --coordinator URL --data-dir DIR \
-        [--max-tasks N] [--exit-when-idle] [--wait-ms MS] [--task-limit N] [--coordinator-key HEX]
+        [--max-tasks N] [--exit-when-idle] [--wait-ms MS] [--task-limit N] [--coordinator-key HEX] \
+        [--min-price CREDITS]
 
 `--max-tasks` is the lease request's `max_tasks` (how many tasks to ask for at once); `--task-limit`
-stops the worker after it has computed that many tasks in total.
+stops the worker after it has computed that many tasks in total. `--min-price` is the lease request's
+optional `min_price` (the least a job must pay per validated result); a task whose signed `price` is
+below it is refused and released like any other task that fails the checks of section 8.3.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ KERNEL = "mandelbrot@1"
 # only while their encoded item maps total at most 16 MiB, and always put at least one item in a request.
 RESULTS_BATCH_BYTES = 16 * 1024 * 1024
 RESULTS_BATCH_ITEMS = 256  # section 7.4: 1..256 items
+MAX_PRICE = 2**40 - 1  # section 7.5: a price is int[1..2^40-1] credits per validated result
 
 
 # --------------------------------------------------------------------------------------------------
@@ -343,15 +347,15 @@ def _is_str(v: Any, lo: int = 1, hi: int = 128) -> bool:
     return isinstance(v, str) and lo <= len(v) <= hi
 
 
-TASK_FIELDS = {"task_id", "job_id", "kernel", "kernel_version", "params", "coordinator"}
+TASK_FIELDS = {"task_id", "job_id", "kernel", "kernel_version", "params", "coordinator", "price"}
 
 MANDEL_INTS = {"width": (1, 4096), "height": (1, 4096), "max_iter": (1, 1_000_000),
                "row_start": (0, 4095), "row_end": (1, 4096)}
 MANDEL_FLOATS = ("x_min", "x_max", "y_min", "y_max")
 
 
-def check_task(task: Any, coordinator_id: str) -> None:
-    """Steps 3-6 of section 8.3 (steps 1-2 are done on the bytes by the caller)."""
+def check_task(task: Any, coordinator_id: str, min_price: int = 0) -> None:
+    """Steps 3-6 of section 8.3 (steps 1-2 are done on the bytes by the caller), and this worker's minimum price."""
     if not isinstance(task, dict):
         raise ProtocolViolation("task does not decode to a map")
     if set(task) != TASK_FIELDS:
@@ -363,11 +367,15 @@ def check_task(task: Any, coordinator_id: str) -> None:
         raise ProtocolViolation("task.kernel_version: not an int[0..2^31]")
     if not isinstance(task["params"], dict):
         raise ProtocolViolation("task.params: not a map")
+    if not _is_int(task["price"]) or not 1 <= task["price"] <= MAX_PRICE:
+        raise ProtocolViolation("task.price: not an int[1..2^40-1]")
     if task["coordinator"] != coordinator_id:
         raise ProtocolViolation("task.coordinator is not the pinned coordinator's id")
     if f"{task['kernel']}@{task['kernel_version']}" != KERNEL:
         raise ProtocolViolation(f"kernel {task['kernel']}@{task['kernel_version']} is not run by this worker")
     check_mandelbrot_params(task["params"])
+    if task["price"] < min_price:
+        raise ProtocolViolation(f"task pays {task['price']} credits, below our minimum of {min_price}")
 
 
 def check_mandelbrot_params(p: dict[str, Any]) -> None:
@@ -566,7 +574,7 @@ class Stats:
 class SpecWorker:
     def __init__(self, coordinator: str, data_dir: Path, *, max_tasks: int = 4, wait_ms: int = 20_000,
                  exit_when_idle: bool = False, task_limit: int | None = None,
-                 coordinator_key: str | None = None, log: Any = None) -> None:
+                 coordinator_key: str | None = None, min_price: int = 0, log: Any = None) -> None:
         self.http = Transport(coordinator)
         self.data_dir = Path(data_dir)
         self.key = load_or_create_key(self.data_dir)
@@ -577,6 +585,7 @@ class SpecWorker:
         self.wait_ms = wait_ms
         self.exit_when_idle = exit_when_idle
         self.task_limit = task_limit
+        self.min_price = min_price
         self.operator_key = coordinator_key.lower() if coordinator_key else None
         self.coord_key = b""
         self.coord_id = ""
@@ -617,6 +626,8 @@ class SpecWorker:
     # --- section 7.2 --------------------------------------------------------------------------
     def lease(self, max_tasks: int) -> list[Any]:
         payload = {"max_tasks": max_tasks, "wait_ms": self.wait_ms, "kernels": [KERNEL], **fresh()}
+        if self.min_price:
+            payload["min_price"] = self.min_price
         body, _ = envelope(self.key, "lease-request", payload)
         self.in_poll = True
         try:
@@ -645,7 +656,7 @@ class SpecWorker:
             task = unpackb_canonical(task_bytes)  # 2
         except MsgpackError as e:
             raise ProtocolViolation(f"task: {e}") from e
-        check_task(task, self.coord_id)  # 3-6
+        check_task(task, self.coord_id, self.min_price)  # 3-6
         return cast(dict[str, Any], task)
 
     def release(self, lease_ids: list[str]) -> None:
@@ -815,12 +826,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--task-limit", type=int, default=None, help="stop after computing this many tasks")
     ap.add_argument("--exit-when-idle", action="store_true", help="exit when a lease poll returns nothing")
     ap.add_argument("--coordinator-key", default=None, help="expected coordinator public key, hex")
+    ap.add_argument("--min-price", type=int, default=0, help="min_price of each lease request (0: any price)")
     args = ap.parse_args(argv)
     if not 1 <= args.max_tasks <= 256 or not 0 <= args.wait_ms <= 30_000:
         ap.error("--max-tasks must be 1..256 and --wait-ms 0..30000")
+    if not 0 <= args.min_price <= MAX_PRICE:
+        ap.error("--min-price must be 0..2^40-1")
     w = SpecWorker(args.coordinator, args.data_dir, max_tasks=args.max_tasks, wait_ms=args.wait_ms,
                    exit_when_idle=args.exit_when_idle, task_limit=args.task_limit,
-                   coordinator_key=args.coordinator_key)
+                   coordinator_key=args.coordinator_key, min_price=args.min_price)
     print(f"spec worker {w.worker_id}", flush=True)
     signal.signal(signal.SIGTERM, w.on_signal)
     signal.signal(signal.SIGINT, w.on_signal)

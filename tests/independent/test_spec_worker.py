@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from tests.independent import spec_worker as sw
+from tests.spec_examples import SPEC
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,10 +94,11 @@ def test_spec_examples_encode_and_sign() -> None:
     assert cpub == h("29acbae141bccaf0b22e1a94d34d0bc7361e526d0bfe12c89794bc9322966dd7")
     assert sw.party_id(cpub) == "et3o22wl7yiatqbq27ffm7btzjedbeiu"
     assert sw.party_id(bytes(wkey.verify_key)) == "am4wegjdp522mtysv237hfzdvp2abmla"
-    task = {"coordinator": "et3o22wl7yiatqbq27ffm7btzjedbeiu", "job_id": "00000000000000a0", "kernel": "mandelbrot",
-            "kernel_version": 1, "params": {"height": 4, "max_iter": 32, "row_end": 2, "row_start": 0, "width": 8,
-                                            "x_max": 1.0, "x_min": -2.0, "y_max": 1.2, "y_min": -1.2},
-            "task_id": "00000000000000a0-0"}
+    task: dict[str, Any] = {
+        "coordinator": "et3o22wl7yiatqbq27ffm7btzjedbeiu", "job_id": "00000000000000a0", "kernel": "mandelbrot",
+        "kernel_version": 1, "params": {"height": 4, "max_iter": 32, "row_end": 2, "row_start": 0, "width": 8,
+                                        "x_max": 1.0, "x_min": -2.0, "y_max": 1.2, "y_min": -1.2},
+        "task_id": "00000000000000a0-0"}
     task_bytes = sw.packb(task)
     assert task_bytes == h("""
         86ab636f6f7264696e61746f72d9206574336f3232776c377969617471627132
@@ -125,15 +128,41 @@ def test_spec_examples_encode_and_sign() -> None:
         00a5795f6d6178cb3ff3333333333333a5795f6d696ecbbff3333333333333a7
         7461736b5f6964b2303030303030303030303030303061302d30""") and len(answer) == 378
     worker = sw.SpecWorker.__new__(sw.SpecWorker)
-    worker.coord_key, worker.coord_id = cpub, sw.party_id(cpub)
-    assert worker.check_grant(sw.unpackb(answer)["leases"][0]) == task
+    worker.coord_key, worker.coord_id, worker.min_price = cpub, sw.party_id(cpub), 0
+    # Since issue 4 a task carries the job's `price` (a required seventh field, int[1..2^40-1]): the six-field task
+    # printed above is refused, properly signed or not. The 8.4 example became the job submitted at price 1; its
+    # bytes, signature and lease answer, as transcribed in tests/data/spec_examples.json, are re-derived here.
+    with pytest.raises(sw.ProtocolViolation, match="task fields"):
+        worker.check_grant(sw.unpackb(answer)["leases"][0])
+    vector = SPEC["task"]
+    priced = {**task, "price": 1}
+    priced_bytes = sw.packb(priced)
+    assert priced_bytes == h(vector["task0_payload_hex"]) and priced_bytes[0] == 0x87
+    priced_sig = sw.sign(ckey, "task", priced_bytes)
+    assert priced_sig == h(vector["task0_sig_hex"])
+    priced_grant = {**grant, "task": priced_bytes, "sig": priced_sig}
+    assert sw.packb({"leases": [priced_grant]}) == h(vector["lease_answer_hex"])
+    assert worker.check_grant(sw.unpackb(h(vector["lease_answer_hex"]))["leases"][0]) == priced
     with pytest.raises(sw.ProtocolViolation):  # signed by someone else
-        worker.check_grant({**grant, "sig": sw.sign(wkey, "task", task_bytes)})
+        worker.check_grant({**priced_grant, "sig": sw.sign(wkey, "task", priced_bytes)})
     with pytest.raises(sw.ProtocolViolation):  # a param missing, properly signed
-        bad = sw.packb({**task, "params": {k: v for k, v in task["params"].items() if k != "y_min"}})
-        worker.check_grant({**grant, "task": bad, "sig": sw.sign(ckey, "task", bad)})
+        no_y_min = sw.packb({**priced, "params": {k: v for k, v in task["params"].items() if k != "y_min"}})
+        worker.check_grant({**priced_grant, "task": no_y_min, "sig": sw.sign(ckey, "task", no_y_min)})
+    for price in (0, 2**40, -1, True, 1.0, "10", None):  # out of range or not an int: refused, properly signed
+        mispriced = sw.packb({**priced, "price": price})
+        with pytest.raises(sw.ProtocolViolation, match="price"):
+            worker.check_grant({**priced_grant, "task": mispriced, "sig": sw.sign(ckey, "task", mispriced)})
+    top = sw.packb({**priced, "price": 2**40 - 1})
+    assert worker.check_grant({**priced_grant, "task": top, "sig": sw.sign(ckey, "task", top)})["price"] == 2**40 - 1
+    # A worker asking a minimum price refuses a task paying less, and takes one paying exactly that.
+    worker.min_price = 2
+    with pytest.raises(sw.ProtocolViolation, match="below our minimum"):
+        worker.check_grant(priced_grant)
+    worker.min_price = 1
+    assert worker.check_grant(priced_grant) == priced
+    worker.min_price = 0
 
-    # 9.3 and 13.6: the kernel and the digest
+    # 9.3 and 13.6: the kernel and the digest (the price does not enter the computation)
     out = sw.mandelbrot(task["params"])
     amap = sw.array_map(out)
     assert sw.packb(amap) == h("""83 a464617461 c440 01000000 03000000 03000000 04000000 06000000 06000000
@@ -181,12 +210,20 @@ def test_spec_examples_encode_and_sign() -> None:
         with pytest.raises(sw.ProtocolViolation):
             worker.check_ack(*wrong)
 
-    # LEDGER.md 9: an entry hash through the same generic encoder
+    # LEDGER.md 9 (as transcribed in tests/data/spec_examples.json): entry hashes through the same generic encoder
+    # (the pre-issue-4 example, a reward from mint, still hashes as printed: hashing knows nothing of money rules)
     entry = {"seq": 0, "time": 1795248062486, "kind": "reward", "from": "mint",
              "to": "dui5r4he4dcdwybt3o246j6jmsvd64fg", "amount": 7, "job_id": "84abe3f9cef16e54",
              "task_id": "84abe3f9cef16e54-0", "prev_hash": "0" * 64}
     assert len(sw.packb(entry)) == 214
     assert ledger_hash(entry) == "fe0fbdd9025b6e08ec68f96dcf1e3cb129e50a9741fa992c9301f939ce08b86a"
+    book = SPEC["ledger"]
+    prev = "0" * 64
+    for line, body_hex, expected in zip(book["jsonl"], book["body_hex"], book["hashes"], strict=True):
+        e = json.loads(line)
+        assert e["prev_hash"] == prev and e["hash"] == expected == ledger_hash(e)
+        assert sw.packb({k: v for k, v in e.items() if k != "hash"}) == h(body_hex)
+        prev = e["hash"]
 
 
 def ledger_hash(entry: dict[str, Any]) -> str:
@@ -261,6 +298,18 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "depin.cli.main", *args]
 
 
+def signed_post(url: str, path: str, key: SigningKey, kind: str, payload: dict[str, Any]) -> tuple[int, bytes]:
+    """POST a signed envelope built with the spec's own encoder (section 5.2); (status, body) even for 4xx."""
+    body, _ = sw.envelope(key, kind, {**payload, **sw.fresh()})
+    req = urllib.request.Request(url + path, data=body, method="POST",
+                                 headers={"Content-Type": "application/msgpack"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
 @pytest.mark.timeout(90)
 def test_spec_worker_interoperates(tmp_path: Path, procs: list[Proc]) -> None:
     env = {**os.environ, "DEPIN_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
@@ -272,13 +321,36 @@ def test_spec_worker_interoperates(tmp_path: Path, procs: list[Proc]) -> None:
     url = coord.wait_line("coordinator listening on ", timeout=20)
     assert url.startswith("http://127.0.0.1:")
 
-    width, height, tasks = 96, 60, 6
+    width, height, tasks, price = 96, 60, 6, 10
+    # The operator grants the submitter (the key in DEPIN_HOME) exactly what the job may cost: 6 tasks x 5 results
+    # (replicas + 3) x 10 credits.
+    keygen = subprocess.run(cli("keygen", "--json"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
+    assert keygen.returncode == 0, keygen.stderr
+    submitter = SigningKey((tmp_path / "home" / "key").read_bytes())
+    submitter_id = sw.party_id(bytes(submitter.verify_key))
+    assert json.loads(keygen.stdout)["id"] == submitter_id
+    max_cost = tasks * 5 * price
+    granted = subprocess.run(cli("grant", submitter_id, str(max_cost), "--data-dir", str(tmp_path / "coord"),
+                                 "--coordinator", url), cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
+    assert granted.returncode == 0, granted.stderr
     sub = subprocess.run(cli("submit", "mandelbrot", "-p", f"width={width}", "-p", f"height={height}",
                              "-p", "max_iter=300", "--tasks", str(tasks), "--replicas", "2",
-                             "--coordinator", url, "--json"),
+                             "--price", str(price), "--coordinator", url, "--json"),
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
     assert sub.returncode == 0, sub.stderr
     job_id = json.loads(sub.stdout)["job_id"]
+
+    # A spec worker asking more than the job pays is offered nothing (its lease request's min_price), and leaves.
+    picky = Proc("picky-spec-worker", [sys.executable, "-m", "tests.independent.spec_worker", "--coordinator", url,
+                                       "--data-dir", str(tmp_path / "picky"), "--wait-ms", "500", "--exit-when-idle",
+                                       "--min-price", str(price + 1)], env)
+    procs.append(picky)
+    picky_id = picky.wait_line("spec worker ", timeout=10)
+    assert picky.p.wait(timeout=20) == 0, "\n".join(picky.log)
+    assert not any("refusing a task" in line for line in picky.log), picky.log  # it was never even offered one
+    assert get_json(f"{url}/v1/workers")["workers"][0]["worker_id"] == picky_id
+    assert get_json(f"{url}/v1/workers")["workers"][0]["min_price"] == price + 1
+    assert get_json(f"{url}/v1/jobs/{job_id}")["state"] == "queued"
 
     spec_dir = tmp_path / "spec-worker"
     spec_id = sw.party_id(bytes(sw.load_or_create_key(spec_dir).verify_key))
@@ -311,12 +383,18 @@ def test_spec_worker_interoperates(tmp_path: Path, procs: list[Proc]) -> None:
     mine = workers[spec_id]
     assert mine["tasks_validated"] == tasks and mine["tasks_rejected"] == 0, mine
     assert mine["balance"] == tasks * job["price"]
-    others = [w for wid, w in workers.items() if wid != spec_id]
+    others = [w for wid, w in workers.items() if wid not in (spec_id, picky_id)]
     assert len(others) == 1 and others[0]["tasks_validated"] == tasks and others[0]["tasks_rejected"] == 0
+    assert workers[picky_id]["balance"] == 0
 
-    # the merged result equals the whole image computed by the spec kernel
-    with urllib.request.urlopen(f"{url}/v1/jobs/{job_id}/result", timeout=10) as r:
-        result = sw.unpackb_canonical(r.read())
+    # the merged result (only its submitter may ask, with a signed request) equals the whole image computed by the
+    # spec kernel
+    status, body = signed_post(url, f"/v1/jobs/{job_id}/result", SigningKey(bytes(range(32))), "result-request",
+                               {"job_id": job_id})
+    assert status == 403, body
+    status, body = signed_post(url, f"/v1/jobs/{job_id}/result", submitter, "result-request", {"job_id": job_id})
+    assert status == 200, body
+    result = sw.unpackb_canonical(body)
     params = {**result["params"], "row_start": 0, "row_end": height}
     expected = sw.array_map(sw.mandelbrot(params))
     assert result["output"] == expected
@@ -326,9 +404,22 @@ def test_spec_worker_interoperates(tmp_path: Path, procs: list[Proc]) -> None:
                          capture_output=True, text=True, timeout=30)
     assert ver.returncode == 0, ver.stdout + ver.stderr
     entries = get_json(f"{url}/v1/ledger?start=0&limit=10000")["entries"]
-    assert len(entries) == 2 * tasks
+    # the grant, the job's escrow of its max cost, one reward per validated result, the refund of the rest
+    escrow = f"escrow:{job_id}"
+    assert [(e["kind"], e["from"], e["to"], e["amount"]) for e in entries[:2]] == [
+        ("grant", "mint", submitter_id, max_cost), ("escrow", submitter_id, escrow, max_cost)]
+    assert [e["kind"] for e in entries[2:]] == ["reward"] * (2 * tasks) + ["refund"]
+    assert all(e["from"] == escrow and e["amount"] == price for e in entries[2:-1])
+    assert (entries[-1]["from"], entries[-1]["to"], entries[-1]["amount"]) == (
+        escrow, submitter_id, max_cost - 2 * tasks * price)
     prev = "0" * 64
+    held: dict[str, int] = {}
     for seq, e in enumerate(entries):
         assert e["seq"] == seq and e["prev_hash"] == prev and ledger_hash(e) == e["hash"]
         prev = e["hash"]
+        held[e["from"]] = held.get(e["from"], 0) - e["amount"]
+        held[e["to"]] = held.get(e["to"], 0) + e["amount"]
     assert sum(e["amount"] for e in entries if e["to"] == spec_id) == tasks * job["price"]
+    # conservation: nobody but the mint below zero, the escrow empty, everything minted held by the parties
+    assert held.pop("mint") == -max_cost and held.pop(escrow) == 0
+    assert all(v >= 0 for v in held.values()) and sum(held.values()) == max_cost

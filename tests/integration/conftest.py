@@ -113,7 +113,8 @@ def _prefetch_reference(request: pytest.FixtureRequest) -> None:
 
 @pytest.fixture
 def submitter(tmp_path: Path) -> Any:
-    """A submitter's signing key."""
-    from depin.crypto import SigningKey
+    """A submitter's signing key: the one in the `cluster` fixture's DEPIN_HOME, so `depin result` and `depin cancel`
+    run by the test act as this submitter (only a job's submitter may fetch its result or cancel it)."""
+    from depin.crypto import load_or_create_key
 
-    return SigningKey.generate()
+    return load_or_create_key(tmp_path / "home" / "key")

@@ -45,7 +45,16 @@ from depin import codec, ledger, protocol
 from depin.client import Client, fresh
 from depin.crypto import SigningKey, open_envelope
 from depin.errors import Conflict, DepinError, Forbidden, TooManyRequests
-from tests.integration.support import JOB_TIMEOUT_S, Api, Cluster, Coordinator, http_get, read_db, submit, wait_until
+from tests.integration.support import (
+    JOB_TIMEOUT_S,
+    Api,
+    Cluster,
+    Coordinator,
+    fetch_result,
+    read_db,
+    submit,
+    wait_until,
+)
 from tests.reference import cref
 
 KINDS = ("random", "lazy", "copier", "replayer", "abandoner", "colluder", "sleeper")
@@ -399,9 +408,10 @@ def _trusted(api: Api, ids: Sequence[str]) -> list[str]:
     return [w for w in ids if KERNEL_KEY in workers.get(w, {}).get("trusted", [])]
 
 
-def _job(api: Api, url: str, sc: Scenario, tasks: int, key: SigningKey) -> dict[str, Any]:
-    job_id = submit(url, key, sc.job, tasks=tasks, replicas=sc.replicas)
-    return api.wait_job(job_id, JOB_TIMEOUT_S)
+def _job(coord: Coordinator, sc: Scenario, tasks: int, key: SigningKey) -> dict[str, Any]:
+    # `submit` has the operator grant the submitter what the job may cost first: every job is paid from escrow.
+    job_id = submit(coord, key, sc.job, tasks=tasks, replicas=sc.replicas)
+    return coord.api.wait_job(job_id, JOB_TIMEOUT_S)
 
 
 def warm_up(coord: Coordinator, sc: Scenario, honest_ids: list[str], key: SigningKey,
@@ -410,7 +420,7 @@ def warm_up(coord: Coordinator, sc: Scenario, honest_ids: list[str], key: Signin
     started = time.monotonic()
     rounds = tasks = 0
     while len(_trusted(coord.api, honest_ids)) < len(honest_ids) and rounds < sc.warmup_rounds:
-        job = _job(coord.api, coord.url, sc, sc.warmup_tasks, key)
+        job = _job(coord, sc, sc.warmup_tasks, key)
         rounds, tasks = rounds + 1, tasks + job["tasks_total"]
         say(f"  warm-up job {rounds}: {job['state']}; trusted {len(_trusted(coord.api, honest_ids))}"
             f"/{len(honest_ids)}")
@@ -431,15 +441,15 @@ def run_phase(coord: Coordinator, sc: Scenario, phase: Phase, honest_ids: list[s
             return [s.kind for s in swarm.seen if s.kind != "abandoner" and s.banned is None]
 
         while len(jobs) < phase.jobs or (unbanned() and len(jobs) < phase.jobs + phase.extra_jobs):
-            job = _job(api, coord.url, sc, phase.tasks, key)
+            job = _job(coord, sc, phase.tasks, key)
             jobs.append(job)
             say(f"  {phase.name} job {len(jobs)}: {job['state']} {job['error'] or ''}; not banned yet: {unbanned()}")
     seen = swarm.seen
-    return _measure(coord, sc, phase, honest_ids, seen, jobs, time.monotonic() - started, swarm.crashed)
+    return _measure(coord, sc, phase, honest_ids, seen, jobs, time.monotonic() - started, swarm.crashed, key)
 
 
 def _measure(coord: Coordinator, sc: Scenario, phase: Phase, honest_ids: list[str], seen: list[Seen],
-             jobs: list[dict[str, Any]], seconds: float, crashed: list[str]) -> PhaseOutcome:
+             jobs: list[dict[str, Any]], seconds: float, crashed: list[str], key: SigningKey) -> PhaseOutcome:
     api = coord.api
     job_ids = [j["job_id"] for j in jobs]
     marks = ",".join("?" * len(job_ids))
@@ -463,8 +473,10 @@ def _measure(coord: Coordinator, sc: Scenario, phase: Phase, honest_ids: list[st
     wrong_jobs = []
     for job in jobs:
         if job["state"] == "done":
-            status, body = http_get(f"{coord.url}/v1/jobs/{job['job_id']}/result")
-            image = codec.array_from_wire(codec.decode(body)["output"]) if status == 200 else None
+            try:  # only the submitter may fetch a result: the request is signed with its key
+                image = codec.array_from_wire(fetch_result(coord.url, key, job["job_id"])["output"])
+            except DepinError:
+                image = None
             if image is None or not np.array_equal(image, reference):
                 wrong_jobs.append(job["job_id"])
     results: Counter[str] = Counter()
@@ -495,6 +507,23 @@ def _measure(coord: Coordinator, sc: Scenario, phase: Phase, honest_ids: list[st
     )
 
 
+def _ledger_ok(api: Api) -> str:
+    """"ok: ..." if the whole ledger verifies (chain and money rules), the parties and escrows together hold exactly
+    what was minted, and every ended job's escrow is empty; else what is wrong."""
+    try:
+        summary = ledger.verify(api.ledger())
+    except DepinError as exc:
+        return f"ledger does not verify: {exc}"
+    held = sum(v for k, v in summary.balances.items() if k != ledger.MINT)
+    if held != summary.minted:
+        return f"credits not conserved: {summary.minted} minted, {held} held"
+    left = {j["job_id"]: j["escrow"] for j in api.get("/v1/jobs")["jobs"]
+            if j["state"] in ("done", "failed", "cancelled") and j["escrow"]}
+    if left:
+        return f"ended jobs still hold escrow: {left}"
+    return f"ok: {summary.entries} entries, {summary.minted} credits minted, all held by parties or open escrows"
+
+
 def run_scenario(cluster: Cluster, sc: Scenario, say: Callable[[str], None] = lambda line: None) -> ScenarioOutcome:
     """Start the coordinator and honest workers in `cluster`, warm them up, run every phase."""
     coord = cluster.coordinator(f"{sc.name}-coordinator", lease_timeout=sc.lease_timeout_s)
@@ -510,11 +539,7 @@ def run_scenario(cluster: Cluster, sc: Scenario, say: Callable[[str], None] = la
             say(f"  {phase.name}: honest workers lost trust; warming up again")
             warm_up(coord, sc, honest_ids, key, say)
         phases.append(run_phase(coord, sc, phase, honest_ids, key, say))
-    try:
-        summary = ledger.verify(coord.api.ledger())
-        ledger_ok = f"ok: {summary.entries} entries"
-    except DepinError as exc:
-        ledger_ok = f"ledger does not verify: {exc}"
+    ledger_ok = _ledger_ok(coord.api)
     return ScenarioOutcome(sc.name, sc.honest, warmup, phases, ledger_ok)
 
 

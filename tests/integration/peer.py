@@ -8,13 +8,16 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
 from depin import codec
 from depin.crypto import SigningKey, open_envelope
 from tests.reference import cref
+
+if TYPE_CHECKING:
+    from tests.integration.support import Coordinator
 
 MSGPACK = {"Content-Type": "application/msgpack"}
 # Tiny, so the test computes honest results with the plain-Python reference.
@@ -31,11 +34,21 @@ def lease_payload(**overrides: Any) -> dict[str, Any]:
 
 
 class Peer:
-    """A raw HTTP peer: sends exact bytes, returns (status, decoded answer)."""
+    """A raw HTTP peer: sends exact bytes, returns (status, decoded answer). Given the coordinator (whose key is the
+    operator's), `submit` first grants the submitter what the job may cost."""
 
-    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
+    def __init__(self, session: aiohttp.ClientSession, url: str, coordinator: Coordinator | None = None) -> None:
         self.session = session
         self.url = url
+        self.coordinator = coordinator
+
+    async def grant(self, account: str, amount: int) -> dict[str, Any]:
+        """The operator's grant, signed with the coordinator's own key."""
+        assert self.coordinator is not None, "Peer(..., coordinator=...) to grant"
+        status, answer = await self.post("/v1/grants", self.coordinator.key, "grant",
+                                         {"account": account, "amount": amount, **fresh()})
+        assert status == 200, answer
+        return dict(answer)
 
     async def post_bytes(self, path: str, body: Any) -> tuple[int, Any]:
         async with self.session.post(self.url + path, data=body, headers=MSGPACK) as resp:
@@ -57,9 +70,18 @@ class Peer:
     async def submit(self, key: SigningKey, params: dict[str, Any], **options: Any) -> str:
         payload = {"kernel": "mandelbrot", "params": params, "tasks": 1, "replicas": 2, "max_results": None,
                    "price": 10, **options, **fresh()}
+        if self.coordinator is not None:
+            from tests.integration.support import max_cost
+
+            await self.grant(key.id, max_cost(tasks=payload["tasks"], replicas=payload["replicas"],
+                                              price=payload["price"], max_results=payload["max_results"]))
         status, answer = await self.post("/v1/jobs", key, "submit", payload)
         assert status == 200, answer
         return str(answer["job_id"])
+
+    async def result(self, key: SigningKey, job_id: str) -> tuple[int, Any]:
+        """POST /v1/jobs/{id}/result signed by `key`: (status, answer)."""
+        return await self.post(f"/v1/jobs/{job_id}/result", key, "result-request", {"job_id": job_id, **fresh()})
 
     async def report(self, key: SigningKey, grant: dict[str, Any],
                      output: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -1,8 +1,10 @@
-"""Helpers of the integration suite: spawned processes, the coordinator's JSON API, bounded waits, ledger checks."""
+"""Helpers of the integration suite: spawned processes, the coordinator's JSON API, bounded waits, grants and
+signed submitter requests, ledger checks."""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import html.parser
 import json
 import os
@@ -14,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,6 +34,7 @@ SLOW_JOB: dict[str, Any] = {"width": 64, "height": 48, "x_min": -1.3, "x_max": 0
                             "max_iter": 1_000_000}
 
 T = TypeVar("T")
+MAX_RESULTS_EXTRA = 3  # a job's default max_results is replicas + 3 (PROTOCOL.md), so max cost uses it too
 
 
 # ---- small helpers -----------------------------------------------------------------------------------------
@@ -60,6 +63,30 @@ def wait_until(predicate: Callable[[], T | None], what: str, timeout: float = JO
             extra = f" (last error: {last_error!r})" if last_error else ""
             raise AssertionError(f"gave up after {timeout:.0f}s waiting for {what}{extra}")
         time.sleep(interval)
+
+
+def run_async(make: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion from synchronous code, even inside an async test (then in a helper thread)."""
+    async def main() -> T:
+        return await make()
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(main())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, main()).result()
+
+
+def one_error_line(got: subprocess.CompletedProcess[str]) -> str:
+    """The single stderr line of a failed command (asserting there is exactly one, and no traceback)."""
+    assert got.returncode != 0, (got.stdout, got.stderr)
+    assert "Traceback" not in got.stderr + got.stdout, got.stderr
+    lines = got.stderr.splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{got.stderr}"
+    assert lines[0].startswith("depin: error: "), lines[0]
+    assert got.stderr.endswith("\n")
+    return str(lines[0])
 
 
 def compile_numba_cache(path: Path) -> Path:
@@ -112,6 +139,25 @@ class Api:
             if not page["entries"] or len(entries) >= page["total"]:
                 return entries
 
+    def balance(self, account: str) -> int:
+        """GET /v1/accounts/{account}: its balance."""
+        return int(self.get(f"/v1/accounts/{account}")["balance"])
+
+    def rewards(self) -> list[dict[str, Any]]:
+        """Every reward entry of the ledger (grants and escrows move credits, but pay nobody for work)."""
+        return [e for e in self.ledger() if e["kind"] == "reward"]
+
+    def wait_checkpointed(self, timeout: float = JOB_TIMEOUT_S) -> dict[str, Any]:
+        """Wait until the latest signed checkpoint covers every entry (the coordinator signs one within its
+        --checkpoint-interval of the last write); the status's ledger section then."""
+
+        def covered() -> dict[str, Any] | None:
+            book = self.status()["ledger"]
+            cp = book["checkpoint"]
+            return book if cp is not None and cp["size"] == book["entries"] else None
+
+        return wait_until(covered, "a checkpoint covering the whole ledger", timeout, interval=0.1)
+
     def wait_job(self, job_id: str, timeout: float = JOB_TIMEOUT_S) -> dict[str, Any]:
         """Poll until the job ends; return its final status."""
 
@@ -128,19 +174,45 @@ class Api:
             return False
 
 
-def submit(url: str, key: Any, params: dict[str, Any], *, tasks: int, replicas: int, price: int = 10,
-           kernel: str = "mandelbrot", max_results: int | None = None) -> str:
-    """Submit a job over the real protocol (signed by `key`); return its id."""
+def max_cost(*, tasks: int, replicas: int, price: int, max_results: int | None = None) -> int:
+    """What a job may cost at most (escrowed at submission): price x tasks x max_results."""
+    from depin.protocol import MAX_RESULTS
+
+    limit = max_results if max_results is not None else min(replicas + MAX_RESULTS_EXTRA, MAX_RESULTS)
+    return price * tasks * limit
+
+
+def submit(coordinator: Coordinator, key: Any, params: dict[str, Any], *, tasks: int, replicas: int,
+           price: int = 10, kernel: str = "mandelbrot", max_results: int | None = None, fund: bool = True) -> str:
+    """Submit a job over the real protocol (signed by `key`); return its id. With `fund`, the operator first grants
+    the submitter whatever its balance lacks to cover the job's max cost, so the escrow is exactly affordable."""
     from depin.client import Client
 
+    if fund:
+        need = max_cost(tasks=tasks, replicas=replicas, price=price, max_results=max_results)
+        short = need - coordinator.api.balance(key.id)
+        if short > 0:
+            coordinator.grant(key.id, short)
+
     async def go() -> str:
-        async with Client(url) as c:
+        async with Client(coordinator.url) as c:
             answer = await c.post_signed("/v1/jobs", key, "submit", {
                 "kernel": kernel, "params": params, "tasks": tasks, "replicas": replicas,
                 "max_results": max_results, "price": price})
         return str(answer["job_id"])
 
-    return asyncio.run(go())
+    return run_async(go)
+
+
+def fetch_result(url: str, key: Any, job_id: str) -> dict[str, Any]:
+    """POST /v1/jobs/{id}/result signed by `key` (the submitter's): the decoded answer."""
+    from depin.client import Client
+
+    async def go() -> dict[str, Any]:
+        async with Client(url) as c:
+            return dict(await c.post_signed(f"/v1/jobs/{job_id}/result", key, "result-request", {"job_id": job_id}))
+
+    return run_async(go)
 
 
 def rewards_of(entries: list[dict[str, Any]], job_id: str) -> list[dict[str, Any]]:
@@ -148,9 +220,11 @@ def rewards_of(entries: list[dict[str, Any]], job_id: str) -> list[dict[str, Any
 
 
 def check_rewards(api: Api, job: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every validated task of a done job paid exactly `replicas` rewards of `price`, to distinct workers, once."""
+    """Every validated task of a done job paid exactly `replicas` rewards of `price` from the job's escrow, to
+    distinct workers, once; the submitter funded the escrow with the job's max cost and got the rest back."""
     entries = api.ledger()
-    rewards = rewards_of(entries, job["job_id"])
+    job_id = job["job_id"]
+    rewards = rewards_of(entries, job_id)
     pairs = [(e["task_id"], e["to"]) for e in rewards]
     assert len(set(pairs)) == len(pairs), f"a (task, worker) pair was paid twice: {sorted(pairs)}"
     assert len(rewards) == job["tasks_total"] * job["replicas"], (
@@ -161,14 +235,55 @@ def check_rewards(api: Api, job: dict[str, Any]) -> list[dict[str, Any]]:
     assert len(per_task) == job["tasks_total"]
     assert set(per_task.values()) == {job["replicas"]}
     assert {e["amount"] for e in rewards} == {job["price"]}
-    assert {e["from"] for e in rewards} == {"mint"}
-    # The balances the API shows are exactly what the ledger paid.
+    assert {e["from"] for e in rewards} == {f"escrow:{job_id}"}
+    check_escrow(entries, job)
+    # The balances the API shows are exactly what the ledger paid the workers.
     paid: dict[str, int] = {}
     for e in entries:
-        paid[e["to"]] = paid.get(e["to"], 0) + e["amount"]
+        if e["kind"] == "reward":
+            paid[e["to"]] = paid.get(e["to"], 0) + e["amount"]
     shown = {wid: w["balance"] for wid, w in api.workers().items() if w["balance"]}
     assert shown == paid
     return rewards
+
+
+def check_escrow(entries: list[dict[str, Any]], job: dict[str, Any]) -> None:
+    """An ended job: one escrow of its max cost from its submitter, and one refund of exactly what its rewards did
+    not use (none if they used it all), back to the submitter; nothing left held."""
+    job_id = job["job_id"]
+    mine = [e for e in entries if e["job_id"] == job_id]
+    escrows = [e for e in mine if e["kind"] == "escrow"]
+    refunds = [e for e in mine if e["kind"] == "refund"]
+    paid = sum(e["amount"] for e in mine if e["kind"] == "reward")
+    assert [(e["from"], e["to"], e["amount"]) for e in escrows] == [
+        (job["submitter"], f"escrow:{job_id}", job["max_cost"])], escrows
+    assert job["max_cost"] == job["price"] * job["tasks_total"] * job["max_results"]
+    left = job["max_cost"] - paid
+    assert left >= 0
+    assert [(e["from"], e["to"], e["amount"]) for e in refunds] == (
+        [(f"escrow:{job_id}", job["submitter"], left)] if left else []), refunds
+    if refunds:
+        assert refunds[0]["seq"] == max(e["seq"] for e in mine), "an entry of the job came after its refund"
+    assert job.get("escrow", 0) == 0, job
+
+
+def balances(entries: list[dict[str, Any]]) -> dict[str, int]:
+    """Every account's balance after `entries` (the mint's is minus what was minted)."""
+    out: dict[str, int] = {}
+    for e in entries:
+        out[e["from"]] = out.get(e["from"], 0) - e["amount"]
+        out[e["to"]] = out.get(e["to"], 0) + e["amount"]
+    return out
+
+
+def check_conservation(entries: list[dict[str, Any]]) -> dict[str, int]:
+    """No account but the mint below zero, and every other account together holds exactly what was minted."""
+    held = balances(entries)
+    minted = sum(e["amount"] for e in entries if e["kind"] == "grant")
+    assert held.get("mint", 0) == -minted
+    assert all(v >= 0 for k, v in held.items() if k != "mint"), {k: v for k, v in held.items() if v < 0}
+    assert sum(v for k, v in held.items() if k != "mint") == minted
+    return held
 
 
 def read_db(path: Path, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -253,6 +368,27 @@ class Coordinator:
     @property
     def db(self) -> Path:
         return self.data_dir / "coordinator.sqlite3"
+
+    @property
+    def key(self) -> Any:
+        """The coordinator's own signing key (the operator's), read from its data dir."""
+        from depin.crypto import load_or_create_key
+
+        path = self.data_dir / "coordinator.key"
+        assert path.exists(), f"no coordinator key at {path}"
+        return load_or_create_key(path)
+
+    def grant(self, account: str, amount: int) -> dict[str, Any]:
+        """The operator's grant (POST /v1/grants signed with the coordinator's key): the decoded answer."""
+        from depin.client import Client
+
+        key = self.key
+
+        async def go() -> dict[str, Any]:
+            async with Client(self.url) as c:
+                return dict(await c.post_signed("/v1/grants", key, "grant", {"account": account, "amount": amount}))
+
+        return run_async(go)
 
     def leases(self) -> list[dict[str, Any]]:
         """Every lease row (white-box: which worker holds what, in which state)."""
@@ -352,6 +488,18 @@ class Cluster:
             args += ["--coordinator-key", coordinator_key]
         return Worker(self.spawn(name, args + list(extra)), data_dir, worker_id)
 
+    def home_id(self, home: Path | None = None) -> str:
+        """The id of the submitter key in `home` (default: the cluster's DEPIN_HOME), made if missing."""
+        from depin.crypto import load_or_create_key
+
+        return load_or_create_key((home or self.home) / "key").id
+
+    def fund(self, coordinator: Coordinator, amount: int = 10**9, home: Path | None = None) -> str:
+        """Grant `amount` credits to the submitter key of `home` (default DEPIN_HOME); its id."""
+        account = self.home_id(home)
+        coordinator.grant(account, amount)
+        return account
+
     def cli(self, *args: str, timeout: float = 120.0, cwd: Path | None = None,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """Run the real `depin` console script to completion."""
@@ -371,7 +519,10 @@ class Cluster:
 
 
 class RowParser(html.parser.HTMLParser):
-    """Collects the text of every <tr> carrying `attr`, keyed by the attribute's value, cell by cell."""
+    """Collects the text of every <tr> carrying `attr`, keyed by the attribute's value, cell by cell; and the whole
+    text (children included) of every element with an id, in `ids`."""
+
+    VOID = frozenset({"br", "img", "input", "meta", "link", "hr", "wbr", "col", "source", "area", "base"})
 
     def __init__(self, attr: str) -> None:
         super().__init__()
@@ -380,7 +531,7 @@ class RowParser(html.parser.HTMLParser):
         self.ids: dict[str, str] = {}
         self._row: str | None = None
         self._cell: list[str] | None = None
-        self._id: str | None = None
+        self._open: list[str | None] = []  # the id (or None) of each open element, innermost last
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
@@ -390,8 +541,9 @@ class RowParser(html.parser.HTMLParser):
             self.rows[row] = []
         elif tag == "td" and self._row is not None:
             self._cell = []
+        if tag not in self.VOID:
+            self._open.append(element_id or None)
         if element_id:
-            self._id = element_id
             self.ids.setdefault(element_id, "")
 
     def handle_endtag(self, tag: str) -> None:
@@ -400,11 +552,12 @@ class RowParser(html.parser.HTMLParser):
             self._cell = None
         elif tag == "tr":
             self._row = None
-        if tag in ("code", "span", "div") and self._id is not None:
-            self._id = None
+        if tag not in self.VOID and self._open:
+            self._open.pop()
 
     def handle_data(self, data: str) -> None:
         if self._cell is not None:
             self._cell.append(data)
-        if self._id is not None:
-            self.ids[self._id] += data
+        for element_id in self._open:
+            if element_id is not None:
+                self.ids[element_id] += data

@@ -2,7 +2,8 @@
 
 The contract: machine-readable --json output with documented keys; exit 0 on success; every error is exactly one
 line on stderr starting "depin: error:", never a traceback, with the documented exit code (2 bad input, 3
-coordinator unreachable, 4 verification failure, 1 a job that ended badly).
+coordinator unreachable, 4 verification failure, 1 a job that ended badly or a request the coordinator forbids).
+The market commands (grant, balance, receipts, provenance, ledger prove, result) are held to the same contract.
 """
 
 from __future__ import annotations
@@ -18,10 +19,20 @@ from typing import Any
 import pytest
 
 from depin import ledger
-from tests.integration.support import Cluster, Coordinator, free_port, wait_until
+from depin.crypto import SigningKey
+from tests.integration.support import (
+    Cluster,
+    Coordinator,
+    check_conservation,
+    check_escrow,
+    free_port,
+    one_error_line,
+    wait_until,
+)
 
 SMALL = ["-p", "width=64", "-p", "height=48", "-p", "max_iter=64"]
 TASKS, REPLICAS, PRICE = 2, 2, 5
+GRANT = 10**6  # the CLI submitter's grant: plenty for every job of the module
 
 
 @dataclass
@@ -29,6 +40,7 @@ class Env:
     cluster: Cluster
     coordinator: Coordinator
     job_id: str  # a done job: TASKS x REPLICAS rewards in the ledger
+    submitter: str  # the id of the key in DEPIN_HOME, which submitted it
 
     @property
     def url(self) -> str:
@@ -44,23 +56,13 @@ def env(module_cluster: Cluster) -> Env:
     coordinator = module_cluster.coordinator()
     for i in range(2):
         module_cluster.worker(coordinator, f"worker-{i}")
+    submitter = module_cluster.fund(coordinator, GRANT)
     got = module_cluster.cli("submit", "--coordinator", coordinator.url, "--json", "mandelbrot", *SMALL,
                              "--tasks", str(TASKS), "--replicas", str(REPLICAS), "--price", str(PRICE))
     assert got.returncode == 0, got.stderr
     job_id = json.loads(got.stdout)["job_id"]
     assert coordinator.api.wait_job(job_id)["state"] == "done"
-    return Env(module_cluster, coordinator, job_id)
-
-
-def one_error_line(got: Any) -> str:
-    """The single stderr line of a failed command (asserting there is exactly one, and no traceback)."""
-    assert got.returncode != 0, (got.stdout, got.stderr)
-    assert "Traceback" not in got.stderr + got.stdout, got.stderr
-    lines = got.stderr.splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{got.stderr}"
-    assert lines[0].startswith("depin: error: "), lines[0]
-    assert got.stderr.endswith("\n")
-    return str(lines[0])
+    return Env(module_cluster, coordinator, job_id, submitter)
 
 
 # ---- job commands ------------------------------------------------------------------------------------------
@@ -71,10 +73,14 @@ def test_submit_prints_the_job_id_and_json_gives_it(env: Env) -> None:
     assert plain.returncode == 0, plain.stderr
     job_id = plain.stdout.strip()
     assert job_id and "\n" not in job_id and " " not in job_id
+    before = env.coordinator.api.balance(env.submitter)
     as_json = env.run("submit", "--coordinator", env.url, "--json", "mandelbrot", *SMALL, "--tasks", "2")
     assert as_json.returncode == 0, as_json.stderr
     answer = json.loads(as_json.stdout)
-    assert list(answer) == ["job_id"] and answer["job_id"] != job_id
+    assert set(answer) == {"job_id", "tasks", "price", "escrow", "balance"} and answer["job_id"] != job_id
+    # The default price is 10 and max_results replicas + 3 = 5: 2 x 5 x 10 escrowed out of the balance.
+    assert (answer["tasks"], answer["price"], answer["escrow"]) == (2, 10, 100), answer
+    assert answer["balance"] == before - 100
     for jid in (job_id, answer["job_id"]):
         assert env.run("wait", "--coordinator", env.url, "--json", jid).returncode == 0
 
@@ -114,7 +120,7 @@ def test_earnings_json_matches_the_ledger(env: Env) -> None:
     rows = json.loads(got.stdout)
     assert rows and all({"worker_id", "balance", "tasks_validated", "tasks_rejected"} <= set(r) for r in rows)
     paid: dict[str, int] = {}
-    for e in env.coordinator.api.ledger():
+    for e in env.coordinator.api.rewards():
         paid[e["to"]] = paid.get(e["to"], 0) + e["amount"]
     assert {r["worker_id"]: r["balance"] for r in rows if r["balance"]} == paid
     assert all(isinstance(r["balance"], int) for r in rows)
@@ -124,10 +130,14 @@ def test_earnings_json_matches_the_ledger(env: Env) -> None:
 def test_cancel_then_wait_is_non_zero(cluster: Cluster) -> None:
     coordinator = cluster.coordinator()  # no workers: the job stays queued until cancelled
     url = coordinator.url
+    submitter = cluster.fund(coordinator, 1000)
     job_id = cluster.cli("submit", "--coordinator", url, "mandelbrot", *SMALL).stdout.strip()
+    assert coordinator.api.balance(submitter) == 1000 - 8 * 5 * 10  # 8 tasks x 5 results x 10 credits held
+    cluster.home_id(cluster.root / "stranger")  # someone else with a key of their own
     stranger = cluster.env(DEPIN_HOME=str(cluster.root / "stranger"))
     refused = cluster.cli("cancel", "--coordinator", url, job_id, env=stranger)
     assert "submitter" in one_error_line(refused)
+    assert refused.returncode == 1  # 403: the coordinator forbids it
     assert coordinator.api.job(job_id)["state"] == "queued"
 
     got = cluster.cli("cancel", "--coordinator", url, "--json", job_id)
@@ -137,6 +147,9 @@ def test_cancel_then_wait_is_non_zero(cluster: Cluster) -> None:
     assert waited.returncode == 1, waited.stderr
     assert json.loads(waited.stdout)["state"] == "cancelled"
     assert "cancelled" in one_error_line(cluster.cli("cancel", "--coordinator", url, job_id))
+    # Nothing was computed: the whole escrow came back.
+    check_escrow(coordinator.api.ledger(), coordinator.api.job(job_id))
+    assert coordinator.api.balance(submitter) == 1000
     # A plain cancel prints "<job> cancelled".
     other = cluster.cli("submit", "--coordinator", url, "mandelbrot", *SMALL).stdout.strip()
     got = cluster.cli("cancel", "--coordinator", url, other)
@@ -162,10 +175,19 @@ def test_ledger_export_then_verify_file(env: Env, tmp_path: Path) -> None:
     assert len(entries) >= TASKS * REPLICAS
     got = env.run("ledger", "verify", "--file", str(path))
     assert got.returncode == 0, got.stderr
-    assert got.stdout.startswith(f"ledger ok: {len(entries)} entries, head {entries[-1]['hash']}")
+    held = check_conservation(entries)
+    escrow = sum(v for k, v in held.items() if k.startswith("escrow:"))
+    minted = sum(e["amount"] for e in entries if e["kind"] == "grant")
+    ok, credits = got.stdout.splitlines()
+    assert ok.startswith(f"ledger ok: {len(entries)} entries, head {entries[-1]['hash']}, root "), ok
+    assert "signed" not in ok  # a file carries no checkpoint
+    assert credits == f"credits: {minted} minted = {minted - escrow} in accounts + {escrow} in escrow"
     as_json = json.loads(env.run("ledger", "verify", "--file", str(path), "--json").stdout)
+    assert set(as_json) == {"ok", "entries", "head_hash", "root_hash", "minted", "in_escrow", "in_accounts",
+                            "checkpoint"}
     assert as_json["ok"] is True and as_json["entries"] == len(entries)
-    assert as_json["credits"] == sum(e["amount"] for e in entries)
+    assert (as_json["minted"], as_json["in_escrow"], as_json["in_accounts"]) == (minted, escrow, minted - escrow)
+    assert as_json["head_hash"] == entries[-1]["hash"] and as_json["checkpoint"] is None
 
 
 def _amount(lines: list[str], k: int) -> list[str]:
@@ -216,13 +238,255 @@ def test_tampered_export_names_the_first_bad_seq(env: Env, tmp_path: Path,
     assert report["ok"] is False and report["first_bad_seq"] == bad_seq
 
 
+def _rechain(entries: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+    """A forger's chain: every entry from k on gets a fresh prev_hash and hash, so the hash chain holds again."""
+    out = [dict(e) for e in entries]
+    for i in range(k, len(out)):
+        out[i]["prev_hash"] = out[i - 1]["hash"] if i else "0" * 64
+        out[i]["hash"] = ledger.entry_hash(out[i])
+    return out
+
+
+def _first(entries: list[dict[str, Any]], kind: str) -> int:
+    return next(i for i, e in enumerate(entries) if e["kind"] == kind)
+
+
+def _skim_a_reward(entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    # One credit less to a worker: the job's refund then no longer returns the whole escrow.
+    k = _first(entries, "reward")
+    forged = [dict(e) for e in entries]
+    forged[k]["amount"] -= 1
+    refund = next(i for i, e in enumerate(entries) if e["kind"] == "refund" and e["job_id"] == entries[k]["job_id"])
+    return _rechain(forged, k), refund
+
+
+def _reward_from_mint(entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    # Credits out of thin air, as rewards were paid before escrow existed.
+    k = _first(entries, "reward")
+    forged = [dict(e) for e in entries]
+    forged[k]["from"] = "mint"
+    return _rechain(forged, k), k
+
+
+def _refund_to_a_stranger(entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    k = _first(entries, "refund")
+    forged = [dict(e) for e in entries]
+    forged[k]["to"] = entries[_first(entries, "reward")]["to"]
+    return _rechain(forged, k), k
+
+
+def _overdrawn_escrow(entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    # The submitter escrows more than its grant gave it.
+    k = _first(entries, "escrow")
+    forged = [dict(e) for e in entries]
+    forged[k]["amount"] = GRANT + 1
+    return _rechain(forged, k), k
+
+
+@pytest.mark.parametrize("forge", [_skim_a_reward, _reward_from_mint, _refund_to_a_stranger, _overdrawn_escrow],
+                         ids=["skim-a-reward", "reward-from-mint", "refund-to-a-stranger", "overdrawn-escrow"])
+def test_a_rechained_forgery_breaks_the_money_rules(env: Env, tmp_path: Path, forge: Any) -> None:
+    # A forger who rebuilds the whole hash chain after the change gets past the chain check, not the money rules.
+    entries = [json.loads(line) for line in export(env, tmp_path / "good.jsonl")]
+    forged, bad_seq = forge(entries)
+    assert forged != entries
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(json.dumps(e) + "\n" for e in forged))
+    got = env.run("ledger", "verify", "--file", str(bad))
+    assert got.returncode == 4, (got.stdout, got.stderr)
+    line = one_error_line(got)
+    assert f"seq {bad_seq}" in line and f"entry {bad_seq}:" in line, line
+    report = json.loads(env.run("ledger", "verify", "--file", str(bad), "--json").stdout)
+    assert (report["ok"], report["first_bad_seq"]) == (False, bad_seq)
+
+
+def test_ledger_verify_an_export_against_a_kept_checkpoint(env: Env, tmp_path: Path) -> None:
+    env.coordinator.api.wait_checkpointed()
+    saved = tmp_path / "cp.json"
+    assert env.run("ledger", "prove", "--coordinator", env.url, "--save", str(saved)).returncode == 0
+    cp = json.loads(saved.read_text())
+    key = env.coordinator.api.info()["public_key"]
+    # An export that the ledger grew past since still extends the kept checkpoint.
+    env.coordinator.grant(env.submitter, 1)
+    path = tmp_path / "later.jsonl"
+    got = env.run("ledger", "export", "--data-dir", str(env.coordinator.data_dir), "-o", str(path))
+    assert got.returncode == 0, got.stderr
+    entries = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(entries) > cp["size"]
+    against = ["--checkpoint", str(saved), "--coordinator-key", key]
+    got = env.run("ledger", "verify", "--file", str(path), *against, "--json")
+    assert got.returncode == 0, got.stderr
+    report = json.loads(got.stdout)
+    assert (report["ok"], report["entries"], report["checkpoint"]) == (True, len(entries), cp)
+    text = env.run("ledger", "verify", "--file", str(path), *against)
+    assert f"; the first {cp['size']} match the checkpoint signed by {cp['coordinator']}" in text.stdout, text.stdout
+    assert env.run("ledger", "verify", "--data-dir", str(env.coordinator.data_dir), *against).returncode == 0
+
+    # A rewrite that keeps the chain and the money rules (one entry's time changed, everything after re-hashed)
+    # is caught by the kept checkpoint alone, offline.
+    forged = _rechain([{**e, "time": e["time"] + 1} if e["seq"] == 1 else e for e in entries], 1)
+    bad = tmp_path / "forged.jsonl"
+    bad.write_text("".join(json.dumps(e) + "\n" for e in forged))
+    assert env.run("ledger", "verify", "--file", str(bad)).returncode == 0  # nothing else can tell
+    got = env.run("ledger", "verify", "--file", str(bad), *against)
+    assert got.returncode == 4
+    line = one_error_line(got)
+    assert f"first {cp['size']} entries have Merkle root" in line and cp["root"] in line, line
+    as_json = env.run("ledger", "verify", "--file", str(bad), *against, "--json")
+    assert as_json.returncode == 4 and json.loads(as_json.stdout)["ok"] is False
+    # A truncated export cannot extend it either.
+    short = tmp_path / "short.jsonl"
+    short.write_text("".join(json.dumps(e) + "\n" for e in entries[: cp["size"] - 1]))
+    got = env.run("ledger", "verify", "--file", str(short), *against)
+    assert got.returncode == 4 and f"fewer than the {cp['size']}" in one_error_line(got)
+    # A checkpoint proves nothing without its signer's key; the wrong key fails its signature.
+    got = env.run("ledger", "verify", "--file", str(path), "--checkpoint", str(saved))
+    assert got.returncode == 2 and "--coordinator-key" in one_error_line(got)
+    got = env.run("ledger", "verify", "--file", str(path), "--checkpoint", str(saved), "--coordinator-key",
+                  SigningKey.generate().public.hex())
+    assert got.returncode == 4, got.stderr
+    one_error_line(got)
+
+
 def test_ledger_verify_against_the_coordinator_and_its_data_dir(env: Env) -> None:
-    head = env.coordinator.api.status()["ledger"]
+    wait_until(lambda: all(j["state"] == "done" for j in env.coordinator.api.get("/v1/jobs")["jobs"]),
+               "every job to be done")
+    head = env.coordinator.api.wait_checkpointed()
     for source in (["--coordinator", env.url], ["--data-dir", str(env.coordinator.data_dir)]):
         got = env.run("ledger", "verify", *source, "--json")
         assert got.returncode == 0, got.stderr
         report = json.loads(got.stdout)
         assert (report["ok"], report["entries"], report["head_hash"]) == (True, head["entries"], head["head_hash"])
+        assert (report["root_hash"], report["minted"], report["in_escrow"]) == (
+            head["root_hash"], head["minted"], head["in_escrow"])
+        # From a coordinator, the root is checked against its signed checkpoint; a data dir has no signature.
+        assert report["checkpoint"] == (head["checkpoint"] if source[0] == "--coordinator" else None)
+    text = env.run("ledger", "verify", "--coordinator", env.url)
+    first = text.stdout.splitlines()[0]
+    assert text.returncode == 0 and f"; the first {head['checkpoint']['size']} match the checkpoint signed by " \
+        f"{head['checkpoint']['coordinator']}" in first, text.stdout
+
+
+# ---- the market commands: grant, balance, receipts, provenance, ledger prove ---------------------------------
+
+
+def test_grant_and_balance(env: Env, tmp_path: Path) -> None:
+    newcomer = env.cluster.home_id(tmp_path / "newcomer")
+    got = env.run("grant", newcomer, "250", "--data-dir", str(env.coordinator.data_dir), "--coordinator", env.url,
+                  "--json")
+    assert got.returncode == 0, got.stderr
+    answer = json.loads(got.stdout)
+    assert set(answer) == {"account", "amount", "seq", "balance"}
+    assert (answer["account"], answer["amount"], answer["balance"]) == (newcomer, 250, 250)
+    entry = env.coordinator.api.ledger()[answer["seq"]]
+    assert (entry["kind"], entry["from"], entry["to"], entry["amount"]) == ("grant", "mint", newcomer, 250)
+    text = env.run("grant", newcomer, "50", "--data-dir", str(env.coordinator.data_dir), "--coordinator", env.url)
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.startswith(f"granted 50 credits to {newcomer} (ledger entry ")
+    assert text.stdout.rstrip().endswith("; balance 300")
+    # balance: anyone's by id, or (without an id) the key in --home.
+    for args in ((newcomer,), ("--home", str(tmp_path / "newcomer"))):
+        got = env.run("balance", "--coordinator", env.url, "--json", *args)
+        assert got.returncode == 0, got.stderr
+        assert json.loads(got.stdout) == {"account": newcomer, "balance": 300}
+    text = env.run("balance", "--coordinator", env.url, newcomer)
+    assert (text.returncode, text.stdout) == (0, f"{newcomer}  300 credits\n")
+    # A job's escrow is an account too.
+    got = env.run("balance", "--coordinator", env.url, "--json", f"escrow:{env.job_id}")
+    assert json.loads(got.stdout) == {"account": f"escrow:{env.job_id}", "balance": 0}
+
+
+def test_receipts_from_the_coordinator_with_checked_proofs(env: Env) -> None:
+    env.coordinator.api.wait_checkpointed()
+    worker_dir = env.cluster.root / "worker-0"
+    by_dir = env.run("receipts", "--coordinator", env.url, "--data-dir", str(worker_dir), "--json")
+    assert by_dir.returncode == 0, by_dir.stderr
+    data = json.loads(by_dir.stdout)
+    assert set(data) == {"worker_id", "checkpoint", "earned", "receipts"}
+    worker_id = data["worker_id"]
+    rewards = [e for e in env.coordinator.api.rewards() if e["to"] == worker_id]
+    assert rewards, "worker-0 earned nothing: the test proves nothing"
+    assert data["earned"] == sum(e["amount"] for e in rewards)
+    assert data["checkpoint"] == env.coordinator.api.get("/v1/ledger/checkpoint")
+    credited = [r for r in data["receipts"] if r["credited"]]
+    assert sorted(r["entry"]["seq"] for r in credited) == sorted(e["seq"] for e in rewards)
+    for r in credited:
+        assert r["verdict"] == "valid" and r["proved"] is True, r
+        assert r["formula"].startswith(f"{r['entry']['amount']} credits: "), r["formula"]
+        assert r["entry"] == r["reward"]["entry"] and r["reward"]["proof"], r
+    by_id = env.run("receipts", "--coordinator", env.url, "--worker", worker_id, "--json")
+    assert json.loads(by_id.stdout) == data
+    text = env.run("receipts", "--coordinator", env.url, "--worker", worker_id)
+    assert text.returncode == 0, text.stderr
+    first = text.stdout.splitlines()[0]
+    assert first.startswith(f"worker {worker_id}: ") and f"{len(credited)} credited, {data['earned']} credits" in first
+    assert f"checkpoint {data['checkpoint']['size']} signed by " in first, first
+
+
+def test_receipts_offline_from_a_worker_journal(env: Env) -> None:
+    worker_dir = env.cluster.root / "worker-1"
+    got = env.run("receipts", "--data-dir", str(worker_dir), "--json")
+    assert got.returncode == 0, got.stderr
+    data = json.loads(got.stdout)
+    assert set(data) == {"worker_data_dir", "earned", "checkpoints", "latest_checkpoint", "alarms", "evidence",
+                         "receipts"}
+    assert data["alarms"] == data["evidence"] == [] and data["worker_data_dir"] == str(worker_dir)
+    assert data["receipts"], "worker-1 sent nothing"
+    assert {r["status"] for r in data["receipts"]} <= {"computed", "accepted", "duplicate", "rejected"}
+    assert data["earned"] == sum(r["amount"] or 0 for r in data["receipts"])
+    text = env.run("receipts", "--data-dir", str(worker_dir))
+    assert text.returncode == 0 and "LEDGER ALARM" not in text.stdout, text.stdout
+    assert f"{len(data['receipts'])} results sent" in text.stdout.splitlines()[0]
+
+
+def test_provenance_of_a_done_job(env: Env) -> None:
+    env.coordinator.api.wait_checkpointed()
+    got = env.run("provenance", "--coordinator", env.url, env.job_id, "--json")
+    assert got.returncode == 0, got.stderr
+    data = json.loads(got.stdout)
+    assert set(data) == {"job", "output_digest", "tasks", "entries", "checkpoint", "proofs_checked"}
+    job = data["job"]
+    assert (job["job_id"], job["state"], job["submitter"], job["price"]) == (env.job_id, "done", env.submitter, PRICE)
+    assert job["kernel"] == "mandelbrot" and job["kernel_version"] == 1
+    assert len(data["tasks"]) == TASKS and len(data["output_digest"]) == 64
+    workers = {w for w in env.coordinator.api.workers()}
+    paid = {(e["task_id"], e["to"]) for e in env.coordinator.api.rewards() if e["job_id"] == env.job_id}
+    for t in data["tasks"]:
+        assert t["state"] == "validated" and len(t["agreed"]) == REPLICAS and set(t["agreed"]) <= workers, t
+        assert {(t["task_id"], w) for w in t["agreed"]} <= paid
+    kinds = [i["entry"]["kind"] for i in data["entries"]]
+    assert kinds == ["escrow"] + ["reward"] * TASKS * REPLICAS + ["refund"], kinds
+    assert data["proofs_checked"] == len(data["entries"])
+    text = env.run("provenance", "--coordinator", env.url, env.job_id)
+    assert text.returncode == 0, text.stderr
+    assert f"{len(kinds)} of {len(kinds)} ledger entries proved against checkpoint" in text.stdout
+    assert "mandelbrot@1" in text.stdout and f"{PRICE} credits per validated result" in text.stdout
+
+
+def test_ledger_prove_save_then_since(env: Env, tmp_path: Path) -> None:
+    saved = tmp_path / "cp.json"
+    got = env.run("ledger", "prove", "--coordinator", env.url, "0", "1", "--save", str(saved), "--json")
+    assert got.returncode == 0, got.stderr
+    data = json.loads(got.stdout)
+    assert set(data) == {"entries", "checkpoint"}
+    assert [e["seq"] for e in data["entries"]] == [0, 1]
+    assert [e["kind"] for e in data["entries"]] == ["grant", "escrow"]
+    assert json.loads(saved.read_text()) == data["checkpoint"]
+    # The ledger grows (a grant), the coordinator signs a newer checkpoint: it must extend the saved one.
+    env.coordinator.grant(env.submitter, 1)
+    newer = wait_until(lambda: (cp := env.coordinator.api.get("/v1/ledger/checkpoint"))["size"]
+                       > data["checkpoint"]["size"] and cp, "a newer checkpoint")
+    got = env.run("ledger", "prove", "--coordinator", env.url, "--since", str(saved), "--json")
+    assert got.returncode == 0, got.stderr
+    proved = json.loads(got.stdout)
+    assert proved["consistent_with"] == data["checkpoint"]["size"]
+    assert proved["checkpoint"]["size"] >= newer["size"]
+    text = env.run("ledger", "prove", "--coordinator", env.url, "--since", str(saved), "2")
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[0].startswith("checkpoint: ") and lines[1].startswith(
+        f"consistent: checkpoint {proved['checkpoint']['size']} extends your checkpoint {data['checkpoint']['size']}")
+    assert lines[2].startswith("included:   entry 2 (reward "), lines
 
 
 # ---- keys ---------------------------------------------------------------------------------------------------
@@ -266,6 +530,42 @@ def submit(*extra: str) -> Callable[[Env, Path], list[str]]:
     return lambda e, t: ["submit", "--coordinator", e.url, *extra]
 
 
+def grant(account: str | None, amount: str, data_dir: Callable[[Env, Path], Path] | None = None,
+          url: Callable[[Env], str] | None = None) -> Callable[[Env, Path], list[str]]:
+    """`depin grant` (to the submitter by default, with the coordinator's data dir by default)."""
+    return lambda e, t: ["grant", account or e.submitter, amount, "--coordinator", (url or (lambda e: e.url))(e),
+                         "--data-dir", str((data_dir or (lambda e, t: e.coordinator.data_dir))(e, t))]
+
+
+def _someone_elses_key(e: Env, t: Path) -> Path:
+    """A data dir holding a coordinator.key that is not the coordinator's."""
+    from depin.crypto import load_or_create_key
+
+    load_or_create_key(t / "impostor" / "coordinator.key")
+    return t / "impostor"
+
+
+def _file(name: str, text: str) -> Callable[[Path], str]:
+    def make(t: Path) -> str:
+        (t / name).write_text(text)
+        return str(t / name)
+    return make
+
+
+def _forged_checkpoint(e: Env, t: Path) -> str:
+    cp = dict(e.coordinator.api.get("/v1/ledger/checkpoint"))
+    cp["sig"] = ("0" if cp["sig"][0] != "0" else "1") + cp["sig"][1:]
+    return _file("forged.json", json.dumps(cp))(t)
+
+
+def _stranger(t: Path) -> str:
+    """The --home of someone else, with a key of their own."""
+    from depin.crypto import load_or_create_key
+
+    load_or_create_key(t / "stranger" / "key")
+    return str(t / "stranger")
+
+
 BAD_INPUT = [
     case("unknown-kernel", submit("nosuchkernel", *SMALL), 2, "nosuchkernel"),
     case("bad-parameter-value", submit("mandelbrot", "-p", "width=abc", "-p", "height=48"), 2, "width"),
@@ -303,6 +603,62 @@ BAD_INPUT = [
     case("coordinator-impossible-data-dir", lambda e, t: ["coordinator", "--data-dir", "/proc/nope/x", "--port", "0"],
          2, "/proc/nope"),
     case("path-like-job-id", lambda e, t: ["status", "--coordinator", e.url, "../info"], 2, "../info"),
+    # ---- the market ----
+    case("insufficient-funds", lambda e, t: ["submit", "--coordinator", e.url, "--home", _stranger(t), "mandelbrot",
+                                             *SMALL], 2, "insufficient funds"),
+    case("result-not-the-submitter", lambda e, t: ["result", "--coordinator", e.url, e.job_id, "--home", _stranger(t),
+                                                   "-o", str(t / "x.npy")], 1, "submitter"),
+    case("cancel-not-the-submitter", lambda e, t: ["cancel", "--coordinator", e.url, e.job_id, "--home",
+                                                   _stranger(t)], 1, "submitter"),
+    # Commands that sign or name "your" account never invent a key: a --home without one is an error.
+    case("result-without-a-key", lambda e, t: ["result", "--coordinator", e.url, e.job_id, "--home", str(t / "nokey"),
+                                               "-o", str(t / "x.npy")], 2, "no key"),
+    case("cancel-without-a-key", lambda e, t: ["cancel", "--coordinator", e.url, e.job_id, "--home", str(t / "nokey")],
+         2, "no key"),
+    case("balance-without-a-key", lambda e, t: ["balance", "--coordinator", e.url, "--home", str(t / "nokey")], 2,
+         "no key"),
+    case("grant-zero", grant(None, "0"), 2, "amount"),
+    case("grant-negative", grant(None, "-5"), 2, "amount"),
+    case("grant-over-2^53", grant(None, str(2**53)), 2, "amount"),
+    case("grant-not-an-int", grant(None, "ten"), 2, "amount"),
+    case("grant-not-an-account-id", grant("nobody", "5"), 2, "account"),
+    case("grant-escrow-account", grant("escrow:" + UNKNOWN_JOB, "5"), 2, "account"),
+    case("grant-not-a-coordinator-data-dir", grant(None, "5", lambda e, t: t), 2, "coordinator.key"),
+    case("grant-someone-elses-key", grant(None, "5", _someone_elses_key), 1, "coordinator's key"),
+    case("grant-unreachable", grant(None, "5", url=lambda e: _closed()), 3, "cannot reach"),
+    case("grant-without-data-dir", lambda e, t: ["grant", e.submitter, "5", "--coordinator", e.url], 2,
+         "--data-dir"),
+    case("balance-unreachable", lambda e, t: ["balance", "--coordinator", _closed()], 3, "cannot reach"),
+    case("receipts-of-nobody", lambda e, t: ["receipts", "--coordinator", e.url], 2, "--worker"),
+    case("receipts-no-journal", lambda e, t: ["receipts", "--data-dir", str(t)], 2, "no worker journal"),
+    case("receipts-no-worker-key", lambda e, t: ["receipts", "--data-dir", str(t), "--coordinator", e.url], 2,
+         "worker.key"),
+    case("receipts-wrong-coordinator-key", lambda e, t: ["receipts", "--coordinator", e.url, "--worker", e.submitter,
+                                                         "--coordinator-key", "00" * 32], 4, "00" * 32),
+    case("receipts-unreachable", lambda e, t: ["receipts", "--coordinator", _closed(), "--worker", e.submitter], 3,
+         "cannot reach"),
+    case("provenance-unknown-job", lambda e, t: ["provenance", "--coordinator", e.url, UNKNOWN_JOB], 2, UNKNOWN_JOB),
+    case("provenance-wrong-coordinator-key", lambda e, t: ["provenance", "--coordinator", e.url, e.job_id,
+                                                           "--coordinator-key", "ab" * 32], 4, "ab" * 32),
+    case("provenance-unreachable", lambda e, t: ["provenance", "--coordinator", _closed(), e.job_id], 3,
+         "cannot reach"),
+    case("prove-unknown-seq", lambda e, t: ["ledger", "prove", "--coordinator", e.url, "999999"], 2, "999999"),
+    case("prove-negative-seq", lambda e, t: ["ledger", "prove", "--coordinator", e.url, "--", "-1"], 2, "seq"),
+    case("prove-since-missing-file", lambda e, t: ["ledger", "prove", "--coordinator", e.url, "--since",
+                                                   str(t / "none.json")], 2, "none.json"),
+    case("prove-since-not-json", lambda e, t: ["ledger", "prove", "--coordinator", e.url, "--since",
+                                               _file("x.json", "not json")(t)], 2, "x.json"),
+    case("prove-since-not-a-checkpoint", lambda e, t: ["ledger", "prove", "--coordinator", e.url, "--since",
+                                                       _file("x.json", "{}")(t)], 4, "checkpoint"),
+    case("prove-since-forged-signature", lambda e, t: ["ledger", "prove", "--coordinator", e.url, "--since",
+                                                       _forged_checkpoint(e, t)], 4, "signature"),
+    case("prove-save-unwritable", lambda e, t: ["ledger", "prove", "--coordinator", e.url, "--save",
+                                                str(t / "no" / "cp.json")], 2, "cannot write"),
+    case("prove-wrong-coordinator-key", lambda e, t: ["ledger", "prove", "--coordinator", e.url,
+                                                      "--coordinator-key", "cd" * 32], 4, "cd" * 32),
+    case("prove-unreachable", lambda e, t: ["ledger", "prove", "--coordinator", _closed()], 3, "cannot reach"),
+    case("verify-wrong-coordinator-key", lambda e, t: ["ledger", "verify", "--coordinator", e.url,
+                                                       "--coordinator-key", "ef" * 32], 4, "ef" * 32),
 ]
 
 

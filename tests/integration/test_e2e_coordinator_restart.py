@@ -25,7 +25,7 @@ def test_coordinator_sigkill_and_restart_mid_job(
     coordinator = cluster.coordinator(port=free_port(), lease_timeout=5)
     # Two tasks per lease request: results come back in several rounds, so the job is visibly half done a while.
     workers = [cluster.worker(coordinator, f"worker-{i}", batch=2) for i in range(3)]
-    job_id = submit(coordinator.url, submitter, SLOW_JOB, tasks=TASKS, replicas=REPLICAS)
+    job_id = submit(coordinator, submitter, SLOW_JOB, tasks=TASKS, replicas=REPLICAS)
     key_before = coordinator.api.info()["public_key"]
 
     seen: list[int] = []  # tasks_validated, as observed in order
@@ -83,7 +83,7 @@ def test_a_done_job_survives_a_coordinator_sigkill(cluster: Cluster, submitter: 
     coordinator = cluster.coordinator(port=free_port())
     for i in range(2):
         cluster.worker(coordinator, f"worker-{i}")
-    job_id = submit(coordinator.url, submitter, params, tasks=3, replicas=2, price=4)
+    job_id = submit(coordinator, submitter, params, tasks=3, replicas=2, price=4)
     assert coordinator.api.wait_job(job_id)["state"] == "done"
     before = (coordinator.api.job(job_id), coordinator.api.ledger(), coordinator.api.workers())
     coordinator.proc.signal(signal.SIGKILL)

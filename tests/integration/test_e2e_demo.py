@@ -1,8 +1,10 @@
-"""`depin demo` end to end, as a user runs it: exit 0, the ledger verified, a PNG written, nothing left running."""
+"""`depin demo` end to end, as a user runs it: exit 0, the job paid from a grant with the rest refunded, the ledger
+verified against the signed checkpoint, a PNG written, nothing left running."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -41,7 +43,15 @@ def test_demo_runs_end_to_end(cluster: Cluster, tmp_path: Path) -> None:
     assert "Traceback" not in demo.log()
     ledger_lines = [line for line in out.splitlines() if line.startswith("ledger ")]
     assert len(ledger_lines) == 1 and "ok:" in ledger_lines[0], out
-    assert "entries, head " in ledger_lines[0]
+    verified = re.fullmatch(r"ledger +ok: (\d+) entries, root [0-9a-f]{64} signed by the coordinator;"
+                            r" conservation holds \((\d+) minted\)", ledger_lines[0])
+    assert verified, ledger_lines[0]
+    # The money: a grant funds the job, the validated results are paid, the rest goes back to the submitter.
+    granted = re.search(r"^grant +(\d+) credits to the submitter [a-z2-7]{32}$", out, re.M)
+    paid = re.search(r"^paid +(\d+) credits for validated results; (\d+) of (\d+) back with the submitter$", out, re.M)
+    assert granted and paid, out
+    assert int(paid[1]) > 0 and int(paid[1]) + int(paid[2]) == int(paid[3]) == int(granted[1]) == int(verified[2])
+    assert re.search(r"^proof +entry \d+ \(refund of \d+\) checked against the checkpoint$", out, re.M), out
     with Image.open(picture) as im:
         assert im.format == "PNG"
         assert im.size == (960, 720)

@@ -1,7 +1,7 @@
 """Hostile requests against a live coordinator, speaking the real protocol from the test process.
 
-Each is refused with the documented status and a reason, nothing refused is credited, and the coordinator goes on
-serving honest requests afterwards.
+Each is refused with the documented status and a reason, nothing refused is credited (or granted, or escrowed),
+and the coordinator goes on serving honest requests afterwards.
 """
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ from tests.integration.support import Cluster, Coordinator
 
 @pytest.fixture
 async def live(cluster: Cluster) -> AsyncIterator[tuple[Coordinator, Peer, str]]:
-    """A coordinator (no workers) with one two-task job, and a raw peer to attack it."""
+    """A coordinator (no workers) with one two-task job, funded by a grant of exactly its max cost, and a raw peer to
+    attack it."""
     coordinator = cluster.coordinator()
     submitter = SigningKey.generate()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        peer = Peer(session, coordinator.url)
+        peer = Peer(session, coordinator.url, coordinator)
+        await peer.grant(submitter.id, 2 * 5 * 10)  # 2 tasks x max_results 5 (replicas + 3) x price 10
         status, answer = await peer.post("/v1/jobs", submitter, "submit", {
             "kernel": "mandelbrot", "params": TINY_JOB, "tasks": 2, "replicas": 2, "max_results": None, "price": 10,
             **fresh()})
@@ -35,8 +37,10 @@ async def live(cluster: Cluster) -> AsyncIterator[tuple[Coordinator, Peer, str]]
 
 def assert_nothing_credited(coordinator: Coordinator, job_id: str) -> None:
     api = coordinator.api
-    assert api.ledger() == []
-    assert api.status()["ledger"]["entries"] == 0
+    # Only the fixture's grant and the job's escrow: no reward, and the escrow still holds the whole max cost.
+    assert [e["kind"] for e in api.ledger()] == ["grant", "escrow"]
+    assert api.status()["ledger"]["entries"] == 2
+    assert api.job(job_id)["escrow"] == api.job(job_id)["max_cost"] == 100
     for w in api.workers().values():
         assert (w["balance"], w["tasks_validated"]) == (0, 0), w
     job = api.job(job_id)
@@ -111,7 +115,7 @@ async def test_result_for_someone_elses_lease_is_rejected_unpaid(live: tuple[Coo
     status, answer = await peer.post("/v1/results", alice, "results", results_payload(grant))
     assert status == 200
     assert [a["status"] for a in open_envelope("results-ack", answer)[1]["acks"]] == ["accepted"]
-    pairs = [(e["task_id"], e["to"]) for e in coordinator.api.ledger()]
+    pairs = [(e["task_id"], e["to"]) for e in coordinator.api.rewards()]
     assert len(pairs) == len(set(pairs))
     assert len([p for p in pairs if p[1] == bob.id]) <= 1
 
@@ -213,7 +217,7 @@ async def test_coordinator_still_serves_after_every_kind_of_abuse(live: tuple[Co
         status, answer = await peer.post("/v1/results", key, "results", results_payload(g))
         assert status == 200, answer
         assert [a["status"] for a in open_envelope("results-ack", answer)[1]["acks"]] == ["accepted"]
-    rewards = coordinator.api.ledger()
+    rewards = coordinator.api.rewards()
     assert sorted(e["to"] for e in rewards) == sorted([alice.id, carol.id])
     assert {e["amount"] for e in rewards} == {10}
     assert coordinator.api.job(job_id)["tasks_validated"] == 1
@@ -238,3 +242,80 @@ async def test_too_many_requests_from_one_key_is_429_and_costs_nothing(cluster: 
         status, _ = await peer.post("/v1/lease", other, "lease-request", lease_payload(wait_ms=0))
         assert status == 200
     assert coordinator.api.ledger() == []
+
+
+# ---- the market's signed requests: only the operator grants, only the submitter fetches or cancels -------------
+
+
+async def test_only_the_coordinators_key_can_grant(live: tuple[Coordinator, Peer, str]) -> None:
+    coordinator, peer, job_id = live
+    mallory = SigningKey.generate()
+    status, answer = await peer.post("/v1/grants", mallory, "grant", {"account": mallory.id, "amount": 10**6,
+                                                                       **fresh()})
+    assert status == 403, answer
+    assert "coordinator's key" in answer["error"], answer
+    # The operator's genuine grant, replayed byte for byte, is refused as a replay and mints nothing twice.
+    body = codec.encode(coordinator.key.seal("grant", {"account": mallory.id, "amount": 7, **fresh()}))
+    status, answer = await peer.post_bytes("/v1/grants", body)
+    assert status == 200 and (answer["account"], answer["amount"], answer["balance"]) == (mallory.id, 7, 7), answer
+    status, answer = await peer.post_bytes("/v1/grants", body)
+    assert status == 409 and "replayed" in answer["error"], answer
+    # Malformed grants: not a party id, a zero amount, an amount past 2^53-1.
+    for payload, where in (({"account": "escrow:" + job_id, "amount": 5}, "account"),
+                           ({"account": mallory.id, "amount": 0}, "amount"),
+                           ({"account": mallory.id, "amount": 2**53}, "amount")):
+        status, answer = await peer.post("/v1/grants", coordinator.key, "grant", {**payload, **fresh()})
+        assert status == 400 and where in answer["error"], (payload, answer)
+    entries = coordinator.api.ledger()
+    assert [(e["kind"], e["to"], e["amount"]) for e in entries[2:]] == [("grant", mallory.id, 7)]
+    assert coordinator.api.status()["ledger"]["minted"] == 100 + 7
+
+
+async def test_only_the_submitter_fetches_or_cancels_its_job(live: tuple[Coordinator, Peer, str]) -> None:
+    coordinator, peer, job_id = live
+    mallory = SigningKey.generate()
+    status, answer = await peer.result(mallory, job_id)
+    assert status == 403 and "submitter" in answer["error"], answer
+    status, answer = await peer.post(f"/v1/jobs/{job_id}/cancel", mallory, "cancel", {"job_id": job_id, **fresh()})
+    assert status == 403 and "submitter" in answer["error"], answer
+    # The unsigned read of a result is gone: a result is the submitter's.
+    async with peer.session.get(f"{peer.url}/v1/jobs/{job_id}/result") as resp:
+        assert resp.status == 405, resp.status
+    # A signed request for another job than the URL names.
+    status, answer = await peer.post(f"/v1/jobs/{job_id}/result", mallory, "result-request",
+                                     {"job_id": "0123456789abcdef", **fresh()})
+    assert status == 400 and "job_id" in answer["error"], answer
+    assert coordinator.api.job(job_id)["state"] == "queued"
+    assert_nothing_credited(coordinator, job_id)
+
+
+async def test_a_submit_the_account_cannot_cover_is_402_and_creates_nothing(
+        live: tuple[Coordinator, Peer, str]) -> None:
+    coordinator, peer, job_id = live
+    poor = SigningKey.generate()
+    await peer.grant(poor.id, 99)  # one credit short of 2 tasks x 5 results x 10
+    payload = {"kernel": "mandelbrot", "params": TINY_JOB, "tasks": 2, "replicas": 2, "max_results": None,
+               "price": 10, **fresh()}
+    status, answer = await peer.post("/v1/jobs", poor, "submit", payload)
+    assert status == 402, answer
+    assert answer["error"].startswith("insufficient funds"), answer
+    assert "100" in answer["error"] and "99" in answer["error"], answer
+    assert [j["job_id"] for j in coordinator.api.get("/v1/jobs")["jobs"]] == [job_id]
+    assert coordinator.api.balance(poor.id) == 99
+    assert [e["kind"] for e in coordinator.api.ledger()] == ["grant", "escrow", "grant"]
+
+
+async def test_a_lease_request_with_a_minimum_price_above_every_job_gets_nothing(
+        live: tuple[Coordinator, Peer, str]) -> None:
+    coordinator, peer, job_id = live
+    picky = SigningKey.generate()
+    status, answer = await peer.post("/v1/lease", picky, "lease-request", lease_payload(min_price=11))
+    assert (status, answer) == (200, {"leases": []}), answer
+    assert coordinator.api.workers()[picky.id]["min_price"] == 11
+    status, answer = await peer.post("/v1/lease", picky, "lease-request", lease_payload(min_price=2**40))
+    assert status == 400 and "min_price" in answer["error"], answer
+    # At the job's own price it is served, and the signed task says what it pays.
+    status, answer = await peer.post("/v1/lease", picky, "lease-request", lease_payload(min_price=10))
+    assert status == 200 and len(answer["leases"]) == 1, answer
+    assert codec.decode(answer["leases"][0]["task"])["price"] == 10
+    assert_nothing_credited(coordinator, job_id)

@@ -23,7 +23,7 @@ def test_results_finished_during_an_outage_are_resent_and_paid_once(
     # Lease timeout well above the outage, so the results sent after the restart still answer live leases.
     coordinator = cluster.coordinator(port=free_port(), lease_timeout=120)
     workers = [cluster.worker(coordinator, f"worker-{i}", batch=TASKS) for i in range(REPLICAS)]
-    job_id = submit(coordinator.url, submitter, SLOW_JOB, tasks=TASKS, replicas=REPLICAS)
+    job_id = submit(coordinator, submitter, SLOW_JOB, tasks=TASKS, replicas=REPLICAS)
 
     # Each worker leases the whole job (one replica of every task) and starts computing; then the coordinator dies.
     wait_until(lambda: all(len(coordinator.active_leases(w.worker_id)) == TASKS for w in workers),
@@ -63,7 +63,7 @@ def test_journal_survives_a_worker_restart_during_the_outage(cluster: Cluster, s
     # and a new worker process on the same data dir sends them once both are back.
     coordinator = cluster.coordinator(port=free_port(), lease_timeout=120)
     worker = cluster.worker(coordinator, "worker", batch=2)
-    job_id = submit(coordinator.url, submitter, SLOW_JOB, tasks=2, replicas=1)
+    job_id = submit(coordinator, submitter, SLOW_JOB, tasks=2, replicas=1)
     wait_until(lambda: len(coordinator.active_leases(worker.worker_id)) == 2, "the worker to lease both tasks")
     coordinator.proc.signal(signal.SIGKILL)
     assert coordinator.proc.wait() == -signal.SIGKILL

@@ -74,7 +74,7 @@ def test_running_worker_refuses_an_impostor_on_the_same_url(cluster: Cluster) ->
     assert first.proc.wait() == 0
 
     impostor = cluster.coordinator("coordinator-2", port=port)
-    submit(impostor.url, SigningKey.generate(), {"width": 16, "height": 8}, tasks=2, replicas=1)
+    submit(impostor, SigningKey.generate(), {"width": 16, "height": 8}, tasks=2, replicas=1)
     code = worker.proc.wait(timeout=15)
     assert code != 0
     assert "coordinator key changed" in worker.proc.log()

@@ -1,5 +1,6 @@
 """A mandelbrot job through three real workers: the result is bit-identical to the independent references, the
-PNG has the right size, and every validated task paid exactly `replicas` rewards of `price`."""
+PNG has the right size, every validated task paid exactly `replicas` rewards of `price` from the job's escrow, and
+the submitter got the rest of its grant back."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ def test_job_matches_references_and_pays_each_task_twice(
     coordinator = cluster.coordinator()
     workers = [cluster.worker(coordinator, f"worker-{i}") for i in range(3)]
     url = coordinator.url
+    granted = 10_000
+    submitter = cluster.fund(coordinator, granted)
 
     sub = cluster.cli("submit", "--coordinator", url, "--json", "mandelbrot",
                       *[f"-p{k}={v}" for k, v in JOB.items()],
@@ -67,7 +70,13 @@ def test_job_matches_references_and_pays_each_task_twice(
     assert sum(w["tasks_validated"] for w in earnings) == TASKS * REPLICAS
     assert all(w["tasks_rejected"] == 0 for w in earnings)
 
+    # The submitter paid for exactly the validated results: its grant less TASKS x REPLICAS x PRICE.
+    assert coordinator.api.balance(submitter) == granted - TASKS * REPLICAS * PRICE
+    coordinator.api.wait_checkpointed()  # `ledger verify --coordinator` checks what the latest checkpoint signs
     verify = cluster.cli("ledger", "verify", "--coordinator", url)
     assert verify.returncode == 0, verify.stderr
-    assert verify.stdout.startswith("ledger ok:")
-    assert f"{TASKS * REPLICAS} entries" in verify.stdout
+    ok, credits = verify.stdout.splitlines()
+    assert ok.startswith("ledger ok:") and "match the checkpoint signed by" in ok, ok
+    # grant, escrow, the rewards, refund
+    assert f"{1 + 1 + TASKS * REPLICAS + 1} entries" in ok, ok
+    assert credits == f"credits: {granted} minted = {granted} in accounts + 0 in escrow", credits

@@ -1,5 +1,6 @@
 """Quorum against a live coordinator, with peers that lie: a wrong result is outvoted and unpaid, a task that cannot
-reach agreement fails its job, and every kind of bad report is judged without paying anyone."""
+reach agreement fails its job (and refunds its whole escrow), and every kind of bad report is judged without paying
+anyone."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from depin import codec
 from depin.crypto import SigningKey, open_envelope
 from tests.integration.peer import TINY_JOB, Peer, fresh, honest_output
-from tests.integration.support import Cluster, Coordinator
+from tests.integration.support import Cluster, Coordinator, check_escrow
 from tests.reference import cref
 
 
@@ -29,12 +30,13 @@ def lie(grant: dict[str, Any]) -> dict[str, Any]:
 async def peer(cluster: Cluster) -> AsyncIterator[tuple[Coordinator, Peer]]:
     coordinator = cluster.coordinator()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        yield coordinator, Peer(session, coordinator.url)
+        yield coordinator, Peer(session, coordinator.url, coordinator)
 
 
 async def test_a_lying_worker_is_outvoted_and_unpaid(peer: tuple[Coordinator, Peer]) -> None:
     coordinator, p = peer
-    job_id = await p.submit(SigningKey.generate(), TINY_JOB, tasks=1, replicas=2, price=10)
+    submitter = SigningKey.generate()
+    job_id = await p.submit(submitter, TINY_JOB, tasks=1, replicas=2, price=10)
     liar, honest, third = SigningKey.generate(), SigningKey.generate(), SigningKey.generate()
     lied_on, honest_lease = await p.lease(liar), await p.lease(honest)
     assert (await p.report(liar, lied_on, lie(lied_on)))["status"] == "accepted"
@@ -52,27 +54,35 @@ async def test_a_lying_worker_is_outvoted_and_unpaid(peer: tuple[Coordinator, Pe
         == (0, 0, 1)
     for key in (honest, third):
         assert (workers[key.id]["balance"], workers[key.id]["tasks_validated"]) == (10, 1)
-    assert sorted(e["to"] for e in coordinator.api.ledger()) == sorted([honest.id, third.id])
-    async with p.session.get(p.url + f"/v1/jobs/{job_id}/result") as resp:
-        assert resp.status == 200
-        answer = codec.decode(await resp.read())
+    assert sorted(e["to"] for e in coordinator.api.rewards()) == sorted([honest.id, third.id])
+    # The submitter paid for two validated results; the rest of the escrow (the tie-break did not cost extra) is back.
+    check_escrow(coordinator.api.ledger(), coordinator.api.job(job_id))
+    assert coordinator.api.balance(submitter.id) == job["max_cost"] - 2 * 10
+    status, answer = await p.result(submitter, job_id)
+    assert status == 200, answer
     image = codec.array_from_wire(answer["output"])
     assert np.array_equal(image, cref.python_reference(**TINY_JOB))
     # The liar's late second opinion changes nothing.
     assert (await p.report(liar, lied_on, honest_output(lied_on)))["status"] == "rejected"
-    assert len(coordinator.api.ledger()) == 2
+    assert len(coordinator.api.rewards()) == 2
 
 
 async def test_no_agreement_within_max_results_fails_the_job(peer: tuple[Coordinator, Peer], cluster: Cluster) -> None:
     coordinator, p = peer
-    job_id = await p.submit(SigningKey.generate(), TINY_JOB, tasks=1, replicas=2, max_results=2)
+    from depin.crypto import load_or_create_key
+
+    submitter = load_or_create_key(cluster.home / "key")  # the CLI's key: `depin result` below asks as the submitter
+    job_id = await p.submit(submitter, TINY_JOB, tasks=1, replicas=2, max_results=2)
     a, b = SigningKey.generate(), SigningKey.generate()
     ga, gb = await p.lease(a), await p.lease(b)
     await p.report(a, ga, lie(ga))
     await p.report(b, gb)
     job = coordinator.api.job(job_id)
     assert job["state"] == "failed" and job["error"], job
-    assert coordinator.api.ledger() == []
+    assert coordinator.api.rewards() == []
+    # Nothing was validated, so the whole escrow went back to the submitter.
+    check_escrow(coordinator.api.ledger(), job)
+    assert coordinator.api.balance(submitter.id) == job["max_cost"] == 1 * 2 * 10
     # Nobody can tell who was wrong, so nobody is judged either way.
     for key in (a, b):
         w = coordinator.api.workers()[key.id]
@@ -83,7 +93,8 @@ async def test_no_agreement_within_max_results_fails_the_job(peer: tuple[Coordin
     waited = cluster.cli("wait", "--coordinator", coordinator.url, job_id)
     assert waited.returncode == 1
     result = cluster.cli("result", "--coordinator", coordinator.url, job_id, "-o", str(cluster.root / "x.npy"))
-    assert result.returncode != 0 and result.stderr.startswith("depin: error:")
+    assert result.returncode == 2 and result.stderr.startswith("depin: error:"), result.stderr
+    assert "failed" in result.stderr and result.stderr.count("\n") == 1, result.stderr
 
 
 @pytest.mark.parametrize(("bad", "reason"), [
@@ -101,7 +112,7 @@ async def test_a_malformed_output_is_rejected_and_counted(peer: tuple[Coordinato
     ack = await p.report(mallory, grant, bad(grant))
     assert ack["status"] == "rejected" and reason in ack["reason"], ack
     assert coordinator.api.workers()[mallory.id]["tasks_rejected"] == 1
-    assert coordinator.api.ledger() == []
+    assert coordinator.api.rewards() == []
     # The task still gets its two honest results from others and validates.
     for _ in range(2):
         key = SigningKey.generate()
@@ -138,6 +149,6 @@ async def test_resent_and_misaddressed_results(peer: tuple[Coordinator, Peer]) -
     # An unknown lease.
     fake = {**other, "lease_id": "feedfacefeedface"}
     assert (await p.report(alice, fake))["status"] == "rejected"
-    assert coordinator.api.ledger() == []
+    assert coordinator.api.rewards() == []
     w = coordinator.api.workers()[alice.id]
     assert (w["balance"], w["tasks_validated"]) == (0, 0)

@@ -18,7 +18,7 @@ LEASE_TIMEOUT_S = 300
 def test_sigterm_releases_unstarted_leases(cluster: Cluster) -> None:
     coordinator = cluster.coordinator(lease_timeout=LEASE_TIMEOUT_S)
     leaving = cluster.worker(coordinator, "leaving", batch=TASKS)
-    job_id = submit(coordinator.url, SigningKey.generate(), SLOW_JOB, tasks=TASKS, replicas=1)
+    job_id = submit(coordinator, SigningKey.generate(), SLOW_JOB, tasks=TASKS, replicas=1)
     wait_until(lambda: len(coordinator.active_leases(leaving.worker_id)) == TASKS, "the worker to lease every task")
     # It computes them one at a time, so all but (at most) the one in hand are unstarted now.
     leaving.proc.signal(signal.SIGTERM)
@@ -62,7 +62,7 @@ def test_sigterm_on_an_idle_worker_and_on_the_coordinator(cluster: Cluster) -> N
     assert idle[1].proc.alive()
     # The surviving worker finds the coordinator again after its restart and does a job for it.
     coordinator = cluster.restart(coordinator)
-    job_id = submit(coordinator.url, SigningKey.generate(), {"width": 32, "height": 8}, tasks=2, replicas=1)
+    job_id = submit(coordinator, SigningKey.generate(), {"width": 32, "height": 8}, tasks=2, replicas=1)
     job = coordinator.api.wait_job(job_id)
     assert job["state"] == "done", job
     assert {e["to"] for e in check_rewards(coordinator.api, job)} == {idle[1].worker_id}
@@ -71,10 +71,10 @@ def test_sigterm_on_an_idle_worker_and_on_the_coordinator(cluster: Cluster) -> N
 @pytest.mark.timeout(120)
 def test_worker_once_computes_one_task_and_exits(cluster: Cluster) -> None:
     coordinator = cluster.coordinator()
-    job_id = submit(coordinator.url, SigningKey.generate(), {"width": 32, "height": 8}, tasks=3, replicas=1)
+    job_id = submit(coordinator, SigningKey.generate(), {"width": 32, "height": 8}, tasks=3, replicas=1)
     once = cluster.worker(coordinator, "once", extra=("--once",))
     assert once.proc.wait() == 0, once.proc.tail()
     assert coordinator.api.job(job_id)["tasks_validated"] == 1
-    assert [(e["to"], e["amount"]) for e in coordinator.api.ledger()] == [(once.worker_id, 10)]
+    assert [(e["to"], e["amount"]) for e in coordinator.api.rewards()] == [(once.worker_id, 10)]
     mine = [x for x in coordinator.leases() if x["worker_id"] == once.worker_id]
     assert sorted(x["state"] for x in mine) == ["returned"], "--once leased more than it computed"

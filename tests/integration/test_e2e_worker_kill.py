@@ -23,7 +23,7 @@ def test_sigkilled_worker_does_not_stop_the_job_or_double_pay(
     # One task per lease request, so the leases a worker holds are the ones it is working on.
     victim, *others = [cluster.worker(coordinator, f"worker-{i}", batch=1) for i in range(3)]
     api = coordinator.api
-    job_id = submit(coordinator.url, submitter, SLOW_JOB, tasks=TASKS, replicas=REPLICAS)
+    job_id = submit(coordinator, submitter, SLOW_JOB, tasks=TASKS, replicas=REPLICAS)
 
     def mid_job() -> bool:
         # The victim has delivered something and is now working on another lease.
@@ -67,7 +67,7 @@ def test_a_frozen_worker_coming_back_late_is_not_paid_twice(
     coordinator = cluster.coordinator(lease_timeout=2)
     frozen, *others = [cluster.worker(coordinator, f"worker-{i}") for i in range(3)]
     api = coordinator.api
-    job_id = submit(coordinator.url, submitter, SLOW_JOB, tasks=TASKS, replicas=REPLICAS)
+    job_id = submit(coordinator, submitter, SLOW_JOB, tasks=TASKS, replicas=REPLICAS)
     wait_until(lambda: coordinator.active_leases(frozen.worker_id), "the worker to hold a lease")
     frozen.proc.signal(signal.SIGSTOP)
     try:
