@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from coordinator.service import Service
-from depin import codec
+from depin import accounts, codec
 from depin.config import CoordinatorConfig
 from depin.errors import DepinError, PeerProtocolError, TooLarge, UserError
 
@@ -84,6 +84,11 @@ def _query_int(request: web.Request, name: str, default: Any, lo: int = 0, hi: i
     if not lo <= value <= hi:
         raise PeerProtocolError(f"query parameter {name} must be between {lo} and {hi}")
     return value
+
+
+def _party(value: str) -> None:
+    if not accounts.is_party(value):
+        raise PeerProtocolError(f"{value!r} is not a party id (32 characters a-z, 2-7)")
 
 
 @web.middleware
@@ -199,12 +204,14 @@ class Server:
         return web.json_response(self.service.account(request.match_info["account"]))
 
     async def credits(self, request: web.Request) -> web.Response:
+        _party(request.match_info["account"])
         after = _query_int(request, "after", -1, -1)
         limit = _query_int(request, "limit", 1000, 1, 1000)
         size = _query_int(request, "size", None)
         return web.json_response(self.service.audit.credits(request.match_info["account"], after, limit, size))
 
     async def receipts(self, request: web.Request) -> web.Response:
+        _party(request.match_info["worker_id"])
         offset = _query_int(request, "offset", 0)
         limit = _query_int(request, "limit", 1000, 1, 1000)
         return web.json_response(self.service.audit.receipts(request.match_info["worker_id"], offset, limit))

@@ -141,6 +141,8 @@ class Service:
 
     def account(self, account: str) -> dict[str, Any]:
         """GET /v1/accounts/{id}: an account's balance."""
+        if not accounts.is_account(account):
+            raise PeerProtocolError(f"{account!r} is not an account: mint, a party id or escrow:<job id>")
         return {"account": account, "balance": self.scheduler.book.accounts.balance(account)}
 
     def provenance(self, job_id: str) -> dict[str, Any]:

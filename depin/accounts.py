@@ -31,6 +31,11 @@ def is_party(account: str) -> bool:
     return _PARTY.fullmatch(account) is not None
 
 
+def is_account(account: str) -> bool:
+    """Any account name the ledger can hold: the mint, a party id, or a job's escrow."""
+    return account == MINT or is_party(account) or (account.startswith(ESCROW_PREFIX) and len(account) > 7)
+
+
 def escrow_account(job_id: str) -> str:
     """The escrow account of a job."""
     return ESCROW_PREFIX + job_id

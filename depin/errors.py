@@ -65,9 +65,10 @@ class LocalProtocolError(ProtocolError):
 
 
 class Forbidden(ProtocolError):
-    """Authenticated, but not allowed: someone else's lease, someone else's job."""
+    """Authenticated, but not allowed: someone else's lease, someone else's job (for a CLI user: exit code 2)."""
 
     http_status = 403
+    exit_code = 2
 
 
 class Replayed(ProtocolError):

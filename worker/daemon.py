@@ -217,8 +217,11 @@ class Worker:
         await self._flush(client)
 
     async def _lease(self, client: Client) -> list[protocol.LeaseGrant] | None:
+        # An idle worker still audits on time: the long-poll ends no later than the next audit is due.
+        until_audit_ms = int((self._next_audit - time.monotonic()) * 1000)
+        wait_ms = max(0, min(self.config.poll_ms, until_audit_ms))
         req = protocol.LeaseRequest(max_tasks=1 if self.config.once else self.config.batch,
-                                    wait_ms=self.config.poll_ms, kernels=tuple(self.kernel_keys),
+                                    wait_ms=wait_ms, kernels=tuple(self.kernel_keys),
                                     owner=self.config.owner, min_price=self.config.min_price or None)
         request = asyncio.ensure_future(client.post_signed(
             "/v1/lease", self.key, "lease-request", req.to_payload(), read_timeout_s=self.config.poll_ms / 1000 + 15))

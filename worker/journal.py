@@ -46,6 +46,9 @@ class Journal:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(_TABLES)
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(alarms)")}
+            if "evidence" not in columns:  # a journal from before alarms kept their evidence
+                self.db.execute("ALTER TABLE alarms ADD COLUMN evidence TEXT")
         except sqlite3.DatabaseError as exc:
             raise UserError(f"cannot open the worker journal {path}: {exc}") from None
 

@@ -30,19 +30,22 @@ def _from_data_dir(data_dir: Path) -> list[dict[str, Any]]:
         store.close()
 
 
-async def _from_coordinator(url: str, pinned: str | None = None
+async def _from_coordinator(url: str, pinned: str | None = None, *, signed_only: bool
                             ) -> tuple[list[dict[str, Any]], checkpoint.Checkpoint]:
-    """The entries a signed checkpoint covers (exactly), and that checkpoint."""
+    """The ledger and the latest checkpoint; with `signed_only`, exactly the entries that checkpoint covers."""
     entries: list[dict[str, Any]] = []
     async with Client(url) as c:
         key = await ledger_client.coordinator_key(c, pinned)
         cp = await ledger_client.latest_checkpoint(c, key)
-        while len(entries) < cp.size:
-            page = await c.get_json(f"/v1/ledger?start={len(entries)}&limit={min(PAGE, cp.size - len(entries))}")
-            if not page["entries"]:
+        while True:
+            want = min(PAGE, cp.size - len(entries)) if signed_only else PAGE
+            if want <= 0:
                 break
+            page = await c.get_json(f"/v1/ledger?start={len(entries)}&limit={want}")
             entries.extend(page["entries"])
-    return entries[:cp.size], cp
+            if not page["entries"] or (not signed_only and len(entries) >= page["total"]):
+                break
+    return (entries[:cp.size] if signed_only else entries), cp
 
 
 def _from_file(path: Path) -> Iterator[dict[str, Any]]:
@@ -65,8 +68,10 @@ def _source(args: argparse.Namespace) -> tuple[str, Any, checkpoint.Checkpoint |
     if args.data_dir:
         return args.data_dir, _from_data_dir(Path(args.data_dir)), None
     url = config.coordinator_url(args.coordinator, config.environment())
-    entries, cp = asyncio.run(_from_coordinator(url, getattr(args, "coordinator_key", None)))
-    return url, entries, cp
+    # verify checks exactly what the latest checkpoint signs; export copies everything there is
+    signed_only = args.ledger_command == "verify"
+    entries, cp = asyncio.run(_from_coordinator(url, getattr(args, "coordinator_key", None), signed_only=signed_only))
+    return url, entries, (cp if signed_only else None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -132,11 +137,13 @@ def _saved_checkpoint(path: str, key_hex: str | None) -> checkpoint.Checkpoint:
 
 
 def _read_checkpoint(path: str) -> checkpoint.Checkpoint:
+    """A checkpoint kept in a file (its signature is checked by the caller); UserError if it is not one."""
     try:
         text = Path(path).read_text(encoding="utf-8")
         return checkpoint.Checkpoint.from_json(json.loads(text, object_pairs_hook=ledger.no_duplicate_keys))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read checkpoint {path}: {exc}") from None
+    except (OSError, ValueError, VerificationError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UserError(f"cannot read checkpoint {path}: {reason}") from None
 
 
 async def _prove(args: argparse.Namespace) -> int:

@@ -27,6 +27,8 @@ def _q(segment: str) -> str:
 async def grant(cfg: config.ClientConfig, args: argparse.Namespace) -> int:
     """Mint credits into an account, signed with the coordinator's own key (read from its data dir)."""
     key_path = Path(args.data_dir) / "coordinator.key"
+    if not key_path.exists():  # only the coordinator's own key authorises a grant: never suggest making one
+        raise UserError(f"no coordinator key at {key_path}: --data-dir must be the coordinator's data dir")
     key = load_key(key_path)
     async with Client(cfg.coordinator) as c:
         answer = await c.post_signed("/v1/grants", key, "grant", {"account": args.account, "amount": args.amount})

@@ -137,7 +137,7 @@ def test_cancel_then_wait_is_non_zero(cluster: Cluster) -> None:
     stranger = cluster.env(DEPIN_HOME=str(cluster.root / "stranger"))
     refused = cluster.cli("cancel", "--coordinator", url, job_id, env=stranger)
     assert "submitter" in one_error_line(refused)
-    assert refused.returncode == 1  # 403: the coordinator forbids it
+    assert refused.returncode == 2  # 403: the coordinator forbids it (a user error)
     assert coordinator.api.job(job_id)["state"] == "queued"
 
     got = cluster.cli("cancel", "--coordinator", url, "--json", job_id)
@@ -607,9 +607,9 @@ BAD_INPUT = [
     case("insufficient-funds", lambda e, t: ["submit", "--coordinator", e.url, "--home", _stranger(t), "mandelbrot",
                                              *SMALL], 2, "insufficient funds"),
     case("result-not-the-submitter", lambda e, t: ["result", "--coordinator", e.url, e.job_id, "--home", _stranger(t),
-                                                   "-o", str(t / "x.npy")], 1, "submitter"),
+                                                   "-o", str(t / "x.npy")], 2, "submitter"),
     case("cancel-not-the-submitter", lambda e, t: ["cancel", "--coordinator", e.url, e.job_id, "--home",
-                                                   _stranger(t)], 1, "submitter"),
+                                                   _stranger(t)], 2, "submitter"),
     # Commands that sign or name "your" account never invent a key: a --home without one is an error.
     case("result-without-a-key", lambda e, t: ["result", "--coordinator", e.url, e.job_id, "--home", str(t / "nokey"),
                                                "-o", str(t / "x.npy")], 2, "no key"),
@@ -624,11 +624,14 @@ BAD_INPUT = [
     case("grant-not-an-account-id", grant("nobody", "5"), 2, "account"),
     case("grant-escrow-account", grant("escrow:" + UNKNOWN_JOB, "5"), 2, "account"),
     case("grant-not-a-coordinator-data-dir", grant(None, "5", lambda e, t: t), 2, "coordinator.key"),
-    case("grant-someone-elses-key", grant(None, "5", _someone_elses_key), 1, "coordinator's key"),
+    case("grant-someone-elses-key", grant(None, "5", _someone_elses_key), 2, "coordinator's key"),
     case("grant-unreachable", grant(None, "5", url=lambda e: _closed()), 3, "cannot reach"),
     case("grant-without-data-dir", lambda e, t: ["grant", e.submitter, "5", "--coordinator", e.url], 2,
          "--data-dir"),
     case("balance-unreachable", lambda e, t: ["balance", "--coordinator", _closed()], 3, "cannot reach"),
+    case("balance-not-an-account", lambda e, t: ["balance", "nonsense", "--coordinator", e.url], 2, "not an account"),
+    case("receipts-not-a-worker-id", lambda e, t: ["receipts", "--coordinator", e.url, "--worker", "abc"], 2,
+         "not a party id"),
     case("receipts-of-nobody", lambda e, t: ["receipts", "--coordinator", e.url], 2, "--worker"),
     case("receipts-no-journal", lambda e, t: ["receipts", "--data-dir", str(t)], 2, "no worker journal"),
     case("receipts-no-worker-key", lambda e, t: ["receipts", "--data-dir", str(t), "--coordinator", e.url], 2,
@@ -649,7 +652,7 @@ BAD_INPUT = [
     case("prove-since-not-json", lambda e, t: ["ledger", "prove", "--coordinator", e.url, "--since",
                                                _file("x.json", "not json")(t)], 2, "x.json"),
     case("prove-since-not-a-checkpoint", lambda e, t: ["ledger", "prove", "--coordinator", e.url, "--since",
-                                                       _file("x.json", "{}")(t)], 4, "checkpoint"),
+                                                       _file("x.json", "{}")(t)], 2, "checkpoint"),
     case("prove-since-forged-signature", lambda e, t: ["ledger", "prove", "--coordinator", e.url, "--since",
                                                        _forged_checkpoint(e, t)], 4, "signature"),
     case("prove-save-unwritable", lambda e, t: ["ledger", "prove", "--coordinator", e.url, "--save",

@@ -128,7 +128,7 @@ def test_a_job_funded_from_a_grant_pays_exactly_the_validated_results_and_refund
     got = cluster.cli("result", "--coordinator", url, job_id, "-o", str(tmp_path / "theirs.npy"), "--home",
                       str(stranger))
     line = one_error_line(got)
-    assert got.returncode == 1 and "only the job's submitter" in line, line
+    assert got.returncode == 2 and "only the job's submitter" in line, line
     assert not (tmp_path / "theirs.npy").exists()
 
 
@@ -183,7 +183,7 @@ def test_cancel_mid_job_refunds_the_unspent_escrow_and_only_the_submitter_may_ca
     cluster.home_id(stranger)  # someone else, with a key of their own
     refused = cluster.cli("cancel", "--coordinator", url, job_id, "--home", str(stranger))
     line = one_error_line(refused)
-    assert refused.returncode == 1 and "only the job's submitter" in line, line
+    assert refused.returncode == 2 and "only the job's submitter" in line, line
     got = cluster.cli("cancel", "--coordinator", url, job_id, "--json")
     assert got.returncode == 0, got.stderr
     assert json.loads(got.stdout) == {"job_id": job_id, "state": "cancelled"}
@@ -215,7 +215,7 @@ def test_cancel_mid_job_refunds_the_unspent_escrow_and_only_the_submitter_may_ca
     got = cluster.cli("result", "--coordinator", url, job_id, "-o", str(tmp_path / "x.npy"))
     assert got.returncode == 2 and "cancelled" in one_error_line(got)
     got = cluster.cli("result", "--coordinator", url, job_id, "-o", str(tmp_path / "x.npy"), "--home", str(stranger))
-    assert got.returncode == 1 and "submitter" in one_error_line(got)
+    assert got.returncode == 2 and "submitter" in one_error_line(got)
 
 
 # ---- prices and leasing ---------------------------------------------------------------------------------------

@@ -291,3 +291,17 @@ async def test_a_fork_alarm_keeps_both_signed_checkpoints_as_evidence(tmp_path: 
     assert kept == {"checkpoints": [old.to_json(), new.to_json()], "consistency_proof": [merkle.leaf_hash(b"c").hex()]}
     for cp in kept["checkpoints"]:  # anyone holding the coordinator's key can re-check both signatures
         checkpoint.Checkpoint.from_json(cp).verify(COORD.verify_key)
+
+
+@pytest.mark.parametrize(("audit_interval_ms", "expected_wait_ms"), [(30_000, 20_000), (2_000, 2_000)])
+async def test_an_idle_long_poll_ends_when_the_next_audit_is_due(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, audit_interval_ms: int, expected_wait_ms: int
+) -> None:
+    w = _worker(tmp_path, audit_interval_ms=audit_interval_ms)
+    w.coordinator = COORD.verify_key
+    monkeypatch.setattr(witness, "audit", lambda *args: asyncio.sleep(0, 0))
+    fake = _FakeCoordinator(price=7)
+    await w._cycle(fake)  # type: ignore[arg-type]  # audits first, then leases
+    (payload,) = fake.lease_payloads
+    assert expected_wait_ms - 1_000 < payload["wait_ms"] <= expected_wait_ms  # the poll (20 s) or the audit, sooner
+    w.journal.close()
