@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from depin import codec, merkle
@@ -48,9 +49,9 @@ class Entry:
 
     def to_dict(self) -> dict[str, Any]:
         """The entry as its JSON/msgpack map (key `from`, not `from_`)."""
-        d = asdict(self)
-        d["from"] = d.pop("from_")
-        return {k: d[k] for k in FIELDS}
+        return {"seq": self.seq, "time": self.time, "kind": self.kind, "from": self.from_, "to": self.to,
+                "amount": self.amount, "job_id": self.job_id, "task_id": self.task_id, "prev_hash": self.prev_hash,
+                "hash": self.hash}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Entry:
@@ -70,8 +71,11 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+_HEX32 = re.compile(r"[0-9a-f]{64}")
+
+
 def _is_hex32(v: Any) -> bool:
-    return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+    return isinstance(v, str) and _HEX32.fullmatch(v) is not None
 
 
 def _is_text(v: Any, *, empty_ok: bool = False) -> bool:
@@ -155,7 +159,7 @@ class Book:
         """Make, check and apply the next entry; also the Merkle nodes it completes, for the store."""
         entry = make_entry(self.head, time=time, kind=kind, from_=from_, to=to, amount=amount, job_id=job_id,
                            task_id=task_id)
-        return entry, self.apply(entry)
+        return entry, self._take(entry)  # linked and hashed by make_entry: only the money rules are left to check
 
     def apply(self, e: Entry) -> list[tuple[int, int, bytes]]:
         """Take the next entry as given (an export being verified): link, hash and rules must all hold."""
@@ -166,6 +170,9 @@ class Book:
             raise LedgerError(f"entry {e.seq}: prev_hash does not match the hash of entry {e.seq - 1}", e.seq)
         if entry_hash(e.to_dict()) != e.hash:
             raise LedgerError(f"entry {e.seq}: hash does not match its contents", e.seq)
+        return self._take(e)
+
+    def _take(self, e: Entry) -> list[tuple[int, int, bytes]]:
         self.accounts.apply(e)
         self.head = e
         return self.frontier.append(leaf_of(e.hash))

@@ -119,6 +119,11 @@ class Journal:
         return [Checkpoint.from_json(json.loads(r[0]))
                 for r in self.db.execute("SELECT checkpoint FROM checkpoints ORDER BY size")]
 
+    def credited(self) -> tuple[int, int]:
+        """(entries, credits) of every proved entry paying this worker."""
+        row = self.db.execute("SELECT COUNT(*), COALESCE(SUM(amount), 0) FROM credits").fetchone()
+        return int(row[0]), int(row[1])
+
     def last_credit_seq(self) -> int:
         """The seq of the newest proved credit (-1 if none)."""
         return int(self.db.execute("SELECT COALESCE(MAX(seq), -1) FROM credits").fetchone()[0])

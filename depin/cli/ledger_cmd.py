@@ -7,25 +7,27 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from depin import checkpoint, config, ledger, ledger_client
 from depin.cli import output
 from depin.client import Client
 from depin.crypto import VerifyKey
-from depin.errors import LedgerError, UserError, VerificationError
+from depin.errors import LedgerError, PeerProtocolError, UserError, VerificationError
 
 PAGE = 1000
 
 
-def _from_data_dir(data_dir: Path) -> list[dict[str, Any]]:
+def _from_data_dir(data_dir: Path) -> Iterator[dict[str, Any]]:
+    """The stored entries, streamed (a ledger of millions of entries is never held in memory at once)."""
     from coordinator.store import Store
 
     store = Store(data_dir / "coordinator.sqlite3", readonly=True)
     try:
-        return [e.to_dict() for e in store.ledger.entries()]
+        for e in store.ledger.entries():
+            yield e.to_dict()
     finally:
         store.close()
 
@@ -59,6 +61,14 @@ def _from_file(path: Path) -> Iterator[dict[str, Any]]:
         raise UserError(f"{path} is a directory") from None
 
 
+def _write_lines(out: TextIO, entries: Iterable[dict[str, Any]]) -> int:
+    count = 0
+    for e in entries:
+        out.write(json.dumps(e, separators=(",", ":")) + "\n")
+        count += 1
+    return count
+
+
 def _source(args: argparse.Namespace) -> tuple[str, Any, checkpoint.Checkpoint | None]:
     chosen = [n for n in ("file", "data_dir", "coordinator") if getattr(args, n, None)]
     if len(chosen) > 1:
@@ -80,18 +90,20 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(_prove(args))
     where, entries, cp = _source(args)
     if args.ledger_command == "export":
-        lines = [json.dumps(e, separators=(",", ":")) for e in entries]
-        text = "".join(line + "\n" for line in lines)
         if args.output == "-":
-            sys.stdout.write(text)
-        else:
-            try:
-                Path(args.output).write_text(text, encoding="utf-8")
-            except OSError as exc:
-                raise UserError(f"cannot write {args.output}: {exc.strerror}") from None
-            print(f"wrote {len(lines)} ledger entries to {args.output}")
+            _write_lines(sys.stdout, entries)
+            return 0
+        try:
+            with open(args.output, "w", encoding="utf-8") as f:
+                count = _write_lines(f, entries)
+        except OSError as exc:
+            raise UserError(f"cannot write {args.output}: {exc.strerror}") from None
+        print(f"wrote {count} ledger entries to {args.output}")
         return 0
-    if cp is None and getattr(args, "checkpoint", None):
+    if getattr(args, "checkpoint", None):
+        if cp is not None:
+            raise UserError("--checkpoint is for --file or --data-dir; against a coordinator, use depin ledger prove"
+                            " --since")
         cp = _saved_checkpoint(args.checkpoint, args.coordinator_key)
     try:
         summary = ledger.verify(entries, at_size=None if cp is None else cp.size)
@@ -129,7 +141,7 @@ def _saved_checkpoint(path: str, key_hex: str | None) -> checkpoint.Checkpoint:
         raise UserError("--checkpoint needs --coordinator-key: a checkpoint proves nothing without its signer's key")
     try:
         key = VerifyKey(bytes.fromhex(key_hex))
-    except ValueError:
+    except (ValueError, PeerProtocolError):
         raise UserError("--coordinator-key must be 64 hex digits") from None
     cp = _read_checkpoint(path)
     cp.verify(key)

@@ -71,17 +71,17 @@ def _local_receipts(cfg: config.ClientConfig, data_dir: Path) -> int:
     journal = Journal(path)
     try:
         story, alarms, cps, evidence = journal.story(), journal.alarms(), journal.checkpoints(), journal.evidence()
+        proved, earned = journal.credited()
     finally:
         journal.close()
     latest = cps[-1].to_json() if cps else None
-    earned = sum(r["amount"] or 0 for r in story)
     data = {"worker_data_dir": str(data_dir), "earned": earned, "checkpoints": len(cps), "latest_checkpoint": latest,
             "alarms": [{"time": t, "message": m} for t, m in alarms], "evidence": evidence, "receipts": story}
     lines = [f"!!! LEDGER ALARM {_when(t)}: {m}" for t, m in alarms]
     if evidence:
         lines.append(f"    signed evidence kept: {len(evidence)} pair(s) of conflicting checkpoints (see --json)")
-    lines.append(f"{len(story)} results sent, {sum(r['seq'] is not None for r in story)} credited and proved,"
-                 f" {earned} credits; {len(cps)} checkpoints kept" + (f", latest {latest['size']}" if latest else ""))
+    lines.append(f"{len(story)} results sent; {proved} ledger entries paying this worker proved, {earned} credits;"
+                 f" {len(cps)} checkpoints kept" + (f", latest {latest['size']}" if latest else ""))
     lines.append(output.table(
         ["SENT", "TASK", "ACK", "CREDITED", "ENTRY", "PROVED IN"],
         [[_when(r["computed"]), r["task_id"], r["status"] + (f" ({r['reason']})" if r["reason"] else ""),

@@ -163,8 +163,8 @@ def test_repair_is_a_no_op_when_the_table_is_consistent(store: Store,
     "INSERT INTO merkle VALUES (0, 13, zeroblob(32))",
     "INSERT INTO merkle VALUES (0, 99, zeroblob(32))",
     "INSERT INTO merkle VALUES (40, 0, zeroblob(32))",
-    "UPDATE merkle SET hash = zeroblob(32) WHERE level = 0 AND idx = 5",
-    "UPDATE merkle SET hash = zeroblob(32) WHERE level = 3 AND idx = 0",
+    "UPDATE merkle SET hash = zeroblob(32) WHERE level = 0 AND idx = 12",  # the newest leaf
+    "DELETE FROM merkle WHERE level = 3",  # a frontier node (and the count)
 ])
 def test_repair_rebuilds_a_deleted_or_truncated_table(store: Store, market: tuple[Scheduler, dict[str, Job]],
                                                       damage: str) -> None:
@@ -177,7 +177,7 @@ def test_repair_rebuilds_a_deleted_or_truncated_table(store: Store, market: tupl
 
 @pytest.mark.parametrize("damage", [
     "DELETE FROM merkle WHERE level > 0",
-    "UPDATE merkle SET hash = zeroblob(32) WHERE level = 0 AND idx = 3",
+    "UPDATE merkle SET hash = zeroblob(32) WHERE level = 0 AND idx = 12",
 ])
 def test_repair_rebuilds_a_table_with_every_leaf_row_but_wrong_nodes(store: Store,
                                                                      market: tuple[Scheduler, dict[str, Job]],
@@ -311,3 +311,17 @@ def test_checkpoints_are_kept_and_read_back(store: Store, market: tuple[Schedule
     assert stranger is not None and stranger.coordinator == other.id
     with pytest.raises(VerificationError):
         stranger.verify(other.verify_key)
+
+
+def test_a_corrupted_inner_node_is_not_rehashed_at_start_up_but_no_proof_through_it_verifies(
+        store: Store, market: tuple[Scheduler, dict[str, Job]]) -> None:
+    # Start-up checks O(log n) rows (count, newest leaf, frontier), not every hash: a stored node corrupted in place
+    # survives it. It cannot forge anything: every proof through it fails the client's check against the root.
+    store.db.execute("UPDATE merkle SET hash = zeroblob(32) WHERE level = 0 AND idx = 5")
+    root = merkle.naive_root(_leaves(_entries(store)))
+    assert store.ledger.repair() == 13
+    entry = store.ledger.entry(4)
+    assert entry is not None
+    proof = merkle.inclusion_proof(store.ledger, 4, 13)  # 4's path starts with its sibling, the corrupted leaf 5
+    with pytest.raises(VerificationError):
+        merkle.verify_inclusion(ledger.leaf_of(entry.hash), 4, 13, proof, root)
