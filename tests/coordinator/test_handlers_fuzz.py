@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from coordinator import server
-from depin import checkpoint, ledger, merkle
+from depin import accounts, checkpoint, ledger, merkle
 from tests.coordinator.fuzz_strategies import (
     MUTATIONS,
     SIGNERS,
@@ -412,6 +412,9 @@ def test_ledger_reads_prove_what_they_serve(harness: Harness, data: st.DataObjec
     values = {name: bad if raw[name] is not None and v is None else v for name, v in values.items()}
     if "{" in segment or "}" in segment:
         allowed = {404}
+    elif (what == "account" and not accounts.is_account(segment)) or (
+            what in ("credits", "receipts") and not accounts.is_party(segment)):
+        allowed = {400}  # not an account (or not a party) id: refused before any query parameter is read
     elif any(v is bad or v == "required" for v in values.values()) or any(
             isinstance(v, int) and not _AUDIT_QUERIES[n][1] <= v <= _AUDIT_QUERIES[n][2] for n, v in values.items()):
         allowed = {400}

@@ -292,8 +292,8 @@ def test_only_the_submitter_owns_a_job() -> None:
     job = submit(s)
     assert s.owner_of(job.job_id, SUBMITTER, "cancel") is job
     for stranger in (OTHER, wid("A"), COORDINATOR.id):
-        with pytest.raises(Forbidden, match="^only the job's submitter can fetch the result of it$"):
-            s.owner_of(job.job_id, stranger, "fetch the result of")
+        with pytest.raises(Forbidden, match="^only the job's submitter can fetch its result$"):
+            s.owner_of(job.job_id, stranger, "fetch its result")
         with pytest.raises(Forbidden, match="^only the job's submitter can cancel it$"):
             s.cancel(now=1, job_id=job.job_id, requester=stranger)
     with pytest.raises(NotFound, match="^no job nope$"):
@@ -301,7 +301,7 @@ def test_only_the_submitter_owns_a_job() -> None:
     assert job.state == "queued" and escrow(s, job) == job.max_cost
     s.cancel(now=2, job_id=job.job_id, requester=SUBMITTER)
     assert job.state == "cancelled"
-    assert s.owner_of(job.job_id, SUBMITTER, "fetch the result of") is job  # a finished job still has its owner
+    assert s.owner_of(job.job_id, SUBMITTER, "fetch its result") is job  # a finished job still has its owner
 
 
 # ---- price-ordered leasing -------------------------------------------------------------------------------------------
