@@ -1,8 +1,8 @@
 """`depin`: the command line. Builds the config once, runs one command, and turns every error into one line.
 
-Exit codes: 0 success; 1 a job that ended badly (wait) or a generic failure; 2 bad input; 3 coordinator
-unreachable; 4 a verification failure (bad signature, changed key, broken ledger); 5 a worker its coordinator
-banned; 70 an internal bug; 130 Ctrl-C.
+Exit codes: 0 success; 1 a job that ended badly (wait) or a generic failure; 2 bad input, or a request the
+coordinator refuses (not your job, not enough credits); 3 coordinator unreachable; 4 a verification failure (bad
+signature, changed key, broken or forked ledger); 5 a worker its coordinator banned; 70 an internal bug; 130 Ctrl-C.
 """
 
 from __future__ import annotations
