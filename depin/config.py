@@ -10,12 +10,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from depin.errors import UserError
 
 DEFAULT_COORDINATOR = "http://127.0.0.1:8642"
 DEFAULT_PORT = 8642
+DEFAULT_PAGE_PORT = 8643  # the worker's owner's page, on 127.0.0.1
 
 
 def coordinator_url(flag: str | None, env: Mapping[str, str]) -> str:
@@ -66,6 +68,158 @@ class CoordinatorConfig:
             raise UserError("--rate-per-key and --rate-per-address must be 0 (no limit) or positive")
 
 
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_WINDOW = re.compile(r"(?:(?P<days>[a-z]{3}(?:-[a-z]{3})?(?:,[a-z]{3}(?:-[a-z]{3})?)*) +)?"
+                     r"(?P<start>\d{1,2}):(?P<sm>\d\d)-(?P<end>\d{1,2}):(?P<em>\d\d)")
+
+
+@dataclass(frozen=True)
+class Window:
+    """An allowed time window: on `days` (0 = Monday), from minute `start` to minute `end` of the local day
+    (end <= start: across midnight, belonging to the day it starts)."""
+
+    days: frozenset[int]
+    start: int
+    end: int
+    text: str
+
+    @classmethod
+    def parse(cls, text: str) -> Window:
+        """'Mon-Fri 19:00-07:00', 'Sat,Sun 00:00-24:00' or '22:00-06:00' (every day)."""
+        m = _WINDOW.fullmatch(text.strip().lower())
+        if m is None:
+            raise UserError(f"time window {text!r}: expected like 'Mon-Fri 19:00-07:00' or '22:00-06:00'")
+        days: set[int] = set()
+        for part in (m["days"] or "mon-sun").split(","):
+            first, _, last = part.partition("-")
+            if first not in _DAYS or (last and last not in _DAYS):
+                raise UserError(f"time window {text!r}: days are Mon Tue Wed Thu Fri Sat Sun")
+            a, b = _DAYS.index(first), _DAYS.index(last or first)
+            days.update(range(a, b + 1) if a <= b else [*range(a, 7), *range(0, b + 1)])
+        start, end = int(m["start"]) * 60 + int(m["sm"]), int(m["end"]) * 60 + int(m["em"])
+        if int(m["sm"]) > 59 or int(m["em"]) > 59 or start >= 24 * 60 or end > 24 * 60 or start == end:
+            raise UserError(f"time window {text!r}: times run from 00:00 to 24:00, start and end differ")
+        return cls(frozenset(days), start, end, text.strip())
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """When a worker may compute (worker/policy.py), from [policy] in the config file, flags and environment."""
+
+    always: bool = False  # a dedicated machine: ignore everything below
+    idle_seconds: float = 60.0  # after the machine was in use, this long quiet before computing again
+    max_other_load: float = 0.5  # cores other programs may use before the machine counts as in use
+    run_on_battery: bool = False
+    min_battery_percent: float = 40.0  # when allowed on battery: pause below this charge
+    max_temperature_c: float = 80.0
+    windows: tuple[Window, ...] = ()  # allowed hours; none: any time
+    threads: int | None = None  # CPU threads for kernels (None: all)
+    duty_cycle: float = 1.0  # fraction of time computing while running (e.g. 0.5: compute, rest as long)
+    on_pause: str = "finish"  # finish the task in hand, or "return" it (give the lease back) at once
+    sample_seconds: float = 5.0  # how often the probes are read
+    watts: float = 15.0  # the machine's extra draw while computing, for the energy estimate
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.idle_seconds >= 0, "idle_seconds must be 0 or more"),
+            (self.max_other_load > 0, "max_other_load must be more than 0 cores"),
+            (0 <= self.min_battery_percent <= 100, "min_battery_percent must be 0..100"),
+            (20 <= self.max_temperature_c <= 120, "max_temperature_c must be 20..120"),
+            (self.threads is None or 1 <= self.threads <= 1024, "threads must be 1..1024"),
+            (0.05 <= self.duty_cycle <= 1.0, "duty_cycle must be 0.05..1"),
+            (self.on_pause in ("finish", "return"), "on_pause must be finish or return"),
+            (0.1 <= self.sample_seconds <= 600, "sample_seconds must be 0.1..600"),
+            (0 < self.watts <= 10_000, "watts must be more than 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(f"worker policy: {message}")
+
+
+_POLICY_TYPES: dict[str, type | tuple[type, ...]] = {
+    "always": bool, "idle_seconds": (int, float), "max_other_load": (int, float), "run_on_battery": bool,
+    "min_battery_percent": (int, float), "max_temperature_c": (int, float), "windows": list, "threads": int,
+    "duty_cycle": (int, float), "on_pause": str, "sample_seconds": (int, float), "watts": (int, float),
+}
+
+
+def policy_settings(file: Mapping[str, Any], overrides: Mapping[str, Any]) -> PolicySettings:
+    """Settings from a parsed config file's [policy] table, then `overrides` (flags and environment) on top."""
+    table = file.get("policy", {})
+    unknown = sorted(set(file) - {"policy", "worker"}) + sorted(set(table) - set(_POLICY_TYPES))
+    if unknown:
+        raise UserError(f"worker config: unknown setting {unknown[0]!r}")
+    values: dict[str, Any] = {}
+    for key, value in {**table, **{k: v for k, v in overrides.items() if v is not None}}.items():
+        kind = _POLICY_TYPES[key]
+        if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+            raise UserError(f"worker config: {key} has the wrong type ({type(value).__name__})")
+        values[key] = value
+    if "windows" in values:
+        values["windows"] = tuple(Window.parse(str(w)) for w in values["windows"])
+    return PolicySettings(**values)
+
+
+def read_toml(path: Path, required: bool) -> dict[str, Any]:
+    """A TOML config file as a dict ({} if it is absent and not `required`)."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        if required:
+            raise UserError(f"no config file {path}") from None
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise UserError(f"config file {path}: {exc}") from None
+
+
+def page_port(flag: int | None, disabled: bool, env: Mapping[str, str]) -> int | None:
+    """The owner's page port: --no-page, else --page-port, else DEPIN_WORKER_PAGE_PORT (a port or "off"), else 8643."""
+    if disabled:
+        return None
+    if flag is not None:
+        return flag
+    raw = env.get("DEPIN_WORKER_PAGE_PORT")
+    if raw is None:
+        return DEFAULT_PAGE_PORT
+    if raw.lower() == "off":
+        return None
+    if not raw.isdigit() or int(raw) > 65535:
+        raise UserError("DEPIN_WORKER_PAGE_PORT must be a port number or off")
+    return int(raw)
+
+
+def probe_root(env: Mapping[str, str]) -> Path:
+    """Where the worker reads /proc and /sys: DEPIN_WORKER_PROBE_ROOT (a container with the host's mounted
+    elsewhere, or a test's recorded machine), else /."""
+    return Path(env.get("DEPIN_WORKER_PROBE_ROOT") or "/")
+
+
+def policy_from_environment(env: Mapping[str, str]) -> dict[str, Any]:
+    """DEPIN_WORKER_<SETTING> variables as policy overrides (numbers, true/false, comma-separated windows)."""
+    out: dict[str, Any] = {}
+    for key, kind in _POLICY_TYPES.items():
+        raw = env.get(f"DEPIN_WORKER_{key.upper()}")
+        if raw is None:
+            continue
+        if kind is bool:
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise UserError(f"DEPIN_WORKER_{key.upper()} must be true or false")
+            out[key] = raw.lower() in ("1", "true", "yes")
+        elif kind is list:
+            out[key] = [w for w in raw.split(";") if w.strip()]
+        elif kind is str:
+            out[key] = raw
+        else:
+            try:
+                out[key] = int(raw) if kind is int else float(raw)
+            except ValueError:
+                raise UserError(f"DEPIN_WORKER_{key.upper()} must be a number") from None
+    return out
+
+
 @dataclass(frozen=True)
 class WorkerConfig:
     """`depin worker` settings."""
@@ -80,6 +234,9 @@ class WorkerConfig:
     owner: str | None = None  # the owner's party id, sent with lease requests
     min_price: int = 0  # lease only tasks of jobs paying at least this per validated result
     audit_interval_ms: int = 30_000  # how often to fetch a checkpoint and check credits and consistency
+    policy: PolicySettings = PolicySettings()
+    page_port: int | None = 8643  # the owner's page on 127.0.0.1 (None: no page; 0: any free port)
+    probe_root: Path = Path("/")  # where /proc and /sys are read from
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch <= 256:

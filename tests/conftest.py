@@ -21,3 +21,7 @@ _SUPPRESS = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 settings.register_profile("ci", max_examples=80, deadline=None, suppress_health_check=_SUPPRESS)
 settings.register_profile("long", max_examples=5000, deadline=None, suppress_health_check=_SUPPRESS)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+# Workers started by tests compute whenever there is work, and serve no owner's page, unless a test says otherwise:
+# on a shared test machine the idle policy would see the other test workers as the machine being in use.
+os.environ.setdefault("DEPIN_WORKER_ALWAYS", "1")
+os.environ.setdefault("DEPIN_WORKER_PAGE_PORT", "off")

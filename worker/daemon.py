@@ -12,11 +12,14 @@ started, reports what it finished and exits.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from depin import kernels, protocol
 from depin.client import Client, fresh
@@ -32,8 +35,10 @@ from depin.errors import (
     VerificationError,
 )
 from depin.ledger_client import ForkEvidence
-from worker import pinning, tasks, witness
+from worker import pinning, policy, status, tasks, witness
 from worker.journal import Journal
+from worker.page import OwnerPage
+from worker.probes import Probes
 
 log = logging.getLogger("depin.worker")
 
@@ -78,7 +83,7 @@ class Stats:
 class Worker:
     """One worker process."""
 
-    def __init__(self, config: WorkerConfig, key: SigningKey) -> None:
+    def __init__(self, config: WorkerConfig, key: SigningKey, probes: Probes | None = None) -> None:
         self.config = config
         self.key = key
         self.journal = Journal(config.data_dir / "journal.sqlite3")
@@ -88,15 +93,90 @@ class Worker:
         self.coordinator: VerifyKey | None = None
         self.kernel_keys = [k.key for k in kernels.all_kernels()]
         self._next_audit = 0.0  # monotonic time of the next ledger audit
+        self.probes = probes or Probes.of_this_machine(config.probe_root)
+        self.board = status.Board(worker_id=key.id, coordinator=config.coordinator)
+        earlier = status.read(self._status_path) or {}
+        if isinstance(earlier.get("cpu_seconds"), (int, float)):
+            self.board.cpu_seconds = float(earlier["cpu_seconds"])  # energy is counted over the data dir's life
+        self._memory = policy.Memory()
+        self._allowed = asyncio.Event()  # set while the policy says run
+        if config.policy.always:
+            self._allowed.set()
+
+    @property
+    def _status_path(self) -> Path:
+        return self.config.data_dir / "status.json"
+
+    def _publish(self) -> None:
+        try:
+            status.write(self._status_path, {**self.board.snapshot(), "pid": os.getpid()})
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self._status_path, exc.strerror)
+
+    def _sample_policy(self) -> None:
+        """Read the probes, decide, and say so when the decision changes."""
+        if self.config.policy.always:
+            decision = policy.Decision(True, "always on (--always)")
+        else:
+            readings = self.probes.read()
+            decision, self._memory = policy.decide(self.config.policy, readings, self._memory)
+            self.board.readings = {k: v for k, v in vars(readings).items() if k not in ("weekday", "minute")}
+        if decision.run:
+            self._allowed.set()
+        else:
+            self._allowed.clear()
+        state = "running" if decision.run else "paused"
+        if self.board.state not in ("stopping", "alarm") and self.board.move(state, decision.reason):
+            log.info("%s: %s", "running" if decision.run else "paused", decision.reason)
+        self._publish()
+
+    async def _policy_loop(self) -> None:
+        while not self.stop.is_set():
+            self._sample_policy()
+            await self._sleep(self.config.policy.sample_seconds)
 
     async def run(self) -> int:
         """Work until stopped (or after one task with --once); the process exit code."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
+        if self.config.policy.threads is not None:
+            import numba
+
+            most = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+            numba.set_num_threads(min(self.config.policy.threads, most))
         for kernel in kernels.all_kernels():
             await loop.run_in_executor(None, kernel.warmup)
         log.info("worker %s ready (kernels compiled in %.1fs); %d results waiting in the journal",
                  self.key.id, time.perf_counter() - started, self.journal.count())
+        self._sample_policy()
+        sampler = asyncio.ensure_future(self._policy_loop())
+        page = await self._start_page()
+        try:
+            return await self._work()
+        finally:
+            sampler.cancel()
+            if page is not None:
+                await page.stop()
+            if self.board.state != "alarm":
+                self.board.move("stopped", "stopped")
+            self.board.task = None
+            self._publish()
+
+    async def _start_page(self) -> OwnerPage | None:
+        """The owner's page on 127.0.0.1, unless disabled; a taken port is logged, and the worker works on."""
+        if self.config.page_port is None:
+            return None
+        page = OwnerPage(self.board, self.config.data_dir / "journal.sqlite3", watts=self.config.policy.watts,
+                         port=self.config.page_port)
+        try:
+            url = await page.start()
+        except DepinError as exc:
+            log.error("no owner's page: %s", exc)
+            return None
+        log.info("owner page on %s", url)
+        return page
+
+    async def _work(self) -> int:
         try:
             async with Client(self.config.coordinator) as client:
                 while not self.stop.is_set():
@@ -156,8 +236,22 @@ class Worker:
             log.info("connected to coordinator %s", self.coordinator.id)
         return self.coordinator
 
+    def _give_back_now(self) -> bool:
+        """Asked between chunks (in the computing thread): stop this task now? Only for a pause with on_pause =
+        return; SIGTERM finishes the task in hand."""
+        return not self._allowed.is_set() and self.config.policy.on_pause == "return"
+
+    def _after_chunk(self, computed_s: float) -> None:
+        """After each chunk (in the computing thread): with a duty cycle below 1, rest in proportion."""
+        if self.board.task is not None:
+            self.board.task.chunks_done += 1
+        duty = self.config.policy.duty_cycle
+        if duty < 1.0:
+            time.sleep(computed_s * (1 - duty) / duty)
+
     def _raise_alarm(self, exc: LedgerAlarm) -> int:
         message = str(exc.__cause__ or exc)
+        self.board.move("alarm", message)
         evidence = exc.__cause__.evidence() if isinstance(exc.__cause__, ForkEvidence) else None
         self.journal.alarm(message, int(time.time() * 1000), evidence)
         held = self.journal.latest_checkpoint()
@@ -187,13 +281,19 @@ class Worker:
         coordinator = await self._connect(client)
         await self._flush(client)
         await self._audit(client)
+        if not self._allowed.is_set():  # paused: keep flushing and auditing, lease nothing
+            waiting = asyncio.ensure_future(self._allowed.wait())
+            await asyncio.wait({waiting, asyncio.ensure_future(self.stop.wait())},
+                               timeout=self.config.audit_interval_ms / 1000, return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
+            return
         grants = await self._lease(client)
         if grants is None:
             return
         loop = asyncio.get_running_loop()
         for i, grant in enumerate(grants):
-            if self.stop.is_set() or (self.config.once and self.stats.computed > 0):
-                await self._release(client, [g.lease_id for g in grants[i:]])
+            if self.stop.is_set() or (self.config.once and self.stats.computed > 0) or not self._allowed.is_set():
+                await self._release(client, [g.lease_id for g in grants[i:]])  # paused or stopping: give back
                 break
             try:
                 checked = tasks.check(grant, coordinator, self.config.min_price)
@@ -210,9 +310,25 @@ class Worker:
                 log.error("refusing lease %s: %s", grant.lease_id, exc)
                 await self._release(client, [g.lease_id for g in grants[i:]])
                 raise
-            item = await loop.run_in_executor(None, tasks.run, checked)
+            self.board.task = status.CurrentTask(
+                lease_id=checked.lease_id, task_id=checked.task.task_id, job_id=checked.task.job_id,
+                kernel=f"{checked.task.kernel}@{checked.task.kernel_version}", price=checked.task.price,
+                started_ms=int(time.time() * 1000))
+            self._publish()
+            cpu_before = time.process_time()
+            run = functools.partial(tasks.run, checked, self.journal.progress, should_stop=self._give_back_now,
+                                    after_chunk=self._after_chunk, threads=self.config.policy.threads)
+            item = await loop.run_in_executor(None, run)
+            self.board.cpu_seconds += time.process_time() - cpu_before
+            if item is None:  # paused with on_pause = return: progress is saved, and resumes if leased again
+                self.board.task = None
+                log.info("returning lease %s mid-task: %s", checked.lease_id, self.board.reason)
+                await self._release(client, [g.lease_id for g in grants[i:]])
+                break
             self.journal.add(item, int(time.time() * 1000), checked.task.job_id, checked.task.price)
             self.stats.computed += 1
+            self.board.task, self.board.computed = None, self.stats.computed
+            self._publish()
             log.info("computed %s in %d ms", item.task_id, item.elapsed_ms)
         await self._flush(client)
 
@@ -276,6 +392,8 @@ class Worker:
                 done.append(a.lease_id)
                 story.append((a.status, a.reason))
             self.journal.remove(done, story, int(time.time() * 1000))
+            self.board.accepted, self.board.rejected = self.stats.accepted, self.stats.rejected
+            self._publish()
 
     async def _send(self, client: Client, items: list[protocol.ResultItem]) -> protocol.ResultsAck:
         assert self.coordinator is not None

@@ -204,10 +204,20 @@ def _worker(args: argparse.Namespace) -> int:
     import signal
 
     env = config.environment()
+    data_dir = Path(args.data_dir)
+    if args.action == "status":
+        return _worker_status(data_dir, args.json)
+    file = config.read_toml(Path(args.config) if args.config else data_dir / "worker.toml", bool(args.config))
+    flags = {k: getattr(args, k) for k in ("always", "idle_seconds", "max_other_load", "max_temperature_c",
+                                            "run_on_battery", "windows", "threads", "duty_cycle", "on_pause",
+                                            "watts")}
+    settings = config.policy_settings(file, {**config.policy_from_environment(env), **flags})
+    page_port = config.page_port(args.page_port, args.no_page, env)
     cfg = config.WorkerConfig(
-        coordinator=config.coordinator_url(args.coordinator, env), data_dir=Path(args.data_dir),
+        coordinator=config.coordinator_url(args.coordinator, env), data_dir=data_dir,
         coordinator_key=args.coordinator_key, batch=args.batch, once=args.once, owner=args.owner,
-        min_price=args.min_price, audit_interval_ms=int(args.audit_interval * 1000),
+        min_price=args.min_price, audit_interval_ms=int(args.audit_interval * 1000), policy=settings,
+        page_port=page_port, probe_root=config.probe_root(env),
     )
     # numba reads its cache location from the environment when it is first imported: point it into the data dir.
     os.environ.setdefault("NUMBA_CACHE_DIR", str(cfg.data_dir / "numba-cache"))
@@ -224,6 +234,37 @@ def _worker(args: argparse.Namespace) -> int:
         return await w.run()
 
     return asyncio.run(main())
+
+
+def _worker_status(data_dir: Path, as_json: bool) -> int:
+    """`depin worker status`: the last state the worker of `data_dir` published, and whether it still runs."""
+    import os
+
+    from worker import status
+
+    snap = status.read(data_dir / "status.json")
+    if snap is None:
+        raise UserError(f"no worker status in {data_dir} (has a worker run with this --data-dir?)")
+    pid = snap.get("pid")
+    alive = False
+    if isinstance(pid, int):
+        try:
+            os.kill(pid, 0)
+            alive = True
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:
+            alive = True
+    state = snap["state"] if alive or snap["state"] in ("stopped", "alarm") else "not running"
+    task = snap.get("task")
+    lines = [f"worker   {snap['worker_id']} -> {snap['coordinator']}",
+             f"state    {state}: {snap['reason']} (since {output.when(snap['since_ms'])})",
+             f"task     {task['task_id']} of job {task['job_id']} ({task['kernel']}, {task['price']} credits)"
+             if task else "task     none",
+             f"results  {snap['computed']} computed, {snap['accepted']} accepted, {snap['rejected']} rejected",
+             f"cpu      {snap['cpu_seconds'] / 3600:.2f} CPU hours in kernels"]
+    output.emit(as_json, {**snap, "alive": alive}, "\n".join(lines))
+    return 0
 
 
 # ---- dispatch ----------------------------------------------------------------------------------------------

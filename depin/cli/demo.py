@@ -96,7 +96,9 @@ def run(args: argparse.Namespace) -> int:
             procs.append(coordinator)
             print(f"coordinator  {url}   (data in {tmp})")
             for i in range(args.workers):
-                procs.append(start_worker(url, tmp / f"worker-{i}", tmp / f"worker-{i}.log"))
+                # --always: the demo's workers share this machine and would take one another for its user
+                page = ("--page-port", "0") if i == 0 else ("--no-page",)  # one owner's page is enough
+                procs.append(start_worker(url, tmp / f"worker-{i}", tmp / f"worker-{i}.log", "--always", *page))
             print(f"workers      {args.workers} local processes")
             code = asyncio.run(_job(url, tmp, picture))
             if args.keep:

@@ -56,9 +56,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-interval", type=float, default=5.0, metavar="SECONDS",
                    help="...or after this many seconds if the ledger grew at all (default 5)")
 
-    p = sub.add_parser("worker", help="run a worker daemon")
+    p = sub.add_parser("worker", help="run a worker daemon (or `depin worker status`)")
+    p.add_argument("action", nargs="?", choices=("run", "status"), default="run",
+                   help="run (default) the daemon, or show the status of the worker of --data-dir")
     _add_coordinator(p)
+    _add_json(p)
     p.add_argument("--data-dir", required=True, help="where the worker key, journal and numba cache live")
+    p.add_argument("--config", metavar="FILE", help="TOML settings (default: DATA_DIR/worker.toml if it exists)")
+    p.add_argument("--always", action="store_true", default=None,
+                   help="a dedicated machine: compute whenever there is work (ignore idle, battery, heat, hours)")
+    p.add_argument("--idle-seconds", type=float, metavar="S", help="quiet time after use before computing (60)")
+    p.add_argument("--max-load", type=float, metavar="CORES", dest="max_other_load",
+                   help="cores other programs may use before the machine counts as in use (0.5)")
+    p.add_argument("--max-temperature", type=float, metavar="C", dest="max_temperature_c",
+                   help="pause above this CPU temperature in °C (80)")
+    p.add_argument("--run-on-battery", action="store_true", default=None, help="keep computing on battery")
+    p.add_argument("--window", action="append", metavar="WHEN", dest="windows",
+                   help="allowed hours, e.g. 'Mon-Fri 19:00-07:00' (repeatable; default any time)")
+    p.add_argument("--threads", type=int, help="CPU threads for kernels (default all)")
+    p.add_argument("--duty-cycle", type=float, metavar="F", help="fraction of time to compute, 0.05..1 (1)")
+    p.add_argument("--on-pause", choices=("finish", "return"), help="finish the task in hand or give it back (finish)")
+    p.add_argument("--watts", type=float, help="the machine's extra draw while computing, for the energy estimate (15)")
+    p.add_argument("--page-port", type=int, metavar="PORT",
+                   help="the owner's page on 127.0.0.1 (default 8643; 0 picks a free port)")
+    p.add_argument("--no-page", action="store_true", help="do not serve the owner's page")
     p.add_argument("--coordinator-key", metavar="HEX", help="the coordinator public key to pin (else: first contact)")
     p.add_argument("--batch", type=int, default=4, help="tasks to lease per request (default 4)")
     p.add_argument("--once", action="store_true", help="compute a single task, report it, and exit")

@@ -26,6 +26,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence
     return "\n".join(lines)
 
 
+def when(ms: int | None) -> str:
+    """A unix-ms time as local 'YYYY-MM-DD HH:MM:SS' ('-' for None)."""
+    return _when(ms)
+
+
 def _when(ms: int | None) -> str:
     return "-" if ms is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
 

@@ -429,6 +429,9 @@ class Cluster:
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DEPIN_")}
         env.update(NUMBA_CACHE_DIR=str(self.numba_cache), DEPIN_HOME=str(self.home), PYTHONUNBUFFERED="1")
+        # Test workers share two cores with each other: the idle policy would see one another as "in use". The
+        # policy has its own tests (tests/worker/test_policy.py, tests/integration/test_e2e_worker_policy.py).
+        env.update(DEPIN_WORKER_ALWAYS="1", DEPIN_WORKER_PAGE_PORT="off")
         env.update(extra)
         return env
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from depin import codec
-from depin.config import WorkerConfig
+from depin.config import PolicySettings, WorkerConfig
 from depin.crypto import SigningKey, open_envelope
 from depin.errors import BadRequest, ConnectionFailed, Forbidden, KeyMismatch, PeerProtocolError, VerificationError
 from depin.protocol import AckItem, ResultItem, ResultsAck, ResultsRequest
@@ -120,6 +120,7 @@ COORD = SigningKey(bytes([3]) * 32)
 
 
 def _worker(tmp_path: Path, **config: Any) -> Worker:
+    config.setdefault("policy", PolicySettings(always=True))  # the run policy has its own tests (test_policy.py)
     return Worker(WorkerConfig(coordinator="http://127.0.0.1:1", data_dir=tmp_path, coordinator_key=None, **config),
                   SigningKey(bytes(32)))
 

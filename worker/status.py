@@ -1,0 +1,81 @@
+"""What the worker is doing right now, as plain data: the daemon writes it, the owner's page and `depin worker status`
+read it.
+
+`Board` is the single place the daemon records its state (running, paused with a reason, stopping, alarm), the task
+in hand, and its counters. `snapshot()` turns it into the JSON the owner's page serves at /api/status; the daemon
+also writes that snapshot to DATA_DIR/status.json (atomically) so `depin worker status` works without the page.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+STATES = ("starting", "running", "paused", "stopping", "stopped", "alarm")
+
+
+@dataclass
+class CurrentTask:
+    """The task in hand."""
+
+    lease_id: str
+    task_id: str
+    job_id: str
+    kernel: str
+    price: int
+    started_ms: int
+    chunks_done: int = 0
+    chunks_total: int = 1
+
+
+@dataclass
+class Board:
+    """The worker's live state."""
+
+    worker_id: str
+    coordinator: str
+    state: str = "starting"
+    reason: str = "starting up"
+    since_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    task: CurrentTask | None = None
+    computed: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    cpu_seconds: float = 0.0  # CPU time spent in kernels since this worker's data dir was created (persisted)
+    readings: dict[str, Any] = field(default_factory=dict)  # the policy's last inputs (load, battery, temperature...)
+
+    def move(self, state: str, reason: str, now_ms: int | None = None) -> bool:
+        """Enter `state` for `reason`; whether anything changed."""
+        if state not in STATES:
+            raise ValueError(f"unknown worker state {state!r}")
+        if (state, reason) == (self.state, self.reason):
+            return False
+        self.state, self.reason = state, reason
+        self.since_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        return True
+
+    def snapshot(self) -> dict[str, Any]:
+        """The JSON-ready view (the `state` part of /api/status and of status.json)."""
+        out = asdict(self)
+        out["task"] = None if self.task is None else asdict(self.task)
+        return out
+
+
+def write(path: Path, snapshot: dict[str, Any]) -> None:
+    """Replace `path` with the snapshot atomically (a reader never sees half a file)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(snapshot, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read(path: Path) -> dict[str, Any] | None:
+    """The last snapshot written, if any."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
