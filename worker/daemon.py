@@ -100,6 +100,7 @@ class Worker:
             self.board.cpu_seconds = float(earlier["cpu_seconds"])  # energy is counted over the data dir's life
         self._memory = policy.Memory()
         self._allowed = asyncio.Event()  # set while the policy says run
+        self._resumed = False  # interrupted tasks in the journal are finished once, after connecting
         if config.policy.always:
             self._allowed.set()
 
@@ -139,11 +140,6 @@ class Worker:
         """Work until stopped (or after one task with --once); the process exit code."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        if self.config.policy.threads is not None:
-            import numba
-
-            most = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
-            numba.set_num_threads(min(self.config.policy.threads, most))
         for kernel in kernels.all_kernels():
             await loop.run_in_executor(None, kernel.warmup)
         log.info("worker %s ready (kernels compiled in %.1fs); %d results waiting in the journal",
@@ -277,8 +273,31 @@ class Worker:
         except DepinError as exc:  # a refused or garbled answer: no verdict on the ledger; work on, retry later
             log.warning("ledger audit failed (%s); retrying in %.0fs", exc, self.config.audit_interval_ms / 1000)
 
+    async def _resume(self, coordinator: VerifyKey) -> None:
+        """Finish the tasks a crash or a stop interrupted, from their last saved chunk (once, after connecting)."""
+        loop = asyncio.get_running_loop()
+        for grant in self.journal.unfinished():
+            if self.stop.is_set() or not self._allowed.is_set():
+                return
+            try:
+                checked = tasks.check(grant, coordinator, self.config.min_price)
+            except (VerificationError, PeerProtocolError) as exc:
+                log.warning("dropping the saved progress of lease %s: %s", grant.lease_id, exc)
+                self.journal.drop_progress([grant.lease_id])
+                continue
+            log.info("resuming %s from its saved progress", checked.task.task_id)
+            run = functools.partial(tasks.run, checked, self.journal.progress, should_stop=self._give_back_now,
+                                    after_chunk=self._after_chunk, threads=self.config.policy.threads)
+            item = await loop.run_in_executor(None, run)
+            if item is not None:
+                self.journal.add(item, int(time.time() * 1000), checked.task.job_id, checked.task.price)
+                self.stats.computed += 1
+        self._resumed = True
+
     async def _cycle(self, client: Client) -> None:
         coordinator = await self._connect(client)
+        if not self._resumed:
+            await self._resume(coordinator)
         await self._flush(client)
         await self._audit(client)
         if not self._allowed.is_set():  # paused: keep flushing and auditing, lease nothing
@@ -323,6 +342,7 @@ class Worker:
             if item is None:  # paused with on_pause = return: progress is saved, and resumes if leased again
                 self.board.task = None
                 log.info("returning lease %s mid-task: %s", checked.lease_id, self.board.reason)
+                self.journal.released([checked.lease_id])  # before the network call: never resume a released lease
                 await self._release(client, [g.lease_id for g in grants[i:]])
                 break
             self.journal.add(item, int(time.time() * 1000), checked.task.job_id, checked.task.price)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from depin.errors import UserError
 from depin.kernels import mandelbrot, montecarlo, nonce
-from depin.kernels.base import Kernel, Param, Params, exact_compare, output_digest, parse_params, wire_digest
+from depin.kernels.base import Chunks, Kernel, Param, Params, exact_compare, output_digest, parse_params, wire_digest
 
 _REGISTRY: dict[str, Kernel] = {k.name: k for k in (mandelbrot.KERNEL, montecarlo.KERNEL, nonce.KERNEL)}
 
@@ -25,5 +25,6 @@ def all_kernels() -> list[Kernel]:
 
 
 __all__ = [
-    "Kernel", "Param", "Params", "all_kernels", "exact_compare", "get", "output_digest", "parse_params", "wire_digest",
+    "Chunks", "Kernel", "Param", "Params", "all_kernels", "exact_compare", "get", "output_digest", "parse_params",
+    "wire_digest",
 ]

@@ -1,8 +1,14 @@
 """What a kernel is: a name, a version, a parameter schema and six pure functions.
 
 Adding a kernel is adding one module that builds a `Kernel` and registering it in `depin.kernels`.
-The coordinator uses validate/split/check_output/compare/merge; the worker uses run. `run` is the only
-function that may be numba-compiled, and compilation happens in `warmup`, never on the per-task path.
+The coordinator uses validate/split/check_output/compare/merge; the worker uses run, or `chunks` where a kernel
+has them. `run` (and `Chunks.advance`) are the only functions that may be numba-compiled, and compilation happens
+in `warmup`, never on the per-task path.
+
+`Chunks` is how a long task survives a pause or a restart: the task is a sequence of units (pixels, samples)
+computed in order into a state array, so the worker can stop after any unit, keep the state, and carry on later
+with exactly the bits an uninterrupted `run` gives. The position kept is a unit count, not a chunk number, so a
+worker whose chunk sizes changed between the stop and the resume still resumes correctly.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from depin import codec
-from depin.errors import PeerProtocolError, UserError
+from depin.errors import PeerProtocolError, StateError, UserError
 
 Params = dict[str, Any]
 
@@ -113,6 +119,33 @@ class Tolerance:
 
 
 @dataclass(frozen=True)
+class Chunks:
+    """A kernel's resumable `run`: `units(p)` units computed in order into a state, the last state being the output.
+
+    For every split 0 = u0 < u1 < ... < un = units(p), advancing start(p) over [u0, u1), then [u1, u2), ... gives
+    the same bits as run(p) (tests hold every chunked kernel to this).
+    """
+
+    # Per-task parameters -> how many units the task has (>= 1).
+    units: Callable[[Params], int]
+    # Per-task parameters -> units per chunk, so that one chunk of the worst case takes well under a second on a
+    # Raspberry Pi (from the kernel's work per unit).
+    size: Callable[[Params], int]
+    # Per-task parameters -> the state before the first unit: an array of the output's dtype and shape.
+    start: Callable[[Params], np.ndarray]
+    # Per-task parameters, a, b, the state after units [0, a) -> the state after [0, b). May write into and return
+    # `state`, so the caller passes an array it owns and may write.
+    advance: Callable[[Params, int, int, np.ndarray], np.ndarray]
+
+    def bounds(self, p: Params, done: int = 0) -> list[tuple[int, int]]:
+        """The chunks [a, b) left once `done` units are computed, in order."""
+        total, size = self.units(p), self.size(p)
+        if not 0 <= done <= total or size < 1:
+            raise StateError(f"cannot resume at unit {done} of {total} in chunks of {size}")
+        return [(a, min(a + size, total)) for a in range(done, total, size)]
+
+
+@dataclass(frozen=True)
 class Kernel:
     """A registered kernel. All callables are pure; `run` is deterministic for a given task."""
 
@@ -144,6 +177,8 @@ class Kernel:
     verify: Callable[[Params, np.ndarray], bool | None] | None = None
     # Optional: the job's result as PNG bytes.
     render_png: Callable[[Params, np.ndarray], bytes] | None = None
+    # Optional: `run` in resumable chunks, for tasks long enough to be paused or to outlive a restart.
+    chunks: Chunks | None = None
 
     @property
     def key(self) -> str:

@@ -4,7 +4,9 @@ Exact definition (also in docs/PROTOCOL.md, "Kernel montecarlo@1"): sample i is 
 (splitmix.unit(seed, 2i), splitmix.unit(seed, 2i + 1)), and a task over samples [sample_start, sample_end) outputs
 [sum of f, sum of f^2] over them, added in index order. The random numbers are bit-identical everywhere; the sums
 are not, because exp and sin come from each platform's libm and a worker may add in another order. So results are
-compared with TOLERANCE, whose bound is derived below and in the spec.
+compared with TOLERANCE, whose bound is derived below and in the spec. A task can be computed in chunks of samples
+(`Chunks`) whose state is the running pair of sums: resuming adds the same terms in the same order, so a chunked run
+gives the same bits as an uninterrupted one on the same machine.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import numpy as np
 
 from depin.errors import StateError, UserError
 from depin.kernels._ranges import split_range
-from depin.kernels.base import Kernel, Param, Params, Tolerance, parse_params
+from depin.kernels.base import Chunks, Kernel, Param, Params, Tolerance, parse_params
 
 MAX_WORK = 10**10  # samples per job: the range of `samples` is the job's work limit
 MAX_TASK_SAMPLES = 1 << 24  # ~0.15 to 0.7 s of one core per task; TOLERANCE below is derived from this bound
+CHUNK_SAMPLES = 1 << 21  # samples per chunk: at most ~0.1 s of one x86 core, well under a second on a Pi
 
 # Why this tolerance (PROTOCOL.md, "Comparison"): both outputs are sums of n <= 2^24 terms in [0, 1]. Adding n
 # non-negative terms in any order errs by at most (n - 1) * 2^-53 * sum (Higham, recursive or any tree order), so
@@ -100,10 +103,12 @@ def _compiled() -> Any:
     mix_source = sm.SOURCE_DIGEST  # in the closure below, so numba's cache key changes with _splitmix_jit.py
 
     @numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
-    def sums(seed, func, start, end):  # type: ignore[no-untyped-def]
+    def sums(seed, func, start, end, out):  # type: ignore[no-untyped-def]
+        # Adds samples [start, end) to the running sums out[0], out[1], in index order: continuing from a sum
+        # is the same additions as never having stopped, so chunked sums equal the one-piece sums bit for bit.
         mix_source  # noqa: B018  (a reference that keeps it in the closure)
-        s = 0.0
-        s2 = 0.0
+        s = out[0]
+        s2 = out[1]
         for i in range(start, end):
             c = np.uint64(i) * np.uint64(2)
             x = sm.unit(seed, c)
@@ -116,7 +121,6 @@ def _compiled() -> Any:
                 f = math.sin(math.pi * x) * math.sin(math.pi * y)
             s += f
             s2 += f * f
-        out = np.empty(2, dtype=np.float64)
         out[0] = s
         out[1] = s2
         return out
@@ -124,11 +128,31 @@ def _compiled() -> Any:
     return sums
 
 
-def run(t: Params) -> np.ndarray:
-    """Compute one task's [sum of f, sum of f^2]."""
-    out: np.ndarray = _compiled()(np.uint64(t["seed"]), int(t["func"]), int(t["sample_start"]),
-                                  int(t["sample_end"]))
+def units(t: Params) -> int:
+    """A task's samples: the units of its chunks."""
+    return int(t["sample_end"] - t["sample_start"])
+
+
+def chunk_size(t: Params) -> int:
+    """Samples per chunk."""
+    return CHUNK_SAMPLES
+
+
+def start(t: Params) -> np.ndarray:
+    """Before any sample: both sums 0.0."""
+    return np.zeros(2, dtype=np.float64)
+
+
+def advance(t: Params, first: int, last: int, state: np.ndarray) -> np.ndarray:
+    """Add the task's samples [first, last) to the running sums in `state`."""
+    out: np.ndarray = _compiled()(np.uint64(t["seed"]), int(t["func"]), int(t["sample_start"]) + int(first),
+                                  int(t["sample_start"]) + int(last), state)
     return out
+
+
+def run(t: Params) -> np.ndarray:
+    """Compute one task's [sum of f, sum of f^2]: every sample in one chunk."""
+    return advance(t, 0, units(t), start(t))
 
 
 def warmup() -> None:
@@ -151,4 +175,5 @@ KERNEL = Kernel(
     warmup=warmup,
     exact=False,
     compare=TOLERANCE,
+    chunks=Chunks(units=units, size=chunk_size, start=start, advance=advance),
 )

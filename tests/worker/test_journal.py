@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from depin import codec
 from depin.checkpoint import Checkpoint, sign
 from depin.crypto import SigningKey
 from depin.errors import UserError
-from depin.protocol import ResultItem
-from worker.journal import Journal
+from depin.protocol import LeaseGrant, ResultItem
+from worker import tasks
+from worker.journal import KEEP_RELEASED, Journal, ProgressStore
 
 
 def _item(lease_id: str, value: int = 1) -> ResultItem:
@@ -149,7 +152,7 @@ def test_add_is_one_transaction(tmp_path: Path) -> None:
     j.add(_item("L1"), now_ms=1, job_id="J", price=7)
     j.db.set_trace_callback(None)
     assert statements[0] == "BEGIN IMMEDIATE" and statements[-1] == "COMMIT"
-    assert [s.split()[0] for s in statements[1:-1]] == ["INSERT", "INSERT"]
+    assert [s.split()[0] for s in statements[1:-1]] == ["INSERT", "INSERT", "DELETE"]  # the last: its progress
     j.close()
 
 
@@ -275,4 +278,207 @@ def test_a_journal_from_before_the_ledger_evidence_opens_and_gains_the_new_table
     assert j.story() == [] and j.latest_checkpoint() is None  # no story for a result computed before the upgrade
     j.remove(["L1"], [("accepted", "")], now_ms=2)
     assert j.count() == 0
+    j.close()
+
+
+# ---- partial progress of chunked tasks -------------------------------------------------------------------------
+
+TASK_PARAMS = {"width": 8, "height": 6, "x_min": -2.0, "x_max": 1.0, "y_min": -1.2, "y_max": 1.2, "max_iter": 50,
+               "row_start": 2, "row_end": 5}
+
+
+def _checked(lease_id: str = "L1", task_id: str = "J-0", max_iter: int = 50) -> tasks.Checked:
+    task = {"task_id": task_id, "job_id": "J", "kernel": "mandelbrot", "kernel_version": 1,
+            "params": dict(TASK_PARAMS, max_iter=max_iter), "coordinator": COORD.id, "price": 7}
+    body = codec.encode(task)
+    return tasks.check(LeaseGrant(lease_id, 10, body, COORD.sign("task", body)), COORD.verify_key)
+
+
+def _partial(done: int = 9, elapsed_ms: int = 1234) -> tasks.Partial:
+    state = np.zeros((3, 8), dtype=np.uint32)
+    state.reshape(-1)[:done] = np.arange(1, done + 1)
+    return tasks.Partial(done, state, elapsed_ms)
+
+
+def _same(a: tasks.Partial | None, b: tasks.Partial) -> bool:
+    return (a is not None and (a.done, a.elapsed_ms) == (b.done, b.elapsed_ms) and a.state.dtype == b.state.dtype
+            and a.state.shape == b.state.shape and a.state.tobytes() == b.state.tobytes())
+
+
+def test_progress_round_trip_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    j = Journal(path)
+    assert j.progress.load(_checked()) is None and j.unfinished() == []
+    j.progress.save(_checked(), _partial())
+    assert _same(j.progress.load(_checked()), _partial())
+    # A crash: nothing closed; another process opens the file.
+    again = Journal(path)
+    assert _same(again.progress.load(_checked()), _partial())
+    assert again.unfinished() == [_checked().grant]
+    again.close()
+    j.close()
+
+
+def test_progress_is_one_row_per_task_replaced_at_each_save(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.sqlite3")
+    j.progress.save(_checked(), _partial(4, 10))
+    j.progress.save(_checked(), _partial(12, 20))
+    j.progress.save(_checked("L2", "J-1"), _partial(3, 5))
+    assert _same(j.progress.load(_checked()), _partial(12, 20))
+    assert j.db.execute("SELECT COUNT(*) FROM progress").fetchone()[0] == 2
+    j.close()
+
+
+def test_progress_of_another_task_under_the_same_id_is_not_loaded(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.sqlite3")
+    j.progress.save(_checked(), _partial())
+    assert j.progress.load(_checked(max_iter=51)) is None  # other signed task bytes
+    assert _same(j.progress.load(_checked(lease_id="L9")), _partial())  # the same task, leased again
+    j.close()
+
+
+def test_unfinished_lists_the_grants_least_recently_saved_first(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    j = Journal(path)
+    clock = iter([300, 100, 200])
+    j.progress.close()
+    j.progress = ProgressStore(path, clock_ms=lambda: next(clock))
+    j.progress.save(_checked("L1", "J-0"), _partial())
+    j.progress.save(_checked("L2", "J-1"), _partial())
+    j.progress.save(_checked("L3", "J-2"), _partial())
+    assert [g.lease_id for g in j.unfinished()] == ["L2", "L3", "L1"]
+    assert j.db.execute("SELECT saved FROM progress WHERE lease_id = 'L1'").fetchone()[0] == 300
+    j.close()
+
+
+def test_journaling_the_result_clears_the_progress_in_the_same_transaction(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.sqlite3")
+    j.progress.save(_checked(lease_id="L1"), _partial())
+    j.progress.save(_checked(lease_id="L2", task_id="J-1"), _partial())
+    item = ResultItem("L1", "J-0", _item("x").output, 1)
+    statements: list[str] = []
+    j.db.set_trace_callback(statements.append)
+    j.add(item, now_ms=1)
+    j.db.set_trace_callback(None)
+    assert statements[0] == "BEGIN IMMEDIATE" and statements[-1] == "COMMIT"
+    assert "DELETE FROM progress" in statements[-2]
+    assert j.progress.load(_checked()) is None
+    assert [g.lease_id for g in j.unfinished()] == ["L2"]
+    j.close()
+
+
+def test_a_failed_add_keeps_the_progress(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.sqlite3")
+    j.progress.save(_checked(), _partial())
+    _fail_on_sent(j)
+    with pytest.raises(sqlite3.DatabaseError, match="disk full"):
+        j.add(ResultItem("L1", "J-0", _item("x").output, 1), now_ms=1, job_id="J", price=7)
+    assert _same(j.progress.load(_checked()), _partial())
+    j.close()
+
+
+def test_drop_progress_forgets_tasks_given_back(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.sqlite3")
+    for n in range(3):
+        j.progress.save(_checked(f"L{n}", f"J-{n}"), _partial())
+    j.drop_progress(["L0", "L2", "not-there"])
+    assert [g.lease_id for g in j.unfinished()] == ["L1"]
+    j.drop_progress([])
+    j.close()
+
+
+def test_progress_of_a_lease_given_back_waits_for_the_task_to_come_back(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.sqlite3")
+    j.progress.save(_checked("L1", "J-0"), _partial())
+    j.progress.save(_checked("L2", "J-1"), _partial())
+    j.released(["L1"])
+    assert [g.lease_id for g in j.unfinished()] == ["L2"]  # a restart must not report on a lease given back
+    back = _checked("L7", "J-0")  # the same task, leased to us again (PROTOCOL.md 12.1)
+    assert _same(j.progress.load(back), _partial())
+    j.progress.save(back, _partial(12, 99))
+    assert sorted(g.lease_id for g in j.unfinished()) == ["L2", "L7"]  # held again
+    j.close()
+
+
+def test_only_the_most_recent_progress_given_back_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    j = Journal(path)
+    clock = iter(range(100, 200))
+    j.progress.close()
+    j.progress = ProgressStore(path, clock_ms=lambda: next(clock))
+    for n in range(KEEP_RELEASED + 2):
+        j.progress.save(_checked(f"L{n}", f"J-{n}"), _partial())
+    j.progress.save(_checked("held", "J-held"), _partial())
+    j.released([f"L{n}" for n in range(KEEP_RELEASED + 2)])
+    kept = [r[0] for r in j.db.execute("SELECT lease_id FROM progress ORDER BY saved")]
+    assert kept == [f"L{n}" for n in range(2, KEEP_RELEASED + 2)] + ["held"]
+    j.close()
+
+
+def test_progress_is_as_durable_as_results(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.sqlite3")
+    for db in (j.db, j.progress.db):
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: fsync at every commit
+    statements: list[str] = []
+    j.progress.db.set_trace_callback(statements.append)
+    j.progress.save(_checked(), _partial())
+    assert statements[0] == "BEGIN IMMEDIATE" and statements[-1] == "COMMIT"
+    j.close()
+
+
+def test_progress_is_saved_and_loaded_from_another_thread(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.sqlite3")
+    seen: list[tasks.Partial | None] = []
+
+    def compute() -> None:
+        j.progress.save(_checked(), _partial())
+        seen.append(j.progress.load(_checked()))
+
+    thread = threading.Thread(target=compute)
+    thread.start()
+    thread.join()
+    assert _same(seen[0], _partial()) and [g.lease_id for g in j.unfinished()] == ["L1"]
+    j.close()
+
+
+def test_a_failed_save_is_logged_not_raised(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    j = Journal(tmp_path / "journal.sqlite3")
+    j.progress.save(_checked(), _partial(4, 10))
+    j.db.execute("CREATE TRIGGER full BEFORE INSERT ON progress BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    j.progress.save(_checked(), _partial(12, 20))
+    assert "cannot save the progress of task J-0: disk full" in caplog.text
+    assert _same(j.progress.load(_checked()), _partial(4, 10))  # the earlier save stands
+    j.close()
+
+
+def test_a_failed_load_is_logged_and_the_task_starts_afresh(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    j = Journal(tmp_path / "journal.sqlite3")
+    j.progress.save(_checked(), _partial())
+    j.progress.db.close()  # as when the journal is closed under a computing thread
+    assert j.progress.load(_checked()) is None
+    assert "cannot read the progress of task J-0" in caplog.text
+    j.db.close()
+
+
+def test_unreadable_progress_is_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    j = Journal(tmp_path / "journal.sqlite3")
+    j.progress.save(_checked("L1", "J-0"), _partial())
+    j.progress.save(_checked("L2", "J-1"), _partial())
+    j.db.execute("UPDATE progress SET lease = x'c1', state = x'c1' WHERE lease_id = 'L1'")
+    assert [g.lease_id for g in j.unfinished()] == ["L2"]
+    assert "progress of lease L1 is unreadable" in caplog.text
+    assert j.progress.load(_checked("L1", "J-0")) is None
+    j.close()
+
+
+def test_a_journal_from_before_progress_gains_the_table(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    Journal(path).close()
+    old = sqlite3.connect(path)
+    old.execute("DROP TABLE progress")
+    old.close()
+    j = Journal(path)
+    j.progress.save(_checked(), _partial())
+    assert _same(j.progress.load(_checked()), _partial())
     j.close()

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from depin import codec
+from depin import codec, kernels
 from depin.crypto import SigningKey, VerifyKey
 from depin.errors import PeerProtocolError, VerificationError
-from depin.kernels import mandelbrot
+from depin.kernels import mandelbrot, montecarlo, nonce
 from depin.protocol import LeaseGrant, ResultItem
 from tests.coordinator.sched_support import PRICE, lease, new_scheduler, submit
 from tests.spec_examples import SPEC
 from worker import tasks
+from worker.journal import Journal
 
 COORD = SigningKey(bytes([3]) * 32)
 IMPOSTOR = SigningKey(bytes([4]) * 32)
@@ -64,7 +71,8 @@ def test_check_accepts_the_protocol_md_example_grant() -> None:
     checked = tasks.check(grant, VerifyKey(bytes.fromhex(ex["coordinator_public_key_hex"])))
     assert (checked.lease_id, checked.task.task_id) == (ex["lease_id"], f"{ex['job_id']}-0")
     assert checked.task.price == 1
-    assert codec.array_from_wire(tasks.run(checked).output).tolist() == SPEC["result"]["output"]
+    result = tasks.run(checked)
+    assert result is not None and codec.array_from_wire(result.output).tolist() == SPEC["result"]["output"]
     with pytest.raises(VerificationError, match="bad task signature"):
         tasks.check(grant, COORD.verify_key)  # pinned to another coordinator
 
@@ -186,5 +194,299 @@ def test_run_packages_a_result_item() -> None:
 def test_run_gives_the_known_answer() -> None:
     params = dict(KNOWN["params"], row_start=0, row_end=KNOWN["params"]["height"])
     result = tasks.run(tasks.check(_grant(_task(params=params)), COORD.verify_key))
-    assert codec.array_from_wire(result.output).tolist() == KNOWN["rows"]
+    assert result is not None and codec.array_from_wire(result.output).tolist() == KNOWN["rows"]
     assert codec.array_from_wire(result.output).dtype == np.uint32
+
+
+# ---- chunks: stop, save, resume --------------------------------------------------------------------------------
+
+BAND = {"width": 8, "height": 6, "x_min": -2.0, "x_max": 1.0, "y_min": -1.2, "y_max": 1.2, "max_iter": 16,
+        "row_start": 1, "row_end": 5}  # 32 pixels: 8 chunks of 4 at CHUNK_WORK = 64
+SAMPLES = {"func": 2, "samples": 1000, "seed": 11, "sample_start": 100, "sample_end": 130}  # 3 chunks of 10
+
+
+@pytest.fixture(autouse=True)
+def _small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mandelbrot, "CHUNK_WORK", 64)
+    monkeypatch.setattr(montecarlo, "CHUNK_SAMPLES", 10)
+
+
+class MemoryProgress:
+    """A Progress in memory, recording every save."""
+
+    def __init__(self) -> None:
+        self.kept: dict[str, tasks.Partial] = {}
+        self.saves: list[int] = []
+        self.states: list[np.ndarray] = []
+
+    def load(self, checked: tasks.Checked) -> tasks.Partial | None:
+        return self.kept.get(checked.task.task_id)
+
+    def save(self, checked: tasks.Checked, partial: tasks.Partial) -> None:
+        self.kept[checked.task.task_id] = partial
+        self.saves.append(partial.done)
+        self.states.append(partial.state)
+
+
+class Bench:
+    """A fake clock that moves 0.5 s per reading (so each chunk takes 0.5 s), counting chunks as they end."""
+
+    def __init__(self, stop_after: int | None = None, rest_s: float = 0.0) -> None:
+        self.now, self.stop_after, self.rest_s = 0.0, stop_after, rest_s
+        self.chunks: list[float] = []
+
+    def clock(self) -> float:
+        self.now += 0.5
+        return self.now
+
+    def should_stop(self) -> bool:
+        return self.stop_after is not None and len(self.chunks) >= self.stop_after
+
+    def after_chunk(self, seconds: float) -> None:
+        self.chunks.append(seconds)
+        self.now += self.rest_s  # a duty cycle's rest: not compute time
+
+
+def _checked(params: dict[str, Any], kernel: str = "mandelbrot", lease_id: str = "L1") -> tasks.Checked:
+    task = _task(kernel=kernel, params=params)
+    body = codec.encode(task)
+    grant = LeaseGrant(lease_id=lease_id, expires_ms=10, task=body, sig=COORD.sign("task", body))
+    return tasks.check(grant, COORD.verify_key)
+
+
+def _run(checked: tasks.Checked, progress: tasks.Progress | None, bench: Bench,
+         save_every_s: float = 0.0) -> ResultItem | None:
+    return tasks.run(checked, progress, should_stop=bench.should_stop, after_chunk=bench.after_chunk,
+                     save_every_s=save_every_s, clock=bench.clock)
+
+
+def _bounds(checked: tasks.Checked) -> list[tuple[int, int]]:
+    assert checked.kernel.chunks is not None
+    return checked.kernel.chunks.bounds(checked.params)
+
+
+@pytest.mark.parametrize(("kernel", "params", "n"), [("mandelbrot", BAND, 8), ("montecarlo", SAMPLES, 3)])
+def test_run_in_chunks_gives_the_output_of_the_kernel(kernel: str, params: dict[str, Any], n: int) -> None:
+    checked = _checked(params, kernel)
+    assert len(_bounds(checked)) == n
+    bench = Bench()
+    result = _run(checked, None, bench)
+    assert result is not None and bench.chunks == [0.5] * n
+    assert result.output == codec.array_to_wire(checked.kernel.run(checked.params))
+    assert result.elapsed_ms == 500 * n
+
+
+@pytest.mark.parametrize(("kernel", "params"), [("mandelbrot", BAND), ("montecarlo", SAMPLES)])
+def test_stopping_at_each_chunk_boundary_saves_and_resumes_to_the_same_bits(kernel: str,
+                                                                           params: dict[str, Any]) -> None:
+    whole = codec.array_to_wire(kernels.get(kernel).run(_checked(params, kernel).params))
+    bounds = _bounds(_checked(params, kernel))
+    for k in range(len(bounds)):
+        checked, progress = _checked(params, kernel), MemoryProgress()
+        first = Bench(stop_after=k)
+        assert _run(checked, progress, first, save_every_s=1e9) is None  # saved because it stopped, not by time
+        assert len(first.chunks) == k
+        assert progress.saves == ([bounds[k - 1][1]] if k else [])  # nothing done, nothing saved
+        second = Bench()
+        result = _run(checked, progress, second)
+        assert result is not None and len(second.chunks) == len(bounds) - k
+        assert result.output == whole, k
+        assert result.elapsed_ms == 500 * len(bounds)  # compute time across the stop, once each chunk
+
+
+def test_should_stop_is_asked_before_every_chunk_and_not_after_the_last() -> None:
+    asked: list[int] = []
+    bench = Bench()
+
+    def should_stop() -> bool:
+        asked.append(len(bench.chunks))
+        return False
+
+    result = tasks.run(_checked(BAND), should_stop=should_stop, after_chunk=bench.after_chunk, clock=bench.clock)
+    assert result is not None and asked == list(range(8))
+
+
+def test_after_chunk_gets_each_chunk_compute_time_and_rests_are_not_counted() -> None:
+    bench = Bench(rest_s=7.0)
+    result = _run(_checked(BAND), None, bench)
+    assert result is not None and bench.chunks == [0.5] * 8  # the last chunk too: a duty cycle rests across tasks
+    assert result.elapsed_ms == 4000
+
+
+def test_progress_is_saved_every_save_every_s_of_compute_but_not_after_the_last_chunk() -> None:
+    progress = MemoryProgress()
+    assert _run(_checked(BAND), progress, Bench(), save_every_s=1.0) is not None
+    assert progress.saves == [8, 16, 24]  # every second chunk (0.5 s each); the 4th pair ends the task
+    progress = MemoryProgress()
+    assert _run(_checked(BAND), progress, Bench(), save_every_s=0.0) is not None
+    assert progress.saves == [4, 8, 12, 16, 20, 24, 28]
+
+
+def test_a_stop_right_after_a_save_saves_nothing_new() -> None:
+    progress = MemoryProgress()
+    assert _run(_checked(BAND), progress, Bench(stop_after=2), save_every_s=1.0) is None
+    assert progress.saves == [8]
+
+
+def test_each_saved_state_is_a_copy_of_that_moment() -> None:
+    progress = MemoryProgress()
+    assert _run(_checked(BAND), progress, Bench()) is not None
+    whole = mandelbrot.run(BAND).reshape(-1)
+    assert progress.saves == [4, 8, 12, 16, 20, 24, 28]
+    for done, state in zip(progress.saves, progress.states, strict=True):
+        flat = state.reshape(-1)
+        assert np.array_equal(flat[:done], whole[:done]) and not flat[done:].any()  # later chunks wrote elsewhere
+
+
+def test_a_loaded_state_may_be_read_only() -> None:
+    progress = MemoryProgress()
+    checked = _checked(BAND)
+    assert _run(checked, progress, Bench(stop_after=3)) is None
+    partial = progress.kept["J-0"]
+    frozen = partial.state.copy()
+    frozen.setflags(write=False)  # as the journal returns it
+    progress.kept["J-0"] = tasks.Partial(partial.done, frozen, partial.elapsed_ms)
+    result = _run(checked, progress, Bench())
+    assert result is not None and result.output == codec.array_to_wire(mandelbrot.run(checked.params))
+    assert np.array_equal(frozen, partial.state)
+
+
+@pytest.mark.parametrize(
+    "partial",
+    [
+        tasks.Partial(8, np.zeros((3, 8), dtype=np.uint32), 100),  # another shape
+        tasks.Partial(8, np.zeros((4, 8), dtype=np.int32), 100),  # another dtype
+        tasks.Partial(33, np.zeros((4, 8), dtype=np.uint32), 100),  # beyond the band
+        tasks.Partial(-1, np.zeros((4, 8), dtype=np.uint32), 100),
+        tasks.Partial(8, np.zeros((4, 8), dtype=np.uint32), -5),
+    ],
+)
+def test_progress_that_does_not_fit_the_task_is_ignored(partial: tasks.Partial) -> None:
+    progress = MemoryProgress()
+    checked = _checked(BAND)
+    progress.kept["J-0"] = partial
+    bench = Bench()
+    result = _run(checked, progress, bench)
+    assert result is not None and len(bench.chunks) == 8
+    assert result.output == codec.array_to_wire(mandelbrot.run(checked.params)) and result.elapsed_ms == 4000
+
+
+def test_a_kernel_without_chunks_is_one_chunk_and_saves_nothing() -> None:
+    params = {"seed": 1, "difficulty": 4, "start": 0, "count": 1000, "nonce_start": 0, "nonce_end": 1000}
+    checked = _checked(params, "nonce")
+    progress = MemoryProgress()
+    assert _run(checked, progress, Bench(stop_after=0)) is None and progress.saves == []
+    bench = Bench()
+    result = _run(checked, progress, bench)
+    assert result is not None and bench.chunks == [0.5] and progress.saves == []
+    assert result.output == codec.array_to_wire(nonce.run(checked.params))
+
+
+def test_threads_sets_numba_in_the_thread_that_computes() -> None:
+    numba = pytest.importorskip("numba")
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has a single thread here: nothing to observe")
+    seen: list[int] = []
+    before = numba.get_num_threads()
+
+    def compute() -> None:
+        tasks.run(_checked(BAND), after_chunk=lambda s: seen.append(numba.get_num_threads()), threads=1)
+        tasks.run(_checked(BAND), after_chunk=lambda s: seen.append(numba.get_num_threads()), threads=10**6)
+
+    thread = threading.Thread(target=compute)
+    thread.start()
+    thread.join()
+    assert seen == [1] * 8 + [numba.config.NUMBA_NUM_THREADS] * 8  # capped at what numba launched
+    assert numba.get_num_threads() == before  # numba keeps the count per thread
+
+
+# ---- with the journal: a crash at each chunk boundary ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("kernel", "params"), [("mandelbrot", BAND), ("montecarlo", SAMPLES)])
+def test_resume_after_a_crash_at_each_chunk_boundary(tmp_path: Path, kernel: str, params: dict[str, Any]) -> None:
+    whole = codec.array_to_wire(kernels.get(kernel).run(_checked(params, kernel).params))
+    n = len(_bounds(_checked(params, kernel)))
+    for k in range(1, n):
+        path = tmp_path / f"journal-{k}.sqlite3"
+        before = Journal(path)
+        assert _run(_checked(params, kernel), before.progress, Bench(stop_after=k)) is None
+        # The crash: the first journal is never closed; a new process opens the file.
+        after = Journal(path)
+        assert [g.lease_id for g in after.unfinished()] == ["L1"]
+        checked = tasks.check(after.unfinished()[0], COORD.verify_key)
+        bench = Bench()
+        result = _run(checked, after.progress, bench)
+        assert result is not None and len(bench.chunks) == n - k
+        assert result.output == whole and result.elapsed_ms == 500 * n
+        after.add(result, now_ms=1)
+        assert after.unfinished() == [] and after.progress.load(checked) is None
+        after.close()
+        before.close()
+
+
+def test_a_task_leased_again_resumes_under_its_new_lease(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.sqlite3")
+    assert _run(_checked(BAND, lease_id="L1"), journal.progress, Bench(stop_after=5)) is None
+    bench = Bench()
+    result = _run(_checked(BAND, lease_id="L2"), journal.progress, bench)
+    assert result is not None and len(bench.chunks) == 3
+    assert (result.lease_id, result.output) == ("L2", codec.array_to_wire(mandelbrot.run(BAND)))
+    journal.close()
+
+
+def test_resume_after_kill_9(tmp_path: Path) -> None:
+    # A real crash: a child process computes a long band, saving after every chunk, and is killed mid-task.
+    params = {"width": 64, "height": 48, "x_min": -0.8, "x_max": -0.7, "y_min": 0.05, "y_max": 0.15,
+              "max_iter": 100_000, "row_start": 0, "row_end": 48}  # ~1 s; the child's chunks: 167 pixels
+    grant = _checked(params).grant
+    path = tmp_path / "journal.sqlite3"
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(path), grant.task.hex(), grant.sig.hex(),
+                              COORD.verify_key.raw.hex()], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 120
+        while _done(path) < 200 and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert child.poll() is None, "the child finished or failed before it could be killed"
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    journal = Journal(path)
+    (again,) = journal.unfinished()
+    checked = tasks.check(again, COORD.verify_key)
+    saved = journal.progress.load(checked)
+    assert saved is not None and 200 <= saved.done < 64 * 48
+    result = tasks.run(checked, journal.progress)
+    assert result is not None
+    assert result.output == codec.array_to_wire(mandelbrot.run(params))
+    journal.close()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+_CHILD = """
+import sys
+from pathlib import Path
+from depin.crypto import VerifyKey
+from depin.protocol import LeaseGrant
+from worker import tasks
+from worker.journal import Journal
+from worker.journal import Journal
+path, task, sig, key = sys.argv[1:]
+journal = Journal(Path(path))
+grant = LeaseGrant("L1", 10, bytes.fromhex(task), bytes.fromhex(sig))
+tasks.run(tasks.check(grant, VerifyKey(bytes.fromhex(key))), journal.progress, save_every_s=0.0)
+"""
+
+
+def _done(path: Path) -> int:
+    if not path.exists():
+        return 0
+    db = sqlite3.connect(path)
+    try:
+        row = db.execute("SELECT done FROM progress").fetchone()
+    except sqlite3.OperationalError:  # the child has not created the table yet
+        return 0
+    finally:
+        db.close()
+    return 0 if row is None else int(row[0])

@@ -349,6 +349,16 @@ def test_band_matches_the_c_reference(c_binary: Path) -> None:
     assert np.array_equal(out, cref.run(c_binary, **params, row_start=10, row_end=30))
 
 
+def test_band_in_chunks_matches_the_c_reference(c_binary: Path) -> None:
+    # Chunks that start and end mid-row, as a paused and resumed band is computed.
+    params = dict(C_REGIONS)["seahorse-64x48"]
+    t = _task(params, 10, 30)
+    state = mandelbrot.start(t)
+    for a, b in [(0, 1), (1, 63), (63, 64), (64, 200), (200, 1000), (1000, 1280)]:
+        state = mandelbrot.advance(t, a, b, state)
+    assert np.array_equal(state, cref.run(c_binary, **params, row_start=10, row_end=30))
+
+
 # ---- known answer ---------------------------------------------------------------------------------------------
 
 
