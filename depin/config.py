@@ -117,7 +117,7 @@ class PolicySettings:
     duty_cycle: float = 1.0  # fraction of time computing while running (e.g. 0.5: compute, rest as long)
     on_pause: str = "finish"  # finish the task in hand, or "return" it (give the lease back) at once
     sample_seconds: float = 5.0  # how often the probes are read
-    watts: float = 15.0  # the machine's extra draw while computing, for the energy estimate
+    watts: float = 10.0  # the extra draw of one busy core, for the energy estimate (CPU seconds x watts)
 
     def __post_init__(self) -> None:
         checks = [

@@ -133,24 +133,30 @@ class Worker:
 
     async def _policy_loop(self) -> None:
         while not self.stop.is_set():
-            self._sample_policy()
+            try:
+                self._sample_policy()
+            except Exception:  # a probe that breaks must not stop the sampling: the last decision stands
+                log.exception("reading the machine failed; keeping the last decision")
             await self._sleep(self.config.policy.sample_seconds)
 
     async def run(self) -> int:
         """Work until stopped (or after one task with --once); the process exit code."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        for kernel in kernels.all_kernels():
-            await loop.run_in_executor(None, kernel.warmup)
-        log.info("worker %s ready (kernels compiled in %.1fs); %d results waiting in the journal",
-                 self.key.id, time.perf_counter() - started, self.journal.count())
-        self._sample_policy()
-        sampler = asyncio.ensure_future(self._policy_loop())
-        page = await self._start_page()
+        self._publish()
+        page = await self._start_page()  # up before the kernels compile, so the owner sees "starting"
+        sampler: asyncio.Future[None] | None = None
         try:
+            for kernel in kernels.all_kernels():
+                await loop.run_in_executor(None, kernel.warmup)
+            log.info("worker %s ready (kernels compiled in %.1fs); %d results waiting in the journal",
+                     self.key.id, time.perf_counter() - started, self.journal.count())
+            self._sample_policy()
+            sampler = asyncio.ensure_future(self._policy_loop())
             return await self._work()
         finally:
-            sampler.cancel()
+            if sampler is not None:
+                sampler.cancel()
             if page is not None:
                 await page.stop()
             if self.board.state != "alarm":

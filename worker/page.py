@@ -83,7 +83,8 @@ def _empty_earnings(error: str | None = None) -> dict[str, Any]:
 
 
 class _Reader(Journal):
-    """The journal's queries over a read-only connection: it never creates, migrates or locks anything."""
+    """The journal's queries over a read-only connection: it never creates the journal, changes its tables or writes
+    a row, and in WAL mode never holds up the daemon's writes."""
 
     def __init__(self, path: Path) -> None:  # not Journal.__init__, which creates and migrates
         self.db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=READ_TIMEOUT_S)
@@ -236,7 +237,7 @@ class OwnerPage:
         port = sockname[1] if sockname else -1
         response: web.StreamResponse
         if not host_allowed(request.headers.get("Host"), port):
-            response = web.json_response({"error": "forbidden: open this page as http://127.0.0.1:PORT/"},
+            response = web.json_response({"error": f"forbidden: open this page as http://{HOST}:{port}/"},
                                          status=403)
         else:
             try:

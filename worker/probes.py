@@ -91,12 +91,15 @@ class LoadProbe:
         stat, own = _read(self.proc / "stat"), _read(self.proc / "self" / "stat")
         if stat is None or own is None:
             return None
-        cpus = stat.splitlines()
-        fields = [int(x) for x in cpus[0].split()[1:]]
-        total = sum(fields[:8])
-        busy = total - fields[3] - (fields[4] if len(fields) > 4 else 0)  # minus idle and iowait
-        after_name = own.rsplit(")", 1)[1].split()
-        mine = int(after_name[11]) + int(after_name[12])  # utime + stime of every thread of this process
+        try:
+            cpus = stat.splitlines()
+            fields = [int(x) for x in cpus[0].split()[1:]]
+            total = sum(fields[:8])
+            busy = total - fields[3] - (fields[4] if len(fields) > 4 else 0)  # minus idle and iowait
+            after_name = own.rsplit(")", 1)[1].split()
+            mine = int(after_name[11]) + int(after_name[12])  # utime + stime of every thread of this process
+        except (ValueError, IndexError):
+            return None  # not the format this probe knows: no reading, rather than no worker
         ncpu = sum(1 for line in cpus[1:] if line.startswith("cpu")) or 1
         last, self._last = self._last, (busy, total, mine)
         if last is None or total <= last[1]:

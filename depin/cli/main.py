@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="CPU threads for kernels (default all)")
     p.add_argument("--duty-cycle", type=float, metavar="F", help="fraction of time to compute, 0.05..1 (1)")
     p.add_argument("--on-pause", choices=("finish", "return"), help="finish the task in hand or give it back (finish)")
-    p.add_argument("--watts", type=float, help="the machine's extra draw while computing, for the energy estimate (15)")
+    p.add_argument("--watts", type=float, help="extra draw of one busy core, for the energy estimate (10)")
     p.add_argument("--page-port", type=int, metavar="PORT",
                    help="the owner's page on 127.0.0.1 (default 8643; 0 picks a free port)")
     p.add_argument("--no-page", action="store_true", help="do not serve the owner's page")
