@@ -121,7 +121,7 @@ class PolicySettings:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.idle_seconds >= 0, "idle_seconds must be 0 or more"),
+            (0 <= self.idle_seconds <= 86_400, "idle_seconds must be 0..86400"),
             (self.max_other_load > 0, "max_other_load must be more than 0 cores"),
             (0 <= self.min_battery_percent <= 100, "min_battery_percent must be 0..100"),
             (20 <= self.max_temperature_c <= 120, "max_temperature_c must be 20..120"),
@@ -146,7 +146,9 @@ _POLICY_TYPES: dict[str, type | tuple[type, ...]] = {
 def policy_settings(file: Mapping[str, Any], overrides: Mapping[str, Any]) -> PolicySettings:
     """Settings from a parsed config file's [policy] table, then `overrides` (flags and environment) on top."""
     table = file.get("policy", {})
-    unknown = sorted(set(file) - {"policy", "worker"}) + sorted(set(table) - set(_POLICY_TYPES))
+    if not isinstance(table, dict):
+        raise UserError("worker config: policy must be a table ([policy])")
+    unknown = sorted(set(file) - {"policy"}) + sorted(set(table) - set(_POLICY_TYPES))
     if unknown:
         raise UserError(f"worker config: unknown setting {unknown[0]!r}")
     values: dict[str, Any] = {}
@@ -171,7 +173,7 @@ def read_toml(path: Path, required: bool) -> dict[str, Any]:
         if required:
             raise UserError(f"no config file {path}") from None
         return {}
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"config file {path}: {exc}") from None
 
 
@@ -180,6 +182,8 @@ def page_port(flag: int | None, disabled: bool, env: Mapping[str, str]) -> int |
     if disabled:
         return None
     if flag is not None:
+        if not 0 <= flag <= 65535:
+            raise UserError("--page-port must be a port number (0 picks a free one)")
         return flag
     raw = env.get("DEPIN_WORKER_PAGE_PORT")
     if raw is None:

@@ -10,6 +10,7 @@ order of the reasons shown: time window, battery, temperature, the machine in us
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from depin.config import PolicySettings, Window
@@ -86,7 +87,7 @@ def decide(s: PolicySettings, r: Readings, m: Memory) -> tuple[Decision, Memory]
     if r.on_battery and not s.run_on_battery:
         return pause("on battery")
     if low:
-        return pause(f"battery at {r.battery_percent:.0f}%, below {s.min_battery_percent}%")
+        return pause(f"battery at {r.battery_percent:.0f}%, below {s.min_battery_percent:g}%")
     if hot:
         return pause(f"CPU at {r.temperature_c:.0f} °C, limit {s.max_temperature_c:.0f} °C")
     if in_use:
@@ -96,6 +97,6 @@ def decide(s: PolicySettings, r: Readings, m: Memory) -> tuple[Decision, Memory]
                      busy=True)
     if (m.busy or not m.running) and not waited:
         assert quiet_since is not None
-        left = s.idle_seconds - (r.now_ms - quiet_since) / 1000
-        return pause(f"waiting for the machine to stay idle ({left:.0f} s more)", busy=m.busy)
+        left = math.ceil(s.idle_seconds - (r.now_ms - quiet_since) / 1000)
+        return pause(f"waiting for the machine to stay idle ({left} s more)", busy=m.busy)
     return Decision(True, "idle: computing"), replace(memory, running=True, busy=False)

@@ -34,7 +34,7 @@ def battery(root: Path = Path("/sys/class/power_supply")) -> tuple[bool | None, 
         kind = _read(supply / "type")
         if kind == "Mains" and _read(supply / "online") == "1":
             mains_online = True
-        elif kind == "Battery":
+        elif kind == "Battery" and _read(supply / "scope") != "Device":  # not a wireless mouse's battery
             if _read(supply / "status") == "Discharging":
                 discharging = True
             level = _read(supply / "capacity")
@@ -50,9 +50,11 @@ def temperature(root: Path = Path("/sys/class/thermal")) -> float | None:
     hottest = None
     for zone in sorted(root.glob("thermal_zone*")) if root.is_dir() else []:
         raw = _read(zone / "temp")
-        if raw is not None and raw.lstrip("-").isdigit():
-            celsius = int(raw) / 1000
-            hottest = celsius if hottest is None else max(hottest, celsius)
+        try:
+            celsius = int(raw or "") / 1000
+        except ValueError:
+            continue  # an unreadable zone says nothing
+        hottest = celsius if hottest is None else max(hottest, celsius)
     return hottest
 
 

@@ -211,7 +211,8 @@ def _worker(args: argparse.Namespace) -> int:
     flags = {k: getattr(args, k) for k in ("always", "idle_seconds", "max_other_load", "max_temperature_c",
                                             "run_on_battery", "windows", "threads", "duty_cycle", "on_pause",
                                             "watts")}
-    settings = config.policy_settings(file, {**config.policy_from_environment(env), **flags})
+    given = {k: v for k, v in flags.items() if v is not None}  # a flag not given leaves the environment's value
+    settings = config.policy_settings(file, {**config.policy_from_environment(env), **given})
     page_port = config.page_port(args.page_port, args.no_page, env)
     cfg = config.WorkerConfig(
         coordinator=config.coordinator_url(args.coordinator, env), data_dir=data_dir,
