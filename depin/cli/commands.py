@@ -212,6 +212,8 @@ def _worker(args: argparse.Namespace) -> int:
                                             "run_on_battery", "windows", "threads", "duty_cycle", "on_pause",
                                             "watts")}
     given = {k: v for k, v in flags.items() if v is not None}  # a flag not given leaves the environment's value
+    if args.once:  # a first test, typed at the keyboard: the machine is in use by definition, so run anyway
+        given["always"] = True
     settings = config.policy_settings(file, {**config.policy_from_environment(env), **given})
     page_port = config.page_port(args.page_port, args.no_page, env)
     cfg = config.WorkerConfig(

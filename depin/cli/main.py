@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-page", action="store_true", help="do not serve the owner's page")
     p.add_argument("--coordinator-key", metavar="HEX", help="the coordinator public key to pin (else: first contact)")
     p.add_argument("--batch", type=int, default=4, help="tasks to lease per request (default 4)")
-    p.add_argument("--once", action="store_true", help="compute a single task, report it, and exit")
+    p.add_argument("--once", action="store_true",
+                   help="compute a single task, report it, and exit (a first test: ignores the run policy)")
     p.add_argument("--owner", metavar="ID", help="your id (depin keygen): your workers never cross-check each other")
     p.add_argument("--min-price", type=int, default=0, metavar="CREDITS",
                    help="only take tasks of jobs paying at least this per validated result (default 0: any)")

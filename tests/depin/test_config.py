@@ -426,3 +426,10 @@ def test_the_cli_reports_a_config_error_as_one_line(tmp_path: Path, capsys: pyte
     assert main(["worker", "--data-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err == "depin: error: worker policy: idle_seconds must be 0..86400\n"
+
+
+@pytest.mark.parametrize(("argv", "always"), [(["--once"], True), ([], False)])
+def test_once_ignores_the_run_policy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, argv: list[str],
+                                     always: bool) -> None:
+    # A first test is typed at the keyboard: the machine is "in use" by definition, so --once runs regardless.
+    assert _worker_config(monkeypatch, tmp_path, argv, {}).policy.always is always
