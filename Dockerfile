@@ -60,7 +60,10 @@ CMD []
 FROM runtime AS worker
 # The worker puts numba's cache in --data-dir by default; saying so here too keeps the compiled kernels on the
 # volume even for a command that does not take --data-dir, so a restarted container skips the JIT.
-ENV NUMBA_CACHE_DIR=/data/numba-cache
+# MALLOC_MMAP_THRESHOLD_: results of several MiB go to mmap and back to the system once freed, instead of staying
+# in glibc's heap (an idle worker kept ~80 MiB after a job without it; benchmarks/RESULTS.md section 5).
+ENV NUMBA_CACHE_DIR=/data/numba-cache \
+    MALLOC_MMAP_THRESHOLD_=131072
 # Healthy = its owner's page answers (on the container's own 127.0.0.1:8643, the worker's default --page-port).
 # A paused worker is healthy: the page says why it is paused. A long start-period covers the first JIT on a Pi.
 HEALTHCHECK --interval=60s --timeout=10s --start-period=300s --retries=3 \

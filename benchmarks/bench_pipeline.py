@@ -223,8 +223,9 @@ def run_config(cfg: Config, root: pathlib.Path, jobs: int, profile: pathlib.Path
         coordinator, url = start_coordinator(data / "coordinator", data / "coordinator.log")
         procs.append(coordinator)
         for i in range(cfg.workers):
+            # --always: the workers share this machine and would take one another for its user (issue 5 policy)
             procs.append(start_worker(url, data / f"worker-{i}", data / f"worker-{i}.log",
-                                      "--batch", str(cfg.batch)))
+                                      "--batch", str(cfg.batch), "--always", "--no-page"))
         runs = asyncio.run(_drive(url, data, procs, jobs, start_spies, stop_spies))
         if profile is not None:
             _print_profile(profile, runs, load_or_create_key(data / "worker-0" / "worker.key").id)
