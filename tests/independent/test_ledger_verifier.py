@@ -393,7 +393,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     tmp = tmp_path_factory.mktemp("ledger-run")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEPIN_")}
     env.setdefault("NUMBA_CACHE_DIR", str(Path(tempfile.gettempdir()) / "depin-independent-numba-cache"))
-    env.update(PYTHONUNBUFFERED="1", DEPIN_HOME=str(tmp / "home"))
+    # The workers compute whenever there is work (they share this machine) and serve no owner's page.
+    env.update(PYTHONUNBUFFERED="1", DEPIN_HOME=str(tmp / "home"), DEPIN_WORKER_ALWAYS="1",
+               DEPIN_WORKER_PAGE_PORT="off")
     procs = Procs()
 
     def depin(*args: str) -> subprocess.CompletedProcess[str]:
