@@ -81,6 +81,16 @@ def _workspace() -> Iterator[Path]:
         yield Path(tmp)
 
 
+def _owner_page(log_path: Path) -> str | None:
+    """The owner's page URL a worker logged ("owner page on http://127.0.0.1:PORT/"), if it did."""
+    try:
+        text = log_path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    found = [line.rsplit(" ", 1)[-1] for line in text.splitlines() if "owner page on http://" in line]
+    return found[-1] if found else None
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the demo; exit 0 if the job finished and the ledger verified."""
     if not 1 <= args.workers <= 32:
@@ -101,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
                 procs.append(start_worker(url, tmp / f"worker-{i}", tmp / f"worker-{i}.log", "--always", *page))
             print(f"workers      {args.workers} local processes")
             code = asyncio.run(_job(url, tmp, picture))
+            owner = _owner_page(tmp / "worker-0.log")
+            if owner:
+                print(f"owner page   {owner}  (worker 0's own page: what it earned, and why it would pause)")
             if args.keep:
                 print(f"\nstatus page  {url}/   (Ctrl-C to stop)")
                 with contextlib.suppress(KeyboardInterrupt):

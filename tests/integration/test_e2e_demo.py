@@ -52,6 +52,7 @@ def test_demo_runs_end_to_end(cluster: Cluster, tmp_path: Path) -> None:
     assert granted and paid, out
     assert int(paid[1]) > 0 and int(paid[1]) + int(paid[2]) == int(paid[3]) == int(granted[1]) == int(verified[2])
     assert re.search(r"^proof +entry \d+ \(refund of \d+\) checked against the checkpoint$", out, re.M), out
+    assert re.search(r"^owner page +http://127\.0\.0\.1:\d+/ ", out, re.M), out  # worker 0 serves its page
     with Image.open(picture) as im:
         assert im.format == "PNG"
         assert im.size == (960, 720)
