@@ -114,12 +114,12 @@ class Worker:
         except OSError as exc:
             log.warning("cannot write %s: %s", self._status_path, exc.strerror)
 
-    def _sample_policy(self) -> None:
-        """Read the probes, decide, and say so when the decision changes."""
+    def _sample_policy(self, readings: policy.Readings | None = None) -> None:
+        """Decide on `readings` (read now if not given), and say so when the decision changes."""
         if self.config.policy.always:
             decision = policy.Decision(True, "always on (--always)")
         else:
-            readings = self.probes.read()
+            readings = readings or self.probes.read()
             decision, self._memory = policy.decide(self.config.policy, readings, self._memory)
             self.board.readings = {k: v for k, v in vars(readings).items() if k not in ("weekday", "minute")}
         if decision.run:
@@ -133,8 +133,10 @@ class Worker:
 
     async def _policy_loop(self) -> None:
         while not self.stop.is_set():
-            try:
-                self._sample_policy()
+            try:  # the probes read files and may run loginctl: off the event loop
+                readings = None if self.config.policy.always else await asyncio.get_running_loop().run_in_executor(
+                    None, self.probes.read)
+                self._sample_policy(readings)
             except Exception:  # a probe that breaks must not stop the sampling: the last decision stands
                 log.exception("reading the machine failed; keeping the last decision")
             await self._sleep(self.config.policy.sample_seconds)
