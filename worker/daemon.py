@@ -283,7 +283,6 @@ class Worker:
 
     async def _resume(self, coordinator: VerifyKey) -> None:
         """Finish the tasks a crash or a stop interrupted, from their last saved chunk (once, after connecting)."""
-        loop = asyncio.get_running_loop()
         for grant in self.journal.unfinished():
             if self.stop.is_set() or not self._allowed.is_set():
                 return
@@ -294,12 +293,8 @@ class Worker:
                 self.journal.drop_progress([grant.lease_id])
                 continue
             log.info("resuming %s from its saved progress", checked.task.task_id)
-            run = functools.partial(tasks.run, checked, self.journal.progress, should_stop=self._give_back_now,
-                                    after_chunk=self._after_chunk, threads=self.config.policy.threads)
-            item = await loop.run_in_executor(None, run)
-            if item is not None:
-                self.journal.add(item, int(time.time() * 1000), checked.task.job_id, checked.task.price)
-                self.stats.computed += 1
+            if await self._compute(checked) is None:
+                return  # paused again: the progress is saved, and the next cycle resumes it
         self._resumed = True
 
     async def _cycle(self, client: Client) -> None:
@@ -317,7 +312,6 @@ class Worker:
         grants = await self._lease(client)
         if grants is None:
             return
-        loop = asyncio.get_running_loop()
         for i, grant in enumerate(grants):
             if self.stop.is_set() or (self.config.once and self.stats.computed > 0) or not self._allowed.is_set():
                 await self._release(client, [g.lease_id for g in grants[i:]])  # paused or stopping: give back
@@ -337,28 +331,36 @@ class Worker:
                 log.error("refusing lease %s: %s", grant.lease_id, exc)
                 await self._release(client, [g.lease_id for g in grants[i:]])
                 raise
-            self.board.task = status.CurrentTask(
-                lease_id=checked.lease_id, task_id=checked.task.task_id, job_id=checked.task.job_id,
-                kernel=f"{checked.task.kernel}@{checked.task.kernel_version}", price=checked.task.price,
-                started_ms=int(time.time() * 1000))
-            self._publish()
-            cpu_before = time.process_time()
-            run = functools.partial(tasks.run, checked, self.journal.progress, should_stop=self._give_back_now,
-                                    after_chunk=self._after_chunk, threads=self.config.policy.threads)
-            item = await loop.run_in_executor(None, run)
-            self.board.cpu_seconds += time.process_time() - cpu_before
-            if item is None:  # paused with on_pause = return: progress is saved, and resumes if leased again
-                self.board.task = None
+            if await self._compute(checked) is None:  # paused, on_pause = return: progress saved, resumes if leased
                 log.info("returning lease %s mid-task: %s", checked.lease_id, self.board.reason)
                 self.journal.released([checked.lease_id])  # before the network call: never resume a released lease
                 await self._release(client, [g.lease_id for g in grants[i:]])
                 break
+        await self._flush(client)
+
+    async def _compute(self, checked: tasks.Checked) -> protocol.ResultItem | None:
+        """Run a checked task chunk by chunk off the event loop and journal its result; None if a pause with
+        on_pause = return stopped it (its progress is saved)."""
+        self.board.task = status.CurrentTask(
+            lease_id=checked.lease_id, task_id=checked.task.task_id, job_id=checked.task.job_id,
+            kernel=f"{checked.task.kernel}@{checked.task.kernel_version}", price=checked.task.price,
+            started_ms=int(time.time() * 1000))
+        self._publish()
+        cpu_before = time.process_time()
+        run = functools.partial(tasks.run, checked, self.journal.progress, should_stop=self._give_back_now,
+                                after_chunk=self._after_chunk, threads=self.config.policy.threads)
+        try:
+            item = await asyncio.get_running_loop().run_in_executor(None, run)
+        finally:
+            self.board.cpu_seconds += time.process_time() - cpu_before
+            self.board.task = None
+        if item is not None:
             self.journal.add(item, int(time.time() * 1000), checked.task.job_id, checked.task.price)
             self.stats.computed += 1
-            self.board.task, self.board.computed = None, self.stats.computed
-            self._publish()
+            self.board.computed = self.stats.computed
             log.info("computed %s in %d ms", item.task_id, item.elapsed_ms)
-        await self._flush(client)
+        self._publish()
+        return item
 
     async def _lease(self, client: Client) -> list[protocol.LeaseGrant] | None:
         # An idle worker still audits on time: the long-poll ends no later than the next audit is due.

@@ -5,7 +5,6 @@ signed by the coordinator's key (depin.ledger_client)."""
 from __future__ import annotations
 
 import argparse
-import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -56,10 +55,6 @@ def _worker_id(args: argparse.Namespace) -> str:
     raise UserError("give --worker ID, or --data-dir of a worker")
 
 
-def _when(ms: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
-
-
 def _local_receipts(cfg: config.ClientConfig, data_dir: Path) -> int:
     """A worker's own evidence, from its journal alone: what it sent, how it was acknowledged, which credits it
     proved against which checkpoint, and any alarm. Needs no coordinator."""
@@ -77,14 +72,14 @@ def _local_receipts(cfg: config.ClientConfig, data_dir: Path) -> int:
     latest = cps[-1].to_json() if cps else None
     data = {"worker_data_dir": str(data_dir), "earned": earned, "checkpoints": len(cps), "latest_checkpoint": latest,
             "alarms": [{"time": t, "message": m} for t, m in alarms], "evidence": evidence, "receipts": story}
-    lines = [f"!!! LEDGER ALARM {_when(t)}: {m}" for t, m in alarms]
+    lines = [f"!!! LEDGER ALARM {output.when(t)}: {m}" for t, m in alarms]
     if evidence:
         lines.append(f"    signed evidence kept: {len(evidence)} pair(s) of conflicting checkpoints (see --json)")
     lines.append(f"{len(story)} results sent; {proved} ledger entries paying this worker proved, {earned} credits;"
                  f" {len(cps)} checkpoints kept" + (f", latest {latest['size']}" if latest else ""))
     lines.append(output.table(
         ["SENT", "TASK", "ACK", "CREDITED", "ENTRY", "PROVED IN"],
-        [[_when(r["computed"]), r["task_id"], r["status"] + (f" ({r['reason']})" if r["reason"] else ""),
+        [[output.when(r["computed"]), r["task_id"], r["status"] + (f" ({r['reason']})" if r["reason"] else ""),
           r["amount"] if r["seq"] is not None else "-", r["seq"] if r["seq"] is not None else "-",
           f"checkpoint {r['checkpoint']}" if r["seq"] is not None else "-"] for r in story], right=(3, 4)))
     output.emit(cfg.json, data, "\n".join(lines))
@@ -118,7 +113,7 @@ async def receipts(cfg: config.ClientConfig, args: argparse.Namespace) -> int:
             f" {earned} credits; proofs checked against checkpoint {cp.size} signed by {cp.coordinator}"]
     text.append(output.table(
         ["SENT", "TASK", "VERDICT", "CREDITED", "ENTRY", "PROOF", "WHY"],
-        [[_when(r["received_ms"]), r["task_id"], r["verdict"],
+        [[output.when(r["received_ms"]), r["task_id"], r["verdict"],
           r["entry"]["amount"] if r["entry"] else "-", r["entry"]["seq"] if r["entry"] else "-",
           "ok" if r["proved"] else ("awaiting checkpoint" if r["entry"] else
                                     ("MISSING: validated, not credited" if r["verdict"] == "valid" else "-")),
