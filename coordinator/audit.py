@@ -122,7 +122,7 @@ class Audit:
                         "formula": f"{r['price']} credits: the price job {r['job_id']} posted per validated result"})
         return {"worker_id": worker_id, "checkpoint": cp.to_json(), "offset": offset, "receipts": out}
 
-    def provenance(self, job: Job) -> dict[str, Any]:
+    def provenance(self, job: Job, escrow: int) -> dict[str, Any]:
         """GET /v1/jobs/{id}/provenance: how the job's output was made, and what it cost, with proofs."""
         cp = self._checkpoint(None)
         source = _Memo(self.store.ledger)
@@ -141,7 +141,7 @@ class Audit:
             })
         merged = self.store.job_result(job.job_id)
         return {
-            "job": views.job_view(job),
+            "job": views.job_view(job, escrow),
             "output_digest": None if merged is None else wire_digest(merged).hex(),
             "tasks": tasks,
             "entries": [self._proved(e, cp, source) for e in self.store.ledger.of_job(job.job_id)],

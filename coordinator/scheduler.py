@@ -256,7 +256,7 @@ class Scheduler:
         for lease_id in [lid for lid, r in self.results.items() if r.job_id == job.job_id]:
             del self.results[lease_id]  # results set aside from their task (a banned worker's) leave memory too
         self._order.remove((-job.price, job.created_ms, job.job_id))
-        left = self.book.accounts.balance(accounts.escrow_account(job.job_id))
+        left = self.book.accounts.held(job.job_id)
         if left > 0:  # what validated results did not use goes back to whoever paid for the job
             self._append(now, "refund", accounts.escrow_account(job.job_id), job.submitter, left, job.job_id)
 

@@ -130,8 +130,8 @@ class Service:
         job = self.scheduler.jobs.get(job_id)
         if job is None:
             raise NotFound(f"no job {job_id}")
-        escrow = self.scheduler.book.accounts.balance(accounts.escrow_account(job_id))
-        return {**views.job_view(job, escrow), "task_states": self.store.state_counts("tasks", job_id),
+        return {**views.job_view(job, self.scheduler.book.accounts.held(job_id)),
+                "task_states": self.store.state_counts("tasks", job_id),
                 "lease_states": self.store.state_counts("leases", job_id)}
 
     def ledger_page(self, start: int, limit: int) -> dict[str, Any]:
@@ -150,9 +150,7 @@ class Service:
         job = self.scheduler.jobs.get(job_id)
         if job is None:
             raise NotFound(f"no job {job_id}")
-        answer = self.audit.provenance(job)
-        answer["job"]["escrow"] = self.scheduler.book.accounts.balance(accounts.escrow_account(job_id))
-        return answer
+        return self.audit.provenance(job, self.scheduler.book.accounts.held(job_id))
 
     # ---- writes ------------------------------------------------------------------------------------------
 

@@ -59,8 +59,7 @@ def worker_view(w: Worker, now: int, online_ms: int, trust: TrustBook | None = N
 
 def jobs_view(s: Scheduler) -> list[dict[str, Any]]:
     """Every job, newest first."""
-    held = s.book.accounts.balance
-    return [job_view(j, held(accounts.escrow_account(j.job_id)))
+    return [job_view(j, s.book.accounts.held(j.job_id))
             for j in sorted(s.jobs.values(), key=lambda j: (-j.created_ms, j.job_id))]
 
 

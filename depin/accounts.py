@@ -59,6 +59,10 @@ class Accounts:
         """Credits in an account (0 if it never appeared)."""
         return self.balances.get(account, 0)
 
+    def held(self, job_id: str) -> int:
+        """Credits still in a job's escrow."""
+        return self.balance(escrow_account(job_id))
+
     @property
     def minted(self) -> int:
         """Credits ever granted."""

@@ -325,8 +325,8 @@ def test_a_reward_newer_than_the_checkpoint_has_no_proof_yet(world: World) -> No
 
 def test_provenance_of_a_done_job(world: World) -> None:
     done = world.jobs["done"]
-    answer = world.audit.provenance(done)
-    assert answer["job"] == views.job_view(done)
+    answer = world.audit.provenance(done, world.s.book.accounts.held(done.job_id))
+    assert answer["job"] == views.job_view(done, 0)  # a finished job's escrow is empty
     merged = world.store.job_result(done.job_id)
     assert merged is not None and answer["output_digest"] == wire_digest(merged).hex()
     assert [(t["task_id"], t["index"], t["state"]) for t in answer["tasks"]] == [
@@ -347,7 +347,8 @@ def test_provenance_of_a_done_job(world: World) -> None:
 
 def test_provenance_of_a_running_job(world: World) -> None:
     open_job = world.jobs["open"]
-    answer = world.audit.provenance(open_job)
+    answer = world.audit.provenance(open_job, world.s.book.accounts.held(open_job.job_id))
+    assert answer["job"]["escrow"] == open_job.max_cost > 0  # nothing paid yet: everything still held
     assert answer["output_digest"] is None
     (task,) = answer["tasks"]
     assert (task["state"], task["digest"], task["agreed"]) == ("pending", None, [])
@@ -358,6 +359,6 @@ def test_provenance_of_a_running_job(world: World) -> None:
                           params={"width": 4, "height": 2, "max_iter": 8}, n_tasks=1, replicas=1, max_results=None,
                           price=1)
     world.store.save(world.s.take_changes())
-    answer = world.audit.provenance(late)
+    answer = world.audit.provenance(late, world.s.book.accounts.held(late.job_id))
     assert [(p["entry"]["kind"], p["proof"]) for p in answer["entries"]] == [("escrow", None)]
     assert answer["tasks"][0]["results"] == []
