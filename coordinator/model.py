@@ -58,6 +58,13 @@ class Task:
     addresses: set[str] = field(default_factory=set)
     wanted: int = 0
     needs_trusted: bool = False
+    # Placement (coordinator.placement), in memory only: the worker drawn for the next replica slot, until when it
+    # is kept for it, and the workers drawn before who did not come for it.
+    reserved: str | None = None
+    reserved_until: int = 0
+    passed: set[str] = field(default_factory=set)
+    waiting_since: int | None = None  # since when the task has waited for a trusted worker
+    fell_back: bool = False  # it waited too long, and a larger quorum of untrusted workers stands in
 
 
 @dataclass
@@ -100,6 +107,12 @@ class Worker:
     address: str | None = None  # a public network address it was seen from, if any
     banned: str | None = None
     too_fast: int = 0
+    capacity: int = 2  # leases it may hold at once: doubles with each validated result, halves on an error or expiry
+    expired: int = 0  # its leases that expired
+    # In memory only: what it last asked for, and when.
+    kernels: frozenset[str] = frozenset()
+    last_lease_ms: int | None = None
+    active: int = 0  # its active leases
 
 
 @dataclass

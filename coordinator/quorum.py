@@ -2,6 +2,8 @@
 
 A result a kernel can check on its own (`verified` True) validates its task at once. A result that is malformed
 or that the kernel's check refutes (`verified` False) is an *error*; more than `max_errors` of them fail the task.
+An error that does not `count` (from an identity on probation, or banned) is left out of everything: free
+identities cannot fail a task.
 The remaining results are grouped by agreement (equal digests for exact kernels, the kernel's compare otherwise).
 The first group with `quorum` members wins, provided that, when `need_trusted` is set, it includes a trusted
 worker's result: a swarm of fresh identities cannot validate each other while a trusted worker could be asked.
@@ -15,7 +17,7 @@ replica instead of guessing.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -29,6 +31,7 @@ class Candidate:
     output: np.ndarray | None
     verified: bool | None = None  # the kernel's own check: True right, False wrong, None cannot tell
     trusted: bool = False  # from a worker trusted for this kernel, and not flagged as implausibly fast
+    counts: bool = True  # False for an error of an identity on probation or banned: it is left out altogether
 
     @property
     def error(self) -> bool:
@@ -47,6 +50,10 @@ class Decision:
     valid: tuple[str, ...] = ()
     invalid: tuple[str, ...] = ()
     reason: str = ""
+    # Pending only, facts for the caller rather than part of the decision: how many groups of agreeing results there
+    # are (2 or more: a disagreement), and whether one has a trusted member.
+    groups: int = field(default=0, compare=False)
+    trusted_group: bool = field(default=False, compare=False)
 
 
 def decide(
@@ -60,6 +67,7 @@ def decide(
     need_trusted: bool = False,
 ) -> Decision:
     """The decision for a task with these results, in arrival order."""
+    results = [r for r in results if r.counts]
     verified = [r for r in results if r.verified is True]
     if verified:
         winners = {r.key for r in verified}
@@ -109,4 +117,5 @@ def decide(
         else:
             reason = f"no {quorum} agreeing results among {len(results)} (limit {max_results})"
         return Decision(state="failed", reason=reason)
-    return Decision(state="pending", more=lacking, needs_trusted=needs_trusted)
+    return Decision(state="pending", more=lacking, needs_trusted=needs_trusted, groups=len(groups),
+                    trusted_group=any(r.trusted for g in groups for r in g))

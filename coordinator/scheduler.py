@@ -21,14 +21,17 @@ import bisect
 import heapq
 import ipaddress
 import random
+import secrets
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 
-from coordinator import states
+from coordinator import placement, states
 from coordinator.model import Changes, Job, Lease, Result, Task, Worker
+from coordinator.placement import PlacementPolicy
 from coordinator.quorum import Candidate, Decision, decide
+from coordinator.speed import SpeedBook
 from coordinator.trust import Trust, TrustBook, TrustPolicy
 from depin import accounts, codec, kernels, ledger, protocol
 from depin.crypto import SigningKey
@@ -67,6 +70,8 @@ class Scheduler:
         archive: Archive = lambda lease_id: None,
         policy: TrustPolicy | None = None,
         rand: Callable[[], float] = random.random,
+        pick: Callable[[int], int] = secrets.randbelow,
+        placement_policy: PlacementPolicy | None = None,
     ) -> None:
         self.key = key
         # Looks up (worker_id, task_id, digest, verdict) of a result whose job has left memory, so a resend after the
@@ -74,8 +79,12 @@ class Scheduler:
         self._archive = archive
         self.lease_timeout_ms = lease_timeout_ms
         self._new_id = new_id
-        self._rand = rand
+        self._rand = rand  # spot checks
+        self._pick = pick  # placement: offsets and draws (the coordinator's secret randomness)
+        self.placement = placement_policy or PlacementPolicy()
         self.trust = TrustBook(policy or TrustPolicy())
+        self.speed = SpeedBook(self.trust.policy.fast_factor, self.trust.policy.speed_samples)
+        self._wakeups: list[tuple[int, str]] = []  # (when, task id): a grace, reservation or trusted wait ends
         self.jobs: dict[str, Job] = {}
         self.tasks: dict[str, Task] = {}  # only tasks of unfinished jobs, in job then index order
         self._job_tasks: dict[str, list[Task]] = {}  # unfinished job id -> its tasks in index order
@@ -89,6 +98,7 @@ class Scheduler:
         self._trust_version = 0  # bumped on every verdict, so cached trust views know they are stale
         self._online_cache: tuple[tuple[int, int], dict[str, list[str]]] | None = None
         self._changes = Changes()
+        self.drawn = False  # a replica slot was drawn for a worker since the shell last asked (take_drawn)
 
     # ---- restore ---------------------------------------------------------------------------------------
 
@@ -102,6 +112,8 @@ class Scheduler:
         archive: Archive = lambda lease_id: None,
         policy: TrustPolicy | None = None,
         rand: Callable[[], float] = random.random,
+        pick: Callable[[int], int] = secrets.randbelow,
+        placement_policy: PlacementPolicy | None = None,
         jobs: Iterable[Job],
         tasks: Iterable[Task],
         leases: Iterable[Lease],
@@ -113,7 +125,7 @@ class Scheduler:
     ) -> Scheduler:
         """A scheduler over rows loaded from the database (tasks/leases/results of unfinished jobs only)."""
         s = cls(key=key, lease_timeout_ms=lease_timeout_ms, new_id=new_id, archive=archive, policy=policy,
-                rand=rand)
+                rand=rand, pick=pick, placement_policy=placement_policy)
         s.jobs = {j.job_id: j for j in jobs}
         s.workers = {w.worker_id: w for w in workers}
         for w in s.workers.values():
@@ -133,6 +145,8 @@ class Scheduler:
                 s._mark_holder(task, lease.worker_id)
             if lease.state == "active":
                 heapq.heappush(s._expiry, (lease.expires_ms, lease.lease_id))
+                if lease.worker_id in s.workers:
+                    s.workers[lease.worker_id].active += 1
         for r in sorted(results, key=lambda r: r.received_ms):
             s.results[r.lease_id] = r
             if r.verdict != "void":  # in an unfinished job, void means set aside when its worker was banned
@@ -244,8 +258,7 @@ class Scheduler:
             for lease_id in task.leases:
                 lease = self.leases.pop(lease_id)
                 if lease.state in ("active", "expired"):
-                    lease.state = states.move(states.LEASE, lease.state, "cancelled")
-                    self._changes.leases[lease_id] = lease
+                    self._move_lease(lease, "cancelled")
             for lease_id in task.results:
                 result = self.results.pop(lease_id)
                 if result.verdict == "pending":
@@ -267,7 +280,8 @@ class Scheduler:
         """Register a worker on first contact and note that (and from where) it was seen."""
         worker = self.workers.get(worker_id)
         if worker is None:
-            worker = Worker(worker_id=worker_id, public_key=public_key, first_seen_ms=now, last_seen_ms=now)
+            worker = Worker(worker_id=worker_id, public_key=public_key, first_seen_ms=now, last_seen_ms=now,
+                            capacity=self.placement.start_capacity)
             self.workers[worker_id] = worker
         worker.last_seen_ms = max(worker.last_seen_ms, now)
         changed = False
@@ -282,6 +296,10 @@ class Scheduler:
             self._seen_persisted[worker_id] = now
             self._changes.workers[worker_id] = worker
         return worker
+
+    def job_tasks(self, job_id: str) -> list[Task]:
+        """An unfinished job's tasks in index order (none for a finished job)."""
+        return self._job_tasks.get(job_id, [])
 
     def banned(self, worker_id: str) -> str | None:
         """Why this worker is banned, or None."""
@@ -300,9 +318,27 @@ class Scheduler:
         self._online_cache = ((now, self._trust_version), online)
         return online
 
-    def _trusted_could_help(self, task: Task, candidates: list[str]) -> bool:
-        # Some online trusted worker could still be given this task (not a holder, nor sharing an address).
-        return any(self._eligible(task, w, trusted=True) for w in candidates)
+    def _could_serve(self, worker_id: str, job: Job, now: int) -> bool:
+        # Whether this worker would be given a task of the job if it asked now: present (seen within presence_ms
+        # and has asked for work), not banned, runs the job's kernel, asks no more than the job pays, has room.
+        w = self.workers.get(worker_id)
+        return (w is not None and w.last_lease_ms is not None
+                and now - w.last_seen_ms <= self.placement.presence_ms and not self.trust.banned(worker_id)
+                and f"{job.kernel}@{job.kernel_version}" in w.kernels and w.min_price <= job.price
+                and w.active < w.capacity)
+
+    def _trusted_could_help(self, task: Task, job: Job, now: int) -> bool:
+        # Some present trusted worker could still be given this task (not a holder, nor sharing an address, and it
+        # runs the kernel at this price) - unless the task already waited for one too long (placement: fell back).
+        if task.fell_back:
+            return False
+        helpers = self._trusted_online(now).get(f"{job.kernel}@{job.kernel_version}", [])
+        return any(self._eligible(task, w, trusted=True) and self._could_serve(w, job, now) for w in helpers)
+
+    def on_probation(self, worker_id: str) -> bool:
+        """Whether the worker has fewer than `probation_valid` validated results (placement: probation)."""
+        w = self.workers.get(worker_id)
+        return w is None or w.validated < self.trust.policy.probation_valid
 
     def _eligible(self, task: Task, worker_id: str, *, trusted: bool) -> bool:
         # Whether this worker may hold a replica of the task: never twice, never beside a worker seen from the
@@ -322,44 +358,87 @@ class Scheduler:
 
     def lease(self, *, now: int, worker_id: str, max_tasks: int, kernels_ok: Iterable[str],
               min_price: int = 0) -> list[LeaseGrant]:
-        """Up to `max_tasks` leases for this worker: the best-paying job first (then the oldest), only jobs paying
-        at least `min_price`, never two replicas of one task to one worker (or owner, or public address), the last
-        quorum slot kept for a trusted worker while one is online."""
+        """Up to `max_tasks` leases for this worker, within its capacity: the best-paying job first (then the
+        oldest), only jobs paying at least `min_price`, within a job from a random task on, never two replicas of one
+        task to one worker (or owner, or public address), a replica slot only to the worker drawn for it, the last
+        quorum slot kept for a trusted worker while one could take it."""
         if self.trust.banned(worker_id):
             raise Forbidden(f"worker banned: {self.trust.banned(worker_id)}")
         self.expire(now)
-        accepted = set(kernels_ok)
-        trusted_online = self._trusted_online(now)
+        accepted = frozenset(kernels_ok)
+        worker = self.workers.get(worker_id)
+        if worker is not None:
+            worker.kernels, worker.last_lease_ms = accepted, now
+            room = min(max_tasks, worker.capacity - worker.active)
+        else:
+            room = min(max_tasks, self.placement.start_capacity)
         grants: list[LeaseGrant] = []
         for neg_price, _, job_id in list(self._order):
-            if len(grants) >= max_tasks or -neg_price < min_price:
+            if len(grants) >= room or -neg_price < min_price:
                 break  # jobs are in price order: the rest pay less
             job = self.jobs[job_id]
             kernel_key = f"{job.kernel}@{job.kernel_version}"
-            helpers = trusted_online.get(kernel_key, [])
-            for task in list(self._job_tasks.get(job_id, ())):
-                if len(grants) >= max_tasks:
+            if kernel_key not in accepted:
+                continue
+            is_trusted = self.trust.trusted(worker_id, kernel_key)
+            tasks = self._job_tasks.get(job_id, [])
+            start = self._pick(len(tasks)) if tasks else 0
+            for task in tasks[start:] + tasks[:start]:
+                if len(grants) >= room:
                     break
                 if task.state != "pending":
                     continue
-                if task.needs_trusted and not self._trusted_could_help(task, helpers):
+                if task.needs_trusted and not self._trusted_could_help(task, job, now):
                     # The trusted worker this task waited for is gone: decide again without it.
                     self._settle(task, job, kernels.get(job.kernel, job.kernel_version), now)
                     if task.state != "pending":
                         continue
-                if task.wanted <= 0 or kernel_key not in accepted:
+                if task.wanted <= 0 or not self._eligible(task, worker_id, trusted=is_trusted):
                     continue
-                is_trusted = self.trust.trusted(worker_id, kernel_key)
-                if not self._eligible(task, worker_id, trusted=is_trusted):
-                    continue
-                if not is_trusted and task.quorum > 1 and self._trusted_could_help(task, helpers):
+                if not is_trusted and task.quorum > 1 and self._trusted_could_help(task, job, now):
                     members = self._members(task)
                     last_slot = len(members) + 1 >= task.quorum
                     if task.needs_trusted or (last_slot and not any(self._counts_as_trusted(task, m)
                                                                     for m in members)):
                         continue
+                if not self._placed_here(task, job, worker_id, now):
+                    continue
                 grants.append(self._grant(task, job, kernel_key, worker_id, is_trusted, now))
         return grants
+
+    def _placed_here(self, task: Task, job: Job, worker_id: str, now: int) -> bool:
+        # Whether this worker may fill the task's next slot (placement: drawn replica slots). A task nobody holds is
+        # anyone's; a later slot goes to the worker drawn for it, drawn now if no draw stands.
+        if not self._members(task) or task.reserved == worker_id:
+            return True
+        if task.reserved is not None:
+            if task.reserved_until > now:
+                return False
+            task.passed.add(task.reserved)  # it did not come in time: draw again without it
+            task.reserved = None
+        if len(task.passed) >= self.placement.max_draws:
+            return True  # nobody drawn came: the slot is open to any eligible worker
+        drawn = placement.draw(self._candidates(task, job, now), self._pick)
+        if drawn is None or drawn == worker_id:
+            return True
+        task.reserved, task.reserved_until = drawn, now + self.placement.reserve_ms
+        heapq.heappush(self._wakeups, (task.reserved_until, task.task_id))
+        self.drawn = True
+        return False
+
+    def _candidates(self, task: Task, job: Job, now: int) -> list[str]:
+        # Who a replica slot may be drawn for: present eligible workers, trusted ones if the task needs trust,
+        # else those past probation if there are any.
+        kernel_key = f"{job.kernel}@{job.kernel_version}"
+        pool = [w for w in self.workers
+                if w not in task.passed and self._could_serve(w, job, now)
+                and self._eligible(task, w, trusted=self.trust.trusted(w, kernel_key))]
+        if task.needs_trusted:
+            trusted = [w for w in pool if self.trust.trusted(w, kernel_key)]
+            if trusted:
+                return trusted
+        seasoned = [w for w in pool if not self.on_probation(w)]
+        return seasoned or pool
 
     def _grant(self, task: Task, job: Job, kernel_key: str, worker_id: str, is_trusted: bool, now: int) -> LeaseGrant:
         lease = Lease(
@@ -369,12 +448,21 @@ class Scheduler:
         self.leases[lease.lease_id] = lease
         self._changes.leases[lease.lease_id] = lease
         heapq.heappush(self._expiry, (lease.expires_ms, lease.lease_id))
-        fresh = not task.leases
+        alone = not self._members(task)
         task.leases.append(lease.lease_id)
+        task.reserved, task.passed = None, set()
         self._mark_holder(task, worker_id)
         task.wanted -= 1
+        worker = self.workers.get(worker_id)
+        if worker is not None:
+            worker.active += 1
         kernel = kernels.get(job.kernel, job.kernel_version)
-        if (fresh and is_trusted and task.quorum > 1 and kernel.verify is None
+        if self.on_probation(worker_id):  # its slot is held only for the grace period (placement)
+            grace = placement.grace_ms(self.placement, self.lease_timeout_ms,
+                                       self.speed.typical(kernel_key, kernel.work(task.params)))
+            heapq.heappush(self._wakeups, (now + grace, task.task_id))
+        if (alone and is_trusted and task.quorum > 1 and kernel.verify is None
+                and self.trust.single_ok(worker_id, kernel_key, job.price)
                 and self._rand() >= self.trust.spot_check_probability(worker_id, kernel_key)):
             # Adaptive replication: a trusted worker takes this task alone; the spot check said no replica.
             task.quorum, task.single, task.wanted = 1, lease.lease_id, 0
@@ -383,6 +471,14 @@ class Scheduler:
             job.state = states.move(states.JOB, job.state, "running")
             self._changes.jobs[job.job_id] = job
         return LeaseGrant(lease.lease_id, lease.expires_ms, task.payload, task.sig)
+
+    def _move_lease(self, lease: Lease, state: str) -> None:
+        if lease.state == "active":
+            worker = self.workers.get(lease.worker_id)
+            if worker is not None:
+                worker.active -= 1
+        lease.state = states.move(states.LEASE, lease.state, state)
+        self._changes.leases[lease.lease_id] = lease
 
     def _mark_holder(self, task: Task, worker_id: str) -> None:
         task.workers.add(worker_id)
@@ -410,8 +506,7 @@ class Scheduler:
             lease = self.leases.get(lease_id)
             if lease is None or lease.worker_id != worker_id or lease.state != "active":
                 continue
-            lease.state = states.move(states.LEASE, lease.state, "released")
-            self._changes.leases[lease_id] = lease
+            self._move_lease(lease, "released")
             task = self.tasks[lease.task_id]
             self._recompute_holders(task)
             self._lease_ended_empty(task, lease)
@@ -435,19 +530,30 @@ class Scheduler:
             self._settle(task, job, kernels.get(job.kernel, job.kernel_version), now)
 
     def expire(self, now: int) -> int:
-        """Expire every active lease whose time is up; return how many."""
+        """Expire every active lease whose time is up, and reconsider every task whose grace, reservation or wait
+        for a trusted worker ended; return how many of either (each may have made work for waiting workers)."""
         count = 0
         while self._expiry and self._expiry[0][0] <= now:
             _, lease_id = heapq.heappop(self._expiry)
             lease = self.leases.get(lease_id)
             if lease is None or lease.state != "active":
                 continue
-            lease.state = states.move(states.LEASE, lease.state, "expired")
-            self._changes.leases[lease_id] = lease
+            self._move_lease(lease, "expired")
+            worker = self.workers.get(lease.worker_id)
+            if worker is not None:
+                worker.expired += 1
+                worker.capacity = placement.shrunk(worker.capacity)
+                self._changes.workers[worker.worker_id] = worker
             task = self.tasks[lease.task_id]
             self._lease_ended_empty(task, lease)
             self._reconsider(task, now)
             count += 1
+        while self._wakeups and self._wakeups[0][0] <= now:
+            _, task_id = heapq.heappop(self._wakeups)
+            woken = self.tasks.get(task_id)
+            if woken is not None and woken.state == "pending":
+                self._reconsider(woken, now)
+                count += 1
         return count
 
     def _lease_ended_empty(self, task: Task, lease: Lease) -> None:
@@ -467,20 +573,49 @@ class Scheduler:
         return None
 
     def _refresh_wanted(self, task: Task, now: int) -> None:
-        # How many more leases to hand out: what quorum still lacks, minus leases still running.
+        # How many more leases to hand out: what quorum still lacks, minus leases still holding a slot. A
+        # probationary worker's lease holds its slot only for the grace period (placement).
         job = self.jobs[task.job_id]
         decision = self._decide(task, job, now)
-        active = sum(1 for lid in task.leases if self.leases[lid].state == "active")
-        room = job.max_results - len(task.results) - active
+        kernel = kernels.get(job.kernel, job.kernel_version)
+        grace: int | None = None
+        active = 0
+        for lid in task.leases:
+            lease = self.leases[lid]
+            if lease.state != "active":
+                continue
+            if self.on_probation(lease.worker_id):
+                if grace is None:
+                    grace = placement.grace_ms(self.placement, self.lease_timeout_ms, self.speed.typical(
+                        f"{job.kernel}@{job.kernel_version}", kernel.work(task.params)))
+                if now >= lease.issued_ms + grace:
+                    continue
+            active += 1
+        room = job.max_results - sum(1 for lid in task.results if self._counts(self.results[lid])) - active
         usable = any(self.results[lid].error is None and self.results[lid].verified is not False
                      for lid in task.results)
         if usable:
             want = decision.more
         else:  # nothing to agree with yet (no results, or only errors): ask as for a fresh task
-            kernel = kernels.get(job.kernel, job.kernel_version)
             want = 1 if task.single or kernel.verify is not None else job.replicas
         task.wanted = max(0, min(want - active, room))
         task.needs_trusted = decision.needs_trusted
+        self._wait_for_trusted(task, job, now, usable and self._need_trusted(task, job, now))
+
+    def _wait_for_trusted(self, task: Task, job: Job, now: int, waiting: bool) -> None:
+        # A task that has results but waits for a trusted member waits at most trusted_wait_ms; then it falls back
+        # to a quorum one larger, of any independent workers (placement), and says so in its job's view.
+        if not waiting:
+            task.waiting_since = None
+            return
+        if task.waiting_since is None:
+            task.waiting_since = now
+            heapq.heappush(self._wakeups, (now + self.trust.policy.trusted_wait_ms, task.task_id))
+        elif now - task.waiting_since >= self.trust.policy.trusted_wait_ms and not task.fell_back:
+            task.fell_back, task.waiting_since = True, None
+            task.quorum = min(task.quorum + 1, job.max_results)
+            self._changes.tasks[task.task_id] = task
+            self._settle(task, job, kernels.get(job.kernel, job.kernel_version), now)
 
     # ---- results ---------------------------------------------------------------------------------------
 
@@ -537,8 +672,7 @@ class Scheduler:
         """Record one result with everything known about it at arrival: shape, kernel check, speed, trust."""
         kernel_key = f"{job.kernel}@{job.kernel_version}"
         array, error = _check_output(kernel, task.params, output)
-        lease.state = states.move(states.LEASE, lease.state, "returned")
-        self._changes.leases[lease.lease_id] = lease
+        self._move_lease(lease, "returned")
         result = Result(
             lease_id=lease.lease_id, task_id=task.task_id, job_id=job.job_id, worker_id=lease.worker_id,
             digest=wire_digest(wire), output=None if error else wire, verdict="pending", received_ms=now,
@@ -546,15 +680,14 @@ class Scheduler:
         )
         if array is not None and kernel.verify is not None:
             result.verified = kernel.verify(task.params, array)
-        if array is not None:
-            speed = kernel.work(task.params) / max(1, now - lease.issued_ms)
-            if self.trust.too_fast(lease.worker_id, kernel_key, speed):
-                result.too_fast = True
-                self._changes.trust[(lease.worker_id, kernel_key)] = self.trust.note_fast(lease.worker_id, kernel_key)
-                self._trust_version += 1
-                worker = self.workers[lease.worker_id]
-                worker.too_fast += 1
-                self._changes.workers[worker.worker_id] = worker
+        if array is not None and self.speed.too_fast(kernel_key, kernel.work(task.params), lease.worker_id,
+                                                     now - lease.issued_ms):
+            result.too_fast = True
+            self._changes.trust[(lease.worker_id, kernel_key)] = self.trust.note_fast(lease.worker_id, kernel_key)
+            self._trust_version += 1
+            worker = self.workers[lease.worker_id]
+            worker.too_fast += 1
+            self._changes.workers[worker.worker_id] = worker
         result.trusted = self.trust.trusted(lease.worker_id, kernel_key) and not result.too_fast
         if task.single == lease.lease_id and (not result.trusted or error or result.verified is False):
             task.quorum, task.single = job.quorum, None  # a doubtful single result needs company after all
@@ -563,23 +696,32 @@ class Scheduler:
         self._changes.results[result.lease_id] = result
         task.results.append(result.lease_id)
         if error or result.verified is False:
-            self._judge(result, "invalid", job, now, cross_checked=False)
+            self._judge(result, "invalid", job, now)
         return result
 
     def _decide(self, task: Task, job: Job, now: int) -> Decision:
         kernel = kernels.get(job.kernel, job.kernel_version)
         candidates = [self._candidate(self.results[lid], kernel.exact) for lid in task.results]
-        helpers = self._trusted_online(now).get(f"{job.kernel}@{job.kernel_version}", [])
-        # Once a trusted worker has answered, or while one could still be asked, untrusted agreement is not enough.
-        need_trusted = task.quorum > 1 and (any(c.trusted and not c.error for c in candidates)
-                                            or self._trusted_could_help(task, helpers))
         return decide(candidates, quorum=task.quorum, max_results=job.max_results, max_errors=job.max_errors,
-                      exact=kernel.exact, compare=kernel.compare, need_trusted=need_trusted)
+                      exact=kernel.exact, compare=kernel.compare, need_trusted=self._need_trusted(task, job, now))
 
-    @staticmethod
-    def _candidate(result: Result, exact: bool) -> Candidate:
+    def _need_trusted(self, task: Task, job: Job, now: int) -> bool:
+        # Once a trusted worker has answered, or while one could still be asked, untrusted agreement is not enough.
+        if task.quorum <= 1 or task.fell_back:
+            return False
+        return (any(self.results[lid].trusted and self.results[lid].error is None
+                    and self.results[lid].verified is not False for lid in task.results)
+                or self._trusted_could_help(task, job, now))
+
+    def _counts(self, result: Result) -> bool:
+        # Error results of an identity on probation, or banned, never count toward failing a task.
+        error = result.error is not None or result.verified is False
+        return not error or not (self.on_probation(result.worker_id) or self.trust.banned(result.worker_id))
+
+    def _candidate(self, result: Result, exact: bool) -> Candidate:
+        counts = self._counts(result)
         if result.error is not None or (result.output is None and result.verdict != "valid"):
-            return Candidate(result.lease_id, result.digest, None, result.verified, result.trusted)
+            return Candidate(result.lease_id, result.digest, None, result.verified, result.trusted, counts=counts)
         # Exact kernels compare digests only; skip decoding the array.
         array = _EMPTY if exact or result.output is None else codec.array_from_wire(codec.decode(result.output))
         return Candidate(result.lease_id, result.digest, array, result.verified, result.trusted)
@@ -587,8 +729,18 @@ class Scheduler:
     def _settle(self, task: Task, job: Job, kernel: Kernel, now: int) -> None:
         decision = self._decide(task, job, now)
         if decision.state == "pending":
-            self._refresh_wanted(task, now)
-            return
+            if (decision.groups >= 2 and task.quorum == job.quorum and not decision.trusted_group
+                    and any(self.on_probation(self.results[lid].worker_id) for lid in task.results)
+                    and not self._need_trusted(task, job, now)):
+                # Untrusted results disagree, identities on probation among them: escalate rather than let the first
+                # pair to agree decide. One more agreeing result is needed, and its slot is drawn (placement) from
+                # workers past probation.
+                task.quorum = min(job.quorum + 1, job.max_results)
+                self._changes.tasks[task.task_id] = task
+                decision = self._decide(task, job, now)
+            if decision.state == "pending":
+                self._refresh_wanted(task, now)
+                return
         if decision.state == "failed":
             task.state = states.move(states.TASK, task.state, "failed")
             self._changes.tasks[task.task_id] = task
@@ -598,21 +750,25 @@ class Scheduler:
         assert decision.canonical is not None
         task.canonical = self.results[decision.canonical].output
         task.wanted = 0
+        task.reserved, task.waiting_since = None, None
         self._changes.tasks[task.task_id] = task
-        cross_checked = len(decision.valid) >= 2 or self.results[decision.canonical].verified is True
-        for paid, lease_id in enumerate(decision.valid):
-            result = self.results[lease_id]
-            self._judge(result, "valid", job, now, cross_checked=cross_checked)
+        winners = [self.results[lid] for lid in decision.valid]
+        # A loser is held to account only by an outcome a mob of fresh identities cannot produce: the kernel's check,
+        # a trusted member, or agreeing workers that are all past probation.
+        binding = (any(r.verified is True or r.trusted for r in winners)
+                   or (len(winners) >= 2 and not any(self.on_probation(r.worker_id) for r in winners)))
+        for paid, result in enumerate(winners):
+            partners = [r.worker_id for r in winners if r.worker_id != result.worker_id]
+            self._judge(result, "valid", job, now, partners=partners)
             if paid < job.max_results:  # the escrow holds max_results rewards per task; late extras go unpaid
                 self._pay(result, job, now)
         for lease_id in decision.invalid:
             if self.results[lease_id].verdict == "pending":
-                self._judge(self.results[lease_id], "invalid", job, now, cross_checked=False)
+                self._judge(self.results[lease_id], "invalid", job, now, binding=binding)
         for lease_id in task.leases:
             lease = self.leases[lease_id]
             if lease.state in ("active", "expired"):
-                lease.state = states.move(states.LEASE, lease.state, "cancelled")
-                self._changes.leases[lease_id] = lease
+                self._move_lease(lease, "cancelled")
         job.tasks_validated += 1
         self._changes.jobs[job.job_id] = job
         if job.tasks_validated == job.n_tasks:
@@ -624,7 +780,11 @@ class Scheduler:
             self._changes.merged[job.job_id] = codec.encode(codec.array_to_wire(merged))
             self._finish_job(job, "done", now, None)
 
-    def _judge(self, result: Result, verdict: str, job: Job, now: int, *, cross_checked: bool) -> None:
+    def _judge(self, result: Result, verdict: str, job: Job, now: int, *, partners: Iterable[str] = (),
+               binding: bool = True) -> None:
+        """Record a verdict and what it does to the worker: trust, capacity, speed reference, ban. An invalid
+        verdict that is not `binding` (out-voted by identities that prove nothing) is a dispute, held against
+        nobody."""
         result.verdict = states.move(states.RESULT, result.verdict, verdict)
         result.output = None  # the canonical output lives on the task; judged copies are not kept
         self._changes.results[result.lease_id] = result
@@ -633,14 +793,19 @@ class Scheduler:
         kernel_key = f"{job.kernel}@{job.kernel_version}"
         if verdict == "valid":
             worker.validated += 1
-            lease = self.leases[result.lease_id]
-            speed = None
+            worker.capacity = placement.grown(worker.capacity, self.placement)
             if not result.too_fast:
-                speed = kernels.get(job.kernel, job.kernel_version).work(self.tasks[result.task_id].params) / max(
-                    1, result.received_ms - lease.issued_ms)
-            record = self.trust.judged_valid(result.worker_id, kernel_key, cross_checked=cross_checked, speed=speed)
+                lease = self.leases[result.lease_id]
+                work = kernels.get(job.kernel, job.kernel_version).work(self.tasks[result.task_id].params)
+                self.speed.record(kernel_key, work, result.worker_id, result.received_ms - lease.issued_ms)
+            record = self.trust.judged_valid(result.worker_id, kernel_key, partners=partners,
+                                             verified=result.verified is True, price=job.price)
+        elif not binding:
+            worker.rejected += 1
+            record = self.trust.judged_disputed(result.worker_id, kernel_key)
         else:
             worker.rejected += 1
+            worker.capacity = placement.shrunk(worker.capacity)
             record, ban = self.trust.judged_invalid(result.worker_id, kernel_key)
             if ban is not None:
                 self._ban(worker, ban, now)
@@ -654,8 +819,7 @@ class Scheduler:
         touched: list[Task] = []
         for lease in list(self.leases.values()):
             if lease.worker_id == worker.worker_id and lease.state == "active":
-                lease.state = states.move(states.LEASE, lease.state, "cancelled")
-                self._changes.leases[lease.lease_id] = lease
+                self._move_lease(lease, "cancelled")
                 touched.append(self.tasks[lease.task_id])
         for result in list(self.results.values()):
             if result.worker_id == worker.worker_id and result.verdict == "pending":
@@ -686,6 +850,11 @@ class Scheduler:
         return entry
 
     # ---- persistence hand-off ----------------------------------------------------------------------------
+
+    def take_drawn(self) -> bool:
+        """Whether a replica slot was reserved for some worker since the last call (its long-poll must wake)."""
+        drawn, self.drawn = self.drawn, False
+        return drawn
 
     def take_changes(self) -> Changes:
         """Everything touched since the last call; the caller must persist it before answering anyone."""

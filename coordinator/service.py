@@ -17,10 +17,12 @@ from typing import Any
 
 from coordinator import views
 from coordinator.audit import Audit
+from coordinator.placement import PlacementPolicy
 from coordinator.ratelimit import RateLimiter
 from coordinator.replay import ReplayGuard
 from coordinator.scheduler import Scheduler
 from coordinator.store import Store
+from coordinator.trust import TrustPolicy
 from depin import accounts, codec, kernels, protocol
 from depin.config import CoordinatorConfig
 from depin.crypto import SigningKey, VerifyKey, load_or_create_key, open_envelope
@@ -54,7 +56,9 @@ class Service:
     """One coordinator: its key, its database, its scheduler."""
 
     def __init__(self, config: CoordinatorConfig, clock: Callable[[], int],
-                 on_fatal: Callable[[BaseException], None] = lambda exc: None) -> None:
+                 on_fatal: Callable[[BaseException], None] = lambda exc: None, *,
+                 trust_policy: TrustPolicy | None = None, placement: PlacementPolicy | None = None,
+                 pick: Callable[[int], int] = secrets.randbelow) -> None:
         self.config = config
         self.clock = clock
         self.on_fatal = on_fatal
@@ -64,7 +68,8 @@ class Service:
         rows = self.store.load()
         self.scheduler = Scheduler.restore(
             key=self.key, lease_timeout_ms=config.lease_timeout_ms, new_id=new_id,
-            archive=self.store.result_verdict, now=clock(), **rows
+            archive=self.store.result_verdict, now=clock(), policy=trust_policy, placement_policy=placement, pick=pick,
+            **rows
         )
         self.audit = Audit(self.store, self.key, every=config.checkpoint_every,
                            interval_ms=config.checkpoint_interval_ms)
@@ -131,6 +136,7 @@ class Service:
         if job is None:
             raise NotFound(f"no job {job_id}")
         return {**views.job_view(job, self.scheduler.book.accounts.held(job_id)),
+                "waiting": views.waiting_view(self.scheduler, job_id),
                 "task_states": self.store.state_counts("tasks", job_id),
                 "lease_states": self.store.state_counts("leases", job_id)}
 
@@ -213,14 +219,14 @@ class Service:
         return signer.id, req
 
     def try_lease(self, worker_id: str, req: protocol.LeaseRequest) -> tuple[list[dict[str, Any]], bool]:
-        """Lease what there is now (possibly nothing); also whether overdue leases expired on the way, which
-        may have made work for the other waiting workers."""
+        """Lease what there is now (possibly nothing); also whether overdue leases expired on the way or replica
+        slots were drawn for other workers, either of which may have made work for the other waiting workers."""
         now = self.clock()
         expired = self.scheduler.expire(now) > 0
         grants = self.scheduler.lease(now=now, worker_id=worker_id, max_tasks=req.max_tasks, kernels_ok=req.kernels,
                                       min_price=req.min_price or 0)
         self.save()
-        return [g.to_payload() for g in grants], expired
+        return [g.to_payload() for g in grants], self.scheduler.take_drawn() or expired
 
     def release(self, envelope: Any) -> dict[str, Any]:
         """POST /v1/release."""

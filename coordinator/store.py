@@ -20,7 +20,7 @@ from coordinator.trust import Trust
 from depin import codec
 from depin.errors import UserError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -84,6 +84,18 @@ _MIGRATE_3 = "ALTER TABLE workers ADD COLUMN min_price INTEGER NOT NULL DEFAULT 
 UPDATE meta SET value = '3' WHERE key = 'schema_version';
 """
 
+# Schema 4 (trust that cannot be bought): lease capacity and expiries per worker; disputes, the credits a streak was
+# earned on, and its partners per trust record. (Trust's old speed columns stay, unused: speed is now compared
+# like with like in memory, coordinator.speed.)
+_MIGRATE_4 = """
+ALTER TABLE workers ADD COLUMN capacity INTEGER NOT NULL DEFAULT 2;
+ALTER TABLE workers ADD COLUMN expired INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE trust ADD COLUMN disputed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE trust ADD COLUMN earned INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE trust ADD COLUMN partners BLOB;
+UPDATE meta SET value = '4' WHERE key = 'schema_version';
+"""
+
 _JOB_COLS = ("job_id", "kernel", "kernel_version", "params", "n_tasks", "replicas", "quorum", "max_errors",
              "max_results", "price", "submitter", "state", "created_ms", "finished_ms", "error", "tasks_validated")
 _TASK_COLS = ("task_id", "job_id", "idx", "params", "payload", "sig", "quorum", "state", "canonical", "single")
@@ -91,8 +103,9 @@ _LEASE_COLS = ("lease_id", "task_id", "job_id", "worker_id", "issued_ms", "expir
 _RESULT_COLS = ("lease_id", "task_id", "job_id", "worker_id", "digest", "output", "verdict", "received_ms", "error",
                 "verified", "trusted", "too_fast")
 _WORKER_COLS = ("worker_id", "public_key", "first_seen_ms", "last_seen_ms", "validated", "rejected", "owner",
-                "address", "banned", "too_fast", "min_price")
-_TRUST_COLS = ("worker_id", "kernel", "consecutive_valid", "valid", "invalid", "max_speed", "samples")
+                "address", "banned", "too_fast", "min_price", "capacity", "expired")
+_TRUST_COLS = ("worker_id", "kernel", "consecutive_valid", "valid", "invalid", "disputed", "earned", "partners",
+               "max_speed", "samples")
 _FINISHED = ("done", "failed", "cancelled")
 
 
@@ -133,6 +146,8 @@ class Store:
                     self.db.executescript("BEGIN IMMEDIATE;" + _MIGRATE_2 + "COMMIT;")
                 if self._version() == "2":
                     self.db.executescript("BEGIN IMMEDIATE;" + _MIGRATE_3 + "COMMIT;")
+                if self._version() == "3":
+                    self.db.executescript("BEGIN IMMEDIATE;" + _MIGRATE_4 + "COMMIT;")
             version = self._version()
             if version is None or int(version) != SCHEMA_VERSION:
                 raise UserError(f"{path} has schema version {version}, this depin needs {SCHEMA_VERSION}")
@@ -201,12 +216,12 @@ class Store:
             db.executemany(
                 _upsert("workers", _WORKER_COLS),
                 [(w.worker_id, w.public_key, w.first_seen_ms, w.last_seen_ms, w.validated, w.rejected, w.owner,
-                  w.address, w.banned, w.too_fast, w.min_price) for w in ch.workers.values()],
+                  w.address, w.banned, w.too_fast, w.min_price, w.capacity, w.expired) for w in ch.workers.values()],
             )
             db.executemany(
                 _upsert("trust", _TRUST_COLS),
-                [(t.worker_id, t.kernel, t.consecutive_valid, t.valid, t.invalid, t.max_speed, t.samples)
-                 for t in ch.trust.values()],
+                [(t.worker_id, t.kernel, t.consecutive_valid, t.valid, t.invalid, t.disputed, t.earned,
+                  codec.encode(t.partners), 0.0, 0) for t in ch.trust.values()],
             )
             self.ledger.write(ch.entries, ch.nodes)
             db.execute("COMMIT")
@@ -235,7 +250,9 @@ class Store:
                              "trusted": bool(r["trusted"]), "too_fast": bool(r["too_fast"])})
                    for r in self._rows("results", _RESULT_COLS, where, open_ids)]
         workers = [Worker(**r) for r in self._rows("workers", _WORKER_COLS)]
-        trust = [Trust(**r) for r in self._rows("trust", _TRUST_COLS)]
+        trust = [Trust(**{k: v for k, v in r.items() if k not in ("max_speed", "samples", "partners")},
+                       partners=codec.decode(r["partners"]) if r["partners"] else {})
+                 for r in self._rows("trust", _TRUST_COLS)]
         return {"jobs": jobs, "tasks": tasks, "leases": leases, "results": results, "workers": workers,
                 "trust": trust, "book": self.ledger.book(open_ids)}
 

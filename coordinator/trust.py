@@ -1,18 +1,24 @@
 """Reputation: who is trusted for which kernel, who looks suspicious, who is banned. Pure, clock passed in.
 
-Trust is earned per (worker, kernel version), BOINC-style: after `trust_after` consecutive valid results that were
-cross-checked (agreed with another worker, or passed the kernel's own check), a worker's tasks for that kernel may
-go out single, still spot-checked with probability max(spot_floor, 1 / consecutive_valid). Any invalid result
-resets that count to zero. Two anomaly signals are raised before they can cost anything: a result returned faster
-than `fast_factor` times the fastest the worker (or, while it has little history, anyone) was ever measured doing
-that kernel's declared work, and a disagreement rate far above the population's. Either suspends the worker's
-trust. A worker with `ban_min_invalid` invalid results, making up more than `ban_ratio` of its judged results, is
-banned: it is refused (403) from then on and its pending results are thrown out.
+Trust is earned per (worker, kernel version), BOINC-style, but only from *independent* evidence: a valid result
+adds to the worker's streak (`consecutive_valid`) if the kernel's own check confirmed it, or if it agreed with at
+least one partner with whom it has agreed fewer than `partner_cap` times in this streak. So a pair of identities
+can lift each other by at most `partner_cap` each, and a streak of `trust_after` needs several distinct partners;
+the coordinator, not the workers, picks who sits next to whom (coordinator.placement). The streak also counts the
+credits its results were priced at (`earned`): trust earned on cheap tasks does not let a worker go unchecked on a
+task priced above its streak's average. After `trust_after` such results a worker's tasks for that kernel may go
+out single (spot-checked with probability max(spot_floor, 1 / streak)). An invalid result that lost to a verified
+or trusted outcome resets the streak and counts toward a ban; one that merely lost a vote of untrusted identities
+is *disputed*: it is not paid but costs the worker nothing (a mob of fresh identities cannot ban anyone). A
+disagreement rate far above the population's suspends trust (outlier). A worker with `ban_min_invalid` invalid
+results, making up more than `ban_ratio` of its judged results, is banned: refused (403) from then on. The
+concentration of a worker's agreements on one partner is its collusion score (shown to operators).
 """
 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -23,13 +29,16 @@ class TrustPolicy:
     trust_after: int = 10
     spot_floor: float = 0.05
     fast_factor: float = 8.0
-    speed_samples: int = 5
+    speed_samples: int = 3
     ban_min_invalid: int = 3
     ban_ratio: float = 0.2
     outlier_min_judged: int = 5
     outlier_floor: float = 0.2
     outlier_factor: float = 3.0
     online_ms: int = 60_000
+    partner_cap: int = 3  # agreements with one partner that count toward one streak
+    probation_valid: int = 3  # validated results after which a worker is no longer on probation
+    trusted_wait_ms: int = 10_000  # how long a task waits for a trusted worker before a larger quorum stands in
 
 
 @dataclass
@@ -41,8 +50,9 @@ class Trust:
     consecutive_valid: int = 0
     valid: int = 0
     invalid: int = 0
-    max_speed: float = 0.0  # declared work units per millisecond, best seen on a validated result
-    samples: int = 0
+    disputed: int = 0  # out-voted by untrusted identities only: not paid, not held against the worker
+    earned: int = 0  # credits (prices) of the results that built the current streak
+    partners: dict[str, int] = field(default_factory=dict)  # the current streak's partners -> agreements counted
 
 
 @dataclass
@@ -121,17 +131,22 @@ class TrustBook:
         streak = r.consecutive_valid if r is not None else 0
         return 1.0 if streak <= 0 else max(self.policy.spot_floor, 1.0 / streak)
 
-    def too_fast(self, worker_id: str, kernel: str, speed: float) -> bool:
-        """Whether `speed` (work units per ms) is implausible for this worker on this kernel."""
-        own = self.records.get((worker_id, kernel))
-        if own is not None and own.samples >= self.policy.speed_samples:
-            reference = own.max_speed
-        else:
-            known = [r for r in self.records.values() if r.kernel == kernel and r.samples > 0]
-            if sum(r.samples for r in known) < self.policy.speed_samples:
-                return False  # nobody measured yet: no basis for a judgment
-            reference = max(r.max_speed for r in known)
-        return speed > self.policy.fast_factor * reference
+    def single_ok(self, worker_id: str, kernel: str, price: int) -> bool:
+        """Whether this worker's trust covers a task at `price` alone: trusted, and the price is at most the
+        average price of the results that built its streak (trust from cheap tasks does not cover dear ones)."""
+        r = self.records.get((worker_id, kernel))
+        return (r is not None and self.trusted(worker_id, kernel)
+                and price * max(1, r.consecutive_valid) <= r.earned)
+
+    def collusion_score(self, worker_id: str) -> float:
+        """The largest share of this worker's counted agreements (current streaks, all kernels) that came from one
+        partner: 1.0 when every agreement was with the same identity, about 1/n among n partners drawn at random."""
+        counts: dict[str, int] = {}
+        for r in self.records_of(worker_id):
+            for partner, n in r.partners.items():
+                counts[partner] = counts.get(partner, 0) + n
+        total = sum(counts.values())
+        return 0.0 if total == 0 else max(counts.values()) / total
 
     def banned(self, worker_id: str) -> str | None:
         """The ban reason, if banned."""
@@ -144,29 +159,38 @@ class TrustBook:
         """A result was flagged as implausibly fast: counted, and the kernel's trust must be earned again."""
         self.standing_of(worker_id).too_fast += 1
         r = self.record(worker_id, kernel)
-        r.consecutive_valid = 0
-        self._streak_moved(r)
+        self._reset(r)
         return r
 
-    def judged_valid(self, worker_id: str, kernel: str, *, cross_checked: bool, speed: float | None) -> Trust:
-        """A result of this worker was validated; only cross-checked ones build trust."""
+    def judged_valid(self, worker_id: str, kernel: str, *, partners: Iterable[str] = (), verified: bool = False,
+                     price: int = 1) -> Trust:
+        """A result of this worker was validated, alongside the results of `partners` (the other workers of the
+        winning group) or by the kernel's own check (`verified`). It builds trust if it is independent evidence:
+        verified, or agreeing with a partner that has not already lifted this streak `partner_cap` times."""
         r = self.record(worker_id, kernel)
         r.valid += 1
-        if cross_checked:
+        fresh = [p for p in partners if r.partners.get(p, 0) < self.policy.partner_cap]
+        if verified or fresh:
             r.consecutive_valid += 1
+            r.earned += price
             self._streak_moved(r)
-        if speed is not None:
-            r.max_speed = max(r.max_speed, speed)
-            r.samples += 1
+        for p in fresh:
+            r.partners[p] = r.partners.get(p, 0) + 1
         self._count(worker_id, valid=1)
+        return r
+
+    def judged_disputed(self, worker_id: str, kernel: str) -> Trust:
+        """A result of this worker lost a vote in which no trusted or verified result took part: it is not paid,
+        but nothing is held against the worker (it may have been the one honest result among colluders)."""
+        r = self.record(worker_id, kernel)
+        r.disputed += 1
         return r
 
     def judged_invalid(self, worker_id: str, kernel: str) -> tuple[Trust, str | None]:
         """A result of this worker was invalid; returns its record and a ban reason if this bans it."""
         r = self.record(worker_id, kernel)
         r.invalid += 1
-        r.consecutive_valid = 0
-        self._streak_moved(r)
+        self._reset(r)
         valid, invalid = self._count(worker_id, invalid=1)
         s = self.standing_of(worker_id)
         if s.banned is None and invalid >= self.policy.ban_min_invalid and invalid > self.policy.ban_ratio * (
@@ -174,6 +198,11 @@ class TrustBook:
             s.banned = f"{invalid} invalid results out of {valid + invalid}"
             return r, s.banned
         return r, None
+
+    def _reset(self, r: Trust) -> None:
+        r.consecutive_valid, r.earned = 0, 0
+        r.partners.clear()
+        self._streak_moved(r)
 
     # ---- outliers ----------------------------------------------------------------------------------------
     # Per-worker totals are kept as verdicts arrive, and the median disagreement rate is recomputed every

@@ -39,6 +39,7 @@ def worker_view(w: Worker, now: int, online_ms: int, trust: TrustBook | None = N
     """One worker's row (the `depin earnings --json` contract), with its standing and trust per kernel."""
     records = [] if trust is None else trust.records_of(w.worker_id)
     standing = None if trust is None else trust.standing.get(w.worker_id)
+    probation = trust is not None and w.validated < trust.policy.probation_valid
     return {
         "worker_id": w.worker_id,
         "balance": balance,
@@ -51,15 +52,42 @@ def worker_view(w: Worker, now: int, online_ms: int, trust: TrustBook | None = N
         "banned": w.banned,
         "too_fast": w.too_fast,
         "outlier": bool(standing and standing.outlier),
+        "probation": probation,
+        "capacity": w.capacity,
+        "active_leases": w.active,
+        "expired": w.expired,
+        "disputed": sum(r.disputed for r in records),
+        "collusion_score": 0.0 if trust is None else round(trust.collusion_score(w.worker_id), 3),
         "trusted": sorted(r.kernel for r in records if trust is not None and trust.trusted(w.worker_id, r.kernel)),
         "trust": {r.kernel: {"consecutive_valid": r.consecutive_valid, "valid": r.valid, "invalid": r.invalid}
                   for r in sorted(records, key=lambda r: r.kernel)},
     }
 
 
+def waiting_view(s: Scheduler, job_id: str) -> dict[str, int]:
+    """Why an unfinished job's pending tasks wait, as {reason: tasks} (empty for a finished job)."""
+    job = s.jobs[job_id]
+    out: dict[str, int] = {}
+    for task in s.job_tasks(job_id):
+        if task.state != "pending":
+            continue
+        reasons = []
+        if task.fell_back:
+            reasons.append("no trusted worker came in time: a larger quorum of untrusted workers stands in")
+        elif task.waiting_since is not None or task.needs_trusted:
+            reasons.append("waiting for a trusted worker")
+        if task.quorum > job.quorum and not task.fell_back:
+            reasons.append("results disagreed: one more agreeing result is needed")
+        if task.reserved is not None:
+            reasons.append("replica slot drawn for a worker")
+        for reason in reasons:
+            out[reason] = out.get(reason, 0) + 1
+    return out
+
+
 def jobs_view(s: Scheduler) -> list[dict[str, Any]]:
     """Every job, newest first."""
-    return [job_view(j, s.book.accounts.held(j.job_id))
+    return [{**job_view(j, s.book.accounts.held(j.job_id)), "waiting": waiting_view(s, j.job_id)}
             for j in sorted(s.jobs.values(), key=lambda j: (-j.created_ms, j.job_id))]
 
 

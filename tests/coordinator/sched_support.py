@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from coordinator.model import Changes
+from coordinator.placement import PlacementPolicy
 from coordinator.scheduler import Job, Scheduler
 from coordinator.store import Store
 from coordinator.trust import TrustPolicy
@@ -44,12 +45,26 @@ class Ids:
         return f"id{self.n:04d}"
 
 
+# The rules from before placement (coordinator.placement), for the tests of everything else: no lease capacity, no
+# drawn replica slots, no probation, and any agreement builds trust. tests/coordinator/test_placement.py and
+# test_scheduler_attacks.py run the real defaults.
+OPEN_PLACEMENT = PlacementPolicy(start_capacity=1024, max_draws=0)
+
+
+def open_policy(**constants: Any) -> TrustPolicy:
+    """A TrustPolicy with these constants, and without probation or the partner cap (see OPEN_PLACEMENT)."""
+    return TrustPolicy(**{"probation_valid": 0, "partner_cap": 10**6, **constants})
+
+
 def new_scheduler(ids: Ids | None = None, *, policy: TrustPolicy | None = None,
-                  rand: Callable[[], float] | None = None, funds: int = FUNDS) -> Scheduler:
+                  rand: Callable[[], float] | None = None, funds: int = FUNDS, pick: Callable[[int], int] | None = None,
+                  placement: PlacementPolicy | None = None) -> Scheduler:
     """A scheduler with the test key whose first ledger entry grants SUBMITTER `funds` credits (none if 0); `rand`
-    defaults to 0.0, so a spot check always replicates. The grant stays in the change set, for a store to save."""
-    s = Scheduler(key=COORDINATOR, lease_timeout_ms=TIMEOUT, new_id=ids or Ids(), policy=policy,
-                  rand=rand or (lambda: 0.0))
+    defaults to 0.0, so a spot check always replicates, and `pick` to 0, so leasing walks a job from its first
+    task and a draw takes the first candidate; `policy` and `placement` default to the open rules above. The grant
+    stays in the change set, for a store to save."""
+    s = Scheduler(key=COORDINATOR, lease_timeout_ms=TIMEOUT, new_id=ids or Ids(), policy=policy or open_policy(),
+                  rand=rand or (lambda: 0.0), pick=pick or (lambda n: 0), placement_policy=placement or OPEN_PLACEMENT)
     if funds:
         s.grant(now=0, account=SUBMITTER, amount=funds)
     return s

@@ -18,7 +18,6 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from coordinator.scheduler import Scheduler
 from coordinator.store import Store
-from coordinator.trust import TrustPolicy
 from depin import accounts, ledger, protocol
 from depin.errors import Conflict, Forbidden, LedgerError, NotFound, PaymentRequired, UserError
 from depin.protocol import LeaseGrant
@@ -38,6 +37,7 @@ from tests.coordinator.sched_support import (
     good,
     lease,
     new_scheduler,
+    open_policy,
     refunds,
     report,
     rewards,
@@ -116,7 +116,7 @@ def test_a_disagreement_pays_only_the_agreeing_results() -> None:
 
 def test_a_quorum_that_waited_for_a_trusted_worker_pays_every_agreeing_result() -> None:
     # C and D agree while trusted A is online: the task waits for A; A agrees too, and all three are paid.
-    policy = TrustPolicy(trust_after=2, online_ms=1_000)
+    policy = open_policy(trust_after=2, online_ms=1_000)
     s = new_scheduler(policy=policy, rand=lambda: 0.0)
     now = 0
     for _ in range(2):  # A and B earn trust, cross-checking each other
@@ -144,7 +144,7 @@ def test_a_quorum_that_waited_for_a_trusted_worker_pays_every_agreeing_result() 
 
 
 def test_a_single_issued_task_pays_one_result() -> None:
-    s = new_scheduler(policy=TrustPolicy(trust_after=2, online_ms=1_000), rand=lambda: 0.999)
+    s = new_scheduler(policy=open_policy(trust_after=2, online_ms=1_000), rand=lambda: 0.999)
     now = 0
     for _ in range(2):
         submit(s, now=now, tasks=1, replicas=2)
@@ -398,7 +398,7 @@ class Market(RuleBasedStateMachine):
         self.dir = Path(tempfile.mkdtemp(prefix="depin-market-"))
         self.store = Store(self.dir / "coordinator.sqlite3")
         self.ids = Ids()
-        self.policy = TrustPolicy(trust_after=2, online_ms=10 * TIMEOUT)
+        self.policy = open_policy(trust_after=2, online_ms=10 * TIMEOUT)
         self.dice = random.Random(0)
         self.s = Scheduler(key=COORDINATOR, lease_timeout_ms=TIMEOUT, new_id=self.ids,
                            archive=self.store.result_verdict, policy=self.policy, rand=self.dice.random)

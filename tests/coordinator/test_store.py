@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from coordinator import store as store_module
-from coordinator.model import Job, Task
+from coordinator.model import Job, Task, Worker
 from coordinator.scheduler import Changes, Scheduler
 from coordinator.store import Store
+from coordinator.trust import Trust
 from depin import accounts, codec, ledger, merkle
 from depin.errors import UserError
 from tests.coordinator.sched_support import (
@@ -251,7 +252,7 @@ def test_wrong_schema_version_is_refused(tmp_path: Path) -> None:
     db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     db.commit()
     db.close()
-    with pytest.raises(UserError, match="has schema version 99, this depin needs 3"):
+    with pytest.raises(UserError, match="has schema version 99, this depin needs 4"):
         Store(path)
 
 
@@ -331,18 +332,18 @@ def _version(store: Store) -> str:
     return str(store.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
 
 
-def _migrated_to_3(store: Store) -> None:
-    assert _version(store) == "3"
+def _migrated_to_4(store: Store) -> None:
+    assert _version(store) == "4"
     tables = {r[0] for r in store.db.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")}
     assert {"merkle", "checkpoints", "ledger_to", "ledger_job", "results_worker", "trust"} <= tables
-    assert "min_price" in {row[1] for row in store.db.execute("PRAGMA table_info(workers)")}
+    assert {"min_price", "capacity", "expired"} <= {row[1] for row in store.db.execute("PRAGMA table_info(workers)")}
 
 
-def test_a_schema_1_database_is_migrated_to_3(tmp_path: Path) -> None:
+def test_a_schema_1_database_is_migrated_to_4(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     job, task = _schema_1_database(path)
     store = Store(path)
-    _migrated_to_3(store)
+    _migrated_to_4(store)
     rows = store.load()
     (j,) = rows["jobs"]
     assert (j.job_id, j.state, j.replicas, j.quorum, j.max_errors, j.max_results) == (
@@ -375,7 +376,8 @@ def test_migration_keeps_old_columns_and_fills_new_ones_for_every_row(tmp_path: 
     quorums = dict(store.db.execute("SELECT job_id, quorum FROM jobs").fetchall())
     assert quorums["j2"] == 1 and set(quorums.values()) == {1, 3}
     cols = {row[1] for row in store.db.execute("PRAGMA table_info(trust)")}
-    assert cols == {"worker_id", "kernel", "consecutive_valid", "valid", "invalid", "max_speed", "samples"}
+    assert cols == {"worker_id", "kernel", "consecutive_valid", "valid", "invalid", "max_speed", "samples",
+                    "disputed", "earned", "partners"}
     store.close()
 
 
@@ -425,11 +427,11 @@ def _schema_2_database(path: Path, *, running: bool = False, entries: int = 0) -
     db.close()
 
 
-def test_an_empty_schema_2_database_is_migrated_to_3(tmp_path: Path) -> None:
+def test_an_empty_schema_2_database_is_migrated_to_4(tmp_path: Path) -> None:
     path = tmp_path / "two.sqlite3"
     _schema_2_database(path)
     store = Store(path)
-    _migrated_to_3(store)
+    _migrated_to_4(store)
     rows = store.load()
     assert [(j.job_id, j.state, j.quorum) for j in rows["jobs"]] == [("j-done", "done", 2)]
     (w,) = rows["workers"]
@@ -443,7 +445,7 @@ def test_an_empty_schema_2_database_is_migrated_to_3(tmp_path: Path) -> None:
     store.save(s.take_changes())
     assert [e.kind for e in store.ledger.entries()] == ["grant", "escrow"]
     store.close()
-    assert _version(again := Store(path)) == "3"
+    assert _version(again := Store(path)) == "4"
     again.close()
 
 
@@ -462,5 +464,32 @@ def test_a_schema_2_database_with_money_is_refused_and_left_unchanged(tmp_path: 
             f"{path} holds a ledger from before escrow ({counts}), which this depin cannot carry forward; keep it"
             " with `depin ledger export` from the old version and start this one on a new data dir")
         assert _dump(path) == before
-    with pytest.raises(UserError, match="has schema version 2, this depin needs 3"):
+    with pytest.raises(UserError, match="has schema version 2, this depin needs 4"):
         Store(path, readonly=True)
+
+
+def test_a_schema_3_database_keeps_its_workers_and_trust_and_gains_the_schema_4_columns(tmp_path: Path) -> None:
+    path = tmp_path / "three.sqlite3"
+    store = Store(path)
+    ch = Changes()
+    ch.workers[wid("A")] = Worker(worker_id=wid("A"), public_key=b"k" * 32, first_seen_ms=1, last_seen_ms=2,
+                                  validated=12, capacity=64, expired=1)
+    ch.trust[(wid("A"), "mandelbrot@1")] = Trust(wid("A"), "mandelbrot@1", consecutive_valid=12, valid=12,
+                                                 disputed=1, earned=84, partners={wid("B"): 3})
+    store.save(ch)
+    store.close()
+    db = sqlite3.connect(path)  # back to what schema 3 had
+    for table, col in (("workers", "capacity"), ("workers", "expired"), ("trust", "disputed"), ("trust", "earned"),
+                       ("trust", "partners")):
+        db.execute(f"ALTER TABLE {table} DROP COLUMN {col}")
+    db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    store = Store(path)
+    _migrated_to_4(store)
+    rows = store.load()
+    (w,) = rows["workers"]
+    assert (w.validated, w.capacity, w.expired) == (12, 2, 0)  # capacity is earned again, from the start
+    (t,) = rows["trust"]
+    assert (t.consecutive_valid, t.valid, t.disputed, t.earned, t.partners) == (12, 12, 0, 0, {})
+    store.close()

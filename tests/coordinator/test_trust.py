@@ -1,6 +1,9 @@
-"""coordinator.trust.TrustBook: earning trust, spot checks, speed anomalies, bans and outliers (pure, no scheduler)."""
+"""coordinator.trust.TrustBook: earning trust from independent partners, spot checks, price-weighted single issue,
+disputes, collusion scores, bans and outliers (pure, no scheduler)."""
 
 from __future__ import annotations
+
+import itertools
 
 import pytest
 
@@ -10,10 +13,15 @@ K = "mandelbrot@1"
 OTHER = "julia@1"
 
 
+_partners = itertools.count()
+
+
 def _valid(book: TrustBook, worker: str, n: int = 1, *, kernel: str = K, cross_checked: bool = True,
-           speed: float | None = None) -> None:
+           price: int = 1) -> None:
+    """`n` valid results, each agreeing with a partner never seen before (so each counts), or with nobody."""
     for _ in range(n):
-        book.judged_valid(worker, kernel, cross_checked=cross_checked, speed=speed)
+        partners = [f"p{next(_partners)}"] if cross_checked else []
+        book.judged_valid(worker, kernel, partners=partners, price=price)
 
 
 def _invalid(book: TrustBook, worker: str, n: int = 1, *, kernel: str = K) -> list[str | None]:
@@ -98,51 +106,75 @@ def test_spot_check_floor_comes_from_the_policy() -> None:
     assert book.spot_check_probability("w", K) == pytest.approx(0.3)
 
 
-# ---- speed -----------------------------------------------------------------------------------------------------
+# ---- independence ----------------------------------------------------------------------------------------------
 
 
-def test_too_fast_without_any_history_is_never_flagged() -> None:
-    book = TrustBook(TrustPolicy(speed_samples=3, fast_factor=8.0))
-    assert not book.too_fast("w", K, 1e12)
-    _valid(book, "v", 2, speed=10.0)  # two samples: still below speed_samples
-    assert not book.too_fast("w", K, 1e12)
+def test_one_partner_lifts_a_streak_at_most_partner_cap_times() -> None:
+    book = TrustBook(TrustPolicy(trust_after=4, partner_cap=2))
+    for _ in range(5):
+        book.judged_valid("c", K, partners=["p"])
+    r = book.records[("c", K)]
+    assert (r.valid, r.consecutive_valid, r.partners) == (5, 2, {"p": 2})  # valid and paid, but no more trust
+    assert not book.trusted("c", K)
+    book.judged_valid("c", K, partners=["q"])
+    book.judged_valid("c", K, partners=["q", "p"])  # one fresh partner in the group is enough
+    assert book.records[("c", K)].consecutive_valid == 4 and book.trusted("c", K)
 
 
-def test_too_fast_against_the_population_while_own_history_is_short() -> None:
-    book = TrustBook(TrustPolicy(speed_samples=3, fast_factor=8.0))
-    _valid(book, "v", 2, speed=5.0)
-    _valid(book, "u", 1, speed=10.0)  # three samples in all; the fastest is 10
-    assert not book.too_fast("w", K, 80.0)
-    assert book.too_fast("w", K, 80.5)
-    _valid(book, "w", 2, speed=1.0)  # w's own two samples are not enough to judge it by
-    assert book.too_fast("w", K, 80.5)
-    assert not book.too_fast("w", K, 79.0)
+def test_a_pair_of_sybils_cannot_make_each_other_trusted() -> None:
+    book = TrustBook(TrustPolicy(trust_after=10, partner_cap=3))
+    for _ in range(100):
+        book.judged_valid("c", K, partners=["p"])
+        book.judged_valid("p", K, partners=["c"])
+    assert not book.trusted("c", K) and not book.trusted("p", K)
+    assert book.collusion_score("c") == book.collusion_score("p") == 1.0
 
 
-def test_too_fast_against_own_history_once_it_has_enough_samples() -> None:
-    book = TrustBook(TrustPolicy(speed_samples=3, fast_factor=8.0))
-    _valid(book, "v", 5, speed=10.0)
-    _valid(book, "w", 3, speed=100.0)  # a genuinely fast machine
-    assert not book.too_fast("w", K, 800.0)  # the population would flag this, its own history does not
-    assert book.too_fast("w", K, 801.0)
-    assert book.too_fast("x", K, 801.0)  # a newcomer is measured against the fastest seen: w
-    assert not book.too_fast("x", K, 799.0)
+def test_a_verified_result_counts_without_a_partner() -> None:
+    book = TrustBook(TrustPolicy(trust_after=2))
+    book.judged_valid("w", K, verified=True)
+    book.judged_valid("w", K, verified=True)
+    assert book.trusted("w", K) and book.records[("w", K)].partners == {}
 
 
-def test_too_fast_only_counts_samples_of_the_same_kernel() -> None:
-    book = TrustBook(TrustPolicy(speed_samples=3, fast_factor=8.0))
-    _valid(book, "v", 5, kernel=OTHER, speed=1.0)
-    assert not book.too_fast("w", K, 1e9)
-    assert book.too_fast("w", OTHER, 9.0)
+def test_collusion_score_is_the_top_partners_share_of_the_streak() -> None:
+    book = TrustBook(TrustPolicy(partner_cap=10))
+    assert book.collusion_score("w") == 0.0
+    for p in ("a", "a", "b", "c"):
+        book.judged_valid("w", K, partners=[p])
+    assert book.collusion_score("w") == pytest.approx(0.5)
+    book.judged_invalid("w", K)  # a new streak starts from nothing
+    assert book.collusion_score("w") == 0.0
 
 
-def test_valid_results_without_a_speed_add_no_sample() -> None:
-    book = TrustBook(TrustPolicy(speed_samples=3))
-    _valid(book, "v", 2, speed=10.0)
-    _valid(book, "v", 5, speed=None)  # too-fast results are judged without a speed
-    r = book.records[("v", K)]
-    assert (r.samples, r.max_speed, r.valid) == (2, 10.0, 7)
-    assert not book.too_fast("w", K, 1e9)
+# ---- price-weighted single issue -------------------------------------------------------------------------------
+
+
+def test_trust_earned_on_cheap_tasks_does_not_cover_dear_ones() -> None:
+    book = TrustBook(TrustPolicy(trust_after=3))
+    _valid(book, "w", 3, price=2)
+    assert book.trusted("w", K)
+    assert book.single_ok("w", K, 2) and book.single_ok("w", K, 1)
+    assert not book.single_ok("w", K, 3)  # above the streak's average price
+    _valid(book, "w", 1, price=10)  # (2 + 2 + 2 + 10) / 4 = 4
+    assert book.single_ok("w", K, 4) and not book.single_ok("w", K, 5)
+    assert not book.single_ok("stranger", K, 1)
+
+
+# ---- disputes --------------------------------------------------------------------------------------------------
+
+
+def test_a_disputed_result_costs_nothing() -> None:
+    book = TrustBook(TrustPolicy(trust_after=3, ban_min_invalid=3))
+    _valid(book, "w", 3)
+    for _ in range(10):
+        book.judged_disputed("w", K)
+    r = book.records[("w", K)]
+    assert (r.consecutive_valid, r.invalid, r.disputed) == (3, 0, 10)
+    assert book.trusted("w", K) and book.banned("w") is None
+
+
+# ---- too fast --------------------------------------------------------------------------------------------------
 
 
 def test_a_too_fast_result_is_counted_and_suspends_that_kernels_trust() -> None:

@@ -7,10 +7,10 @@ from typing import Any
 
 from coordinator import views
 from coordinator.scheduler import Scheduler
-from coordinator.trust import TrustPolicy
 from depin import ledger, merkle
 from tests.coordinator.sched_support import (
     FUNDS,
+    PARAMS,
     PRICE,
     SUBMITTER,
     WORKER_KEYS,
@@ -18,6 +18,7 @@ from tests.coordinator.sched_support import (
     good,
     lease,
     new_scheduler,
+    open_policy,
     report,
     submit,
     wid,
@@ -30,7 +31,7 @@ _MALFORMED = {"dtype": "uint32", "shape": [1], "data": b"\0\0\0\0"}
 
 def _scene() -> tuple[Scheduler, int]:
     """A and B trusted (five cross-checked tasks at 100 ms each), then D banned, C too fast, E an outlier."""
-    s = new_scheduler(policy=TrustPolicy(trust_after=3, speed_samples=5, outlier_min_judged=5), rand=lambda: 0.0)
+    s = new_scheduler(policy=open_policy(trust_after=3, speed_samples=5, outlier_min_judged=5), rand=lambda: 0.0)
     now = 0
     for _ in range(5):
         submit(s, now=now, tasks=1, replicas=2)
@@ -38,14 +39,14 @@ def _scene() -> tuple[Scheduler, int]:
         report(s, "A", ga, good(ga), now=now + 100)
         report(s, "B", gb, good(gb), now=now + 100)
         now += 1000
-    submit(s, now=now, tasks=3, replicas=2)
+    submit(s, now=now, tasks=3, replicas=2, params=dict(PARAMS, height=18))  # each task the same work as before
     for g in lease(s, "D", now=now):
         report(s, "D", g, _MALFORMED, now=now + 1)
     (gc,) = lease(s, "C", now=now, max_tasks=1)
-    report(s, "C", gc, good(gc), now=now + 1)  # 100 times the fastest seen
+    report(s, "C", gc, good(gc), now=now + 1)  # 1 ms for work A and B took 100 ms for
     # E: 2 invalid of 5 judged, against a median of 0: an outlier, though too few invalid to be banned.
     for _ in range(3):
-        s.trust.judged_valid(wid("E"), K, cross_checked=True, speed=None)
+        s.trust.judged_valid(wid("E"), K, partners=[wid("A")])
     for _ in range(2):
         s.trust.judged_invalid(wid("E"), K)
     s.touch_worker(now=now, worker_id=wid("E"), public_key=WORKER_KEYS["E"].public)
@@ -79,7 +80,7 @@ def test_status_view_shows_trust_and_standing() -> None:
 def test_an_outlier_with_a_streak_is_still_shown_untrusted() -> None:
     s, now = _scene()
     for _ in range(3):
-        s.trust.judged_valid(wid("E"), K, cross_checked=True, speed=None)  # streak 3, but 2 of 8 invalid
+        s.trust.judged_valid(wid("E"), K, partners=[wid("A")])  # streak 3, but 2 of 8 invalid
     e = _rows(s, now)[wid("E")]
     assert e["trust"][K]["consecutive_valid"] == 3
     assert (e["outlier"], e["trusted"]) == (True, [])
@@ -89,7 +90,7 @@ def test_trust_is_listed_per_kernel_in_name_order() -> None:
     s, now = _scene()
     for kernel in ("zeta@1", "alpha@2"):
         for _ in range(3):
-            s.trust.judged_valid(wid("A"), kernel, cross_checked=kernel == "zeta@1", speed=None)
+            s.trust.judged_valid(wid("A"), kernel, partners=[wid("B")] if kernel == "zeta@1" else [])
     a = _rows(s, now)[wid("A")]
     assert list(a["trust"]) == ["alpha@2", K, "zeta@1"]
     assert a["trust"]["alpha@2"] == {"consecutive_valid": 0, "valid": 3, "invalid": 0}
