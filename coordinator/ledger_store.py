@@ -128,6 +128,9 @@ class LedgerStore:
                 rewarded = {(t, w) for t, w in self.db.execute(
                     "SELECT task_id, to_account FROM ledger WHERE job_id = ? AND kind = 'reward'", (job_id,))}
             acc.restore_escrow(job_id, funder, job_id in closed, rewarded)
+        # A slash may follow its job's end, so every (task, bonded party) pair ever slashed is kept, open job or not.
+        acc.restore_slashes((t, src.removeprefix(accounts.BOND_PREFIX)) for t, src in self.db.execute(
+            "SELECT task_id, from_account FROM ledger WHERE kind = 'slash'"))
         head = self.head()
         size = 0 if head is None else head.seq + 1
         return ledger.Book(head, acc, merkle.Frontier.from_source(self, size))

@@ -28,7 +28,7 @@ __all__ = ["FIELDS", "GENESIS_PREV", "KINDS", "MINT", "Book", "Entry", "Summary"
 
 HASH_DOMAIN = b"depin/1/ledger-entry\0"
 GENESIS_PREV = "00" * 32
-KINDS = ("grant", "escrow", "reward", "refund")  # in the order LEDGER.md lists them
+KINDS = ("grant", "escrow", "reward", "refund", "bond", "unbond", "slash")  # in the order LEDGER.md lists them
 FIELDS = ("seq", "time", "kind", "from", "to", "amount", "job_id", "task_id", "prev_hash", "hash")
 
 

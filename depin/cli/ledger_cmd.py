@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from depin import checkpoint, config, ledger, ledger_client
+from depin.accounts import holdings
 from depin.cli import output
 from depin.client import Client
 from depin.crypto import VerifyKey
@@ -117,15 +118,15 @@ def run(args: argparse.Namespace) -> int:
     if cp is not None and summary.root_at != cp.root.hex():
         _mismatch(args, f"ledger of {where}: its first {cp.size} entries have Merkle root {summary.root_at},"
                         f" but the coordinator signed {cp.root.hex()}")
-    held = {k: v for k, v in summary.balances.items() if k != ledger.MINT and v}
-    escrow = sum(v for k, v in held.items() if k.startswith("escrow:"))
+    in_accounts, escrow, bonds = holdings(summary.balances)
     data = {"ok": True, "entries": summary.entries, "head_hash": summary.head_hash, "root_hash": summary.root_hash,
-            "minted": summary.minted, "in_escrow": escrow, "in_accounts": summary.minted - escrow,
+            "minted": summary.minted, "in_escrow": escrow, "in_accounts": in_accounts, "in_bonds": bonds,
             "checkpoint": None if cp is None else cp.to_json()}
     signed = "" if cp is None else f"; the first {cp.size} match the checkpoint signed by {cp.coordinator}"
+    bonded = f" + {bonds} in bonds" if bonds else ""  # a ledger without bonds reads as it always did
     output.emit(args.json, data,
                 f"ledger ok: {summary.entries} entries, head {summary.head_hash}, root {summary.root_hash}{signed}\n"
-                f"credits: {summary.minted} minted = {data['in_accounts']} in accounts + {escrow} in escrow")
+                f"credits: {summary.minted} minted = {in_accounts} in accounts + {escrow} in escrow{bonded}")
     return 0
 
 

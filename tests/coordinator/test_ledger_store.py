@@ -269,6 +269,30 @@ def test_an_open_escrow_remembers_what_it_paid_after_a_restore(store: Store,
     assert book.accounts.balance(pot) == 0
 
 
+def test_slashes_are_remembered_after_a_restore_even_for_ended_jobs(store: Store,
+                                                                   market: tuple[Scheduler, dict[str, Job]]) -> None:
+    s, jobs = market
+    done, paying = jobs["done"].job_id, jobs["paying"].job_id
+    worker, bond = wid("D"), accounts.bond_account(wid("D"))
+    book = store.ledger.book(_open_ids(s))
+    written = [book.append(time=99, kind="grant", from_=ledger.MINT, to=worker, amount=10),
+               book.append(time=99, kind="bond", from_=worker, to=bond, amount=6),
+               book.append(time=99, kind="slash", from_=bond, to=SUBMITTER, amount=2, job_id=done,
+                           task_id=f"{done}-0"),  # the job ended before the slash
+               book.append(time=99, kind="slash", from_=bond, to=SUBMITTER, amount=1, job_id=paying,
+                           task_id=f"{paying}-1")]
+    store.ledger.write([e for e, _ in written], [n for _, nodes in written for n in nodes])
+    restored = store.ledger.book(_open_ids(s))
+    assert restored.accounts.bonded(worker) == book.accounts.bonded(worker) == 3
+    for job_id, task in ((done, f"{done}-0"), (paying, f"{paying}-1")):
+        with pytest.raises(LedgerError, match=f"task {task} already slashed {worker}$"):
+            restored.append(time=99, kind="slash", from_=bond, to=SUBMITTER, amount=1, job_id=job_id, task_id=task)
+    with pytest.raises(LedgerError, match=f"{bond} has 3 credits, cannot pay 4$"):
+        restored.append(time=99, kind="unbond", from_=bond, to=worker, amount=4)
+    restored.append(time=99, kind="slash", from_=bond, to=SUBMITTER, amount=1, job_id=done, task_id=f"{done}-1")
+    assert restored.size == 18 and restored.root() != book.root()
+
+
 def test_the_store_loads_the_book_the_scheduler_had(tmp_path: Path) -> None:
     store = Store(tmp_path / "c.sqlite3")
     s, _ = stored_market(store)

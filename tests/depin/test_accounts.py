@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from depin import accounts, ledger
-from depin.accounts import MAX_MINTED, MINT, Accounts, escrow_account, is_party
+from depin.accounts import MAX_MINTED, MINT, Accounts, bond_account, escrow_account, holdings, is_bond, is_party
 from depin.errors import LedgerError, VerificationError
 
 ALICE = "alice" + "2" * 27
@@ -294,6 +294,188 @@ def test_escrow_account_names() -> None:
     assert accounts.MINT == ledger.MINT == "mint"
 
 
+# ---- bonds: bond, unbond, slash ---------------------------------------------------------------------------------
+
+B_CAROL, B_DAVE, B_ALICE, B_BOB = (bond_account(p) for p in (CAROL, DAVE, ALICE, BOB))
+
+# The market above, then: carol bonds 4 of her 5; dave, granted 20, bonds 10; dave is slashed 2 for a task of J2 after
+# J2's refund (to J2's funder, bob).
+BONDED: list[dict[str, Any]] = [
+    *PREFIX,
+    {"kind": "bond", "from_": CAROL, "to": B_CAROL, "amount": 4},
+    {"kind": "grant", "from_": MINT, "to": DAVE, "amount": 20},
+    {"kind": "bond", "from_": DAVE, "to": B_DAVE, "amount": 10},
+    {"kind": "slash", "from_": B_DAVE, "to": BOB, "amount": 2, "job_id": J2, "task_id": f"{J2}-0"},
+]
+BSEQ = len(BONDED)
+
+BOND_VALID: dict[str, dict[str, Any]] = {
+    "bond": {"kind": "bond", "from_": DAVE, "to": B_DAVE, "amount": 10, "job_id": None, "task_id": None},
+    "unbond": {"kind": "unbond", "from_": B_DAVE, "to": DAVE, "amount": 8, "job_id": None, "task_id": None},
+    "slash": {"kind": "slash", "from_": B_CAROL, "to": ALICE, "amount": 4, "job_id": J1, "task_id": f"{J1}-0"},
+}
+
+
+def test_the_bonded_books() -> None:
+    acc = _book(BONDED).accounts
+    assert (acc.bonded(CAROL), acc.bonded(DAVE), acc.bonded(ALICE)) == (4, 8, 0)
+    assert (acc.balance(CAROL), acc.balance(DAVE), acc.balance(BOB)) == (1, 10, 52)
+    assert holdings(acc.balances) == (70 + 52 + 1 + 10, 25, 12) and sum(holdings(acc.balances)) == acc.minted == 170
+
+
+@pytest.mark.parametrize("kind", list(BOND_VALID))
+def test_each_valid_bond_entry_is_accepted(kind: str) -> None:
+    book = _book(BONDED)
+    entry, _ = book.append(time=99, **BOND_VALID[kind])
+    assert entry.seq == BSEQ
+    assert sum(holdings(book.accounts.balances)) == book.accounts.minted
+
+
+BOND_RULES: list[tuple[str, dict[str, Any], str]] = [
+    # bond: from a party to its own bond, no job or task, no overdraft
+    ("bond", {"from_": MINT, "to": bond_account(MINT)}, "a bond must come from a party id"),
+    ("bond", {"from_": B_DAVE, "to": bond_account(B_DAVE)}, "a bond must come from a party id"),
+    ("bond", {"from_": E1}, "a bond must come from a party id"),
+    ("bond", {"to": B_CAROL}, f"a bond from {DAVE} must go to {B_DAVE}"),
+    ("bond", {"to": DAVE}, f"a bond from {DAVE} must go to {B_DAVE}"),
+    ("bond", {"to": E1}, f"a bond from {DAVE} must go to {B_DAVE}"),
+    ("bond", {"job_id": J1}, "a bond has no job_id or task_id"),
+    ("bond", {"job_id": ""}, "a bond has no job_id or task_id"),
+    ("bond", {"task_id": "t"}, "a bond has no job_id or task_id"),
+    ("bond", {"amount": 11}, f"{DAVE} has 10 credits, cannot pay 11"),
+    ("bond", {"from_": ALICE, "to": B_ALICE, "amount": 71}, f"{ALICE} has 70 credits, cannot pay 71"),
+    # unbond: from a bond back to its owner only, no job or task, not more than is bonded
+    ("unbond", {"from_": DAVE}, "an unbond must come from a bond account"),
+    ("unbond", {"from_": E1}, "an unbond must come from a bond account"),
+    ("unbond", {"from_": "bond:" + DAVE[:-1]}, "an unbond must come from a bond account"),
+    ("unbond", {"from_": "bond:mint", "to": MINT}, "an unbond must come from a bond account"),
+    ("unbond", {"to": CAROL}, f"an unbond from {B_DAVE} must go to {DAVE}"),
+    ("unbond", {"to": B_DAVE}, f"an unbond from {B_DAVE} must go to {DAVE}"),
+    ("unbond", {"job_id": J1}, "an unbond has no job_id or task_id"),
+    ("unbond", {"task_id": f"{J1}-0"}, "an unbond has no job_id or task_id"),
+    ("unbond", {"amount": 9}, f"{B_DAVE} has 8 credits, cannot pay 9"),
+    ("unbond", {"from_": B_BOB, "to": BOB, "amount": 1}, f"{B_BOB} has 0 credits, cannot pay 1"),
+    # slash: from a bond to the funder of a funded job, once per (task, bonded party), not to itself, no overdraft
+    ("slash", {"job_id": None}, "a slash needs a job_id"),
+    ("slash", {"job_id": ""}, "a slash needs a job_id"),
+    ("slash", {"from_": CAROL}, "a slash must come from a bond account"),
+    ("slash", {"from_": E1}, "a slash must come from a bond account"),
+    ("slash", {"task_id": None}, "a slash needs a task_id"),
+    ("slash", {"task_id": ""}, "a slash needs a task_id"),
+    ("slash", {"job_id": J3}, f"job {J3} was never funded"),
+    ("slash", {"to": CAROL}, f"a slash for job {J1} must go to its funder {ALICE}"),
+    ("slash", {"to": BOB}, f"a slash for job {J1} must go to its funder {ALICE}"),
+    ("slash", {"to": E1}, f"a slash for job {J1} must go to its funder {ALICE}"),
+    ("slash", {"from_": B_ALICE}, f"a slash cannot pay {ALICE} from its own bond"),
+    ("slash", {"from_": B_DAVE, "to": BOB, "job_id": J2, "task_id": f"{J2}-0"}, f"task {J2}-0 already slashed {DAVE}"),
+    ("slash", {"from_": B_DAVE, "task_id": f"{J2}-0"}, f"task {J2}-0 already slashed {DAVE}"),  # in any job
+    ("slash", {"amount": 5}, f"{B_CAROL} has 4 credits, cannot pay 5"),
+]
+
+
+@pytest.mark.parametrize(("kind", "changes", "message"), BOND_RULES,
+                         ids=[f"{k}-{m[:40]}-{'-'.join(c)}" for k, c, m in BOND_RULES])
+def test_each_bond_rule_refuses_exactly_what_it_names(kind: str, changes: dict[str, Any], message: str) -> None:
+    book = _book(BONDED)
+    before = book.size, dict(book.accounts.balances), set(book.accounts._slashed)
+    with pytest.raises(LedgerError, match=f"^entry {BSEQ}: {message}$") as info:
+        book.append(time=99, **{**BOND_VALID[kind], **changes})
+    assert info.value.seq == BSEQ
+    assert (book.size, book.accounts.balances, book.accounts._slashed) == before
+    book.append(time=99, **BOND_VALID[kind])
+
+
+def test_every_bond_rule_message_is_covered() -> None:
+    templates = ["a bond must come from a party id", "a bond from", "a bond has no job_id or task_id",
+                 "an unbond must come from a bond account", "an unbond from", "an unbond has no job_id or task_id",
+                 "a slash needs a job_id", "a slash must come from a bond account", "a slash needs a task_id",
+                 "was never funded", "a slash for job", "from its own bond", "already slashed", "cannot pay"]
+    for t in templates:
+        assert any(t in m for k, _, m in BOND_RULES if k in ("bond", "unbond", "slash")), t
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"kind": "bond", "from_": MINT, "to": DAVE, "amount": 99, "job_id": J1}, "a bond must come from a party id"),
+        ({"kind": "unbond", "from_": DAVE, "to": CAROL, "amount": 99, "job_id": J1},
+         "an unbond must come from a bond account"),
+        ({"kind": "slash", "from_": CAROL, "to": CAROL, "amount": 99}, "a slash needs a job_id"),
+        ({"kind": "slash", "from_": CAROL, "to": CAROL, "amount": 99, "job_id": J3}, "a slash must come from a bond"),
+        ({"kind": "slash", "from_": B_CAROL, "to": CAROL, "amount": 99, "job_id": J3}, "a slash needs a task_id"),
+        ({"kind": "slash", "from_": B_CAROL, "to": CAROL, "amount": 99, "job_id": J3, "task_id": "t"},
+         f"job {J3} was never funded"),
+        ({"kind": "slash", "from_": B_ALICE, "to": BOB, "amount": 99, "job_id": J1, "task_id": "t"},
+         f"a slash for job {J1} must go to its funder {ALICE}"),
+        ({"kind": "slash", "from_": B_BOB, "to": BOB, "amount": 99, "job_id": J2, "task_id": f"{J2}-0"},
+         f"a slash cannot pay {BOB} from its own bond"),
+        ({"kind": "slash", "from_": B_DAVE, "to": BOB, "amount": 99, "job_id": J2, "task_id": f"{J2}-0"},
+         f"task {J2}-0 already slashed {DAVE}"),
+    ],
+)
+def test_the_first_bond_rule_in_order_is_the_one_named(entry: dict[str, Any], message: str) -> None:
+    with pytest.raises(LedgerError, match=f"^entry {BSEQ}: {message}"):
+        _book(BONDED).append(time=99, **entry)
+
+
+def test_a_slash_may_follow_the_refund_and_pays_the_funder() -> None:
+    book = _book(BONDED)
+    book.append(time=99, kind="slash", from_=B_CAROL, to=BOB, amount=4, job_id=J2, task_id=f"{J2}-0")  # J2 refunded
+    assert (book.accounts.bonded(CAROL), book.accounts.balance(BOB)) == (0, 56)
+    assert book.accounts.balance(E2) == 0  # the escrow stays closed: a slash does not touch it
+
+
+def test_a_bond_is_unbonded_in_parts_and_not_one_credit_more() -> None:
+    book = _book(BONDED)
+    for amount in (3, 4, 1):
+        book.append(time=99, kind="unbond", from_=B_DAVE, to=DAVE, amount=amount)
+    assert (book.accounts.bonded(DAVE), book.accounts.balance(DAVE)) == (0, 18)
+    with pytest.raises(LedgerError, match=f"{B_DAVE} has 0 credits, cannot pay 1$"):
+        book.append(time=99, kind="unbond", from_=B_DAVE, to=DAVE, amount=1)
+
+
+def test_one_slash_per_task_and_bonded_party() -> None:
+    book = _book(BONDED)
+    book.append(time=99, kind="bond", from_=DAVE, to=B_DAVE, amount=10)
+    book.append(time=99, kind="slash", from_=B_DAVE, to=ALICE, amount=1, job_id=J1, task_id=f"{J1}-0")
+    book.append(time=99, kind="slash", from_=B_CAROL, to=ALICE, amount=1, job_id=J1, task_id=f"{J1}-0")  # another party
+    book.append(time=99, kind="slash", from_=B_DAVE, to=ALICE, amount=1, job_id=J1, task_id=f"{J1}-1")  # another task
+    with pytest.raises(LedgerError, match=f"task {J1}-0 already slashed {DAVE}$"):
+        book.append(time=99, kind="slash", from_=B_DAVE, to=ALICE, amount=1, job_id=J1, task_id=f"{J1}-0")
+
+
+def test_restore_slashes_gives_the_same_rules_as_a_replay() -> None:
+    replayed = _book(BONDED).accounts
+    restored = Accounts()
+    restored.balances = dict(replayed.balances)
+    restored.restore_escrow(J1, ALICE, False, {(f"{J1}-0", CAROL)})
+    restored.restore_escrow(J2, BOB, True, set())
+    restored.restore_slashes([(f"{J2}-0", DAVE)])
+    for kind, changes, message in BOND_RULES:
+        e = _entry(BSEQ, **{**BOND_VALID[kind], **changes})
+        for acc in (replayed, restored):
+            with pytest.raises(LedgerError, match=message):
+                acc.check(e)
+    for valid in BOND_VALID.values():
+        restored.check(_entry(BSEQ, **valid))
+
+
+@pytest.mark.parametrize(
+    ("account", "bond"),
+    [(B_ALICE, True), ("bond:" + "a" * 32, True), ("bond:" + ALICE[:-1], False), ("bond:" + ALICE + "2", False),
+     ("bond:" + ALICE.upper(), False), ("bond:", False), ("bond:mint", False), (ALICE, False), (E1, False),
+     ("Bond:" + ALICE, False), ("bond:bond:" + ALICE, False), (MINT, False)],
+)
+def test_is_bond_and_is_account(account: str, bond: bool) -> None:
+    assert is_bond(account) is bond
+    assert accounts.is_account(account) is (bond or account in (ALICE, E1, MINT))
+
+
+def test_bond_account_names() -> None:
+    assert bond_account(ALICE) == "bond:" + ALICE == accounts.BOND_PREFIX + ALICE
+    assert Accounts().bonded(ALICE) == 0
+
+
 # ---- any run of valid operations keeps the books balanced ---------------------------------------------------------
 
 PARTIES = [ALICE, BOB, CAROL, DAVE]
@@ -301,19 +483,46 @@ PARTIES = [ALICE, BOB, CAROL, DAVE]
 
 @st.composite
 def _market(draw: st.DrawFn) -> list[dict[str, Any]]:
-    """A run of grants, escrows, rewards and refunds that respects every rule, drawn step by step."""
+    """A run of grants, escrows, rewards, refunds, bonds, unbonds and slashes that respects every rule."""
     balances = dict.fromkeys(PARTIES, 0)
+    bonds = dict.fromkeys(PARTIES, 0)
     open_jobs: dict[str, tuple[str, int, set[tuple[str, str]]]] = {}  # job -> (funder, held, rewarded)
+    funders: dict[str, str] = {}  # every job ever funded, open or not -> its funder
+    slashed: set[tuple[str, str]] = set()
     ops: list[dict[str, Any]] = []
     jobs = 0
     for _ in range(draw(st.integers(1, 40))):
         choices = ["grant"]
         if any(balances.values()):
-            choices.append("escrow")
+            choices += ["escrow", "bond"]
         if any(held for _, held, _ in open_jobs.values()):
             choices += ["reward", "reward", "refund"]
+        if any(bonds.values()):
+            choices.append("unbond")
+            if funders:
+                choices.append("slash")
         kind = draw(st.sampled_from(choices))
-        if kind == "grant":
+        if kind in ("bond", "unbond", "slash"):
+            held_in = balances if kind == "bond" else bonds
+            party = draw(st.sampled_from([p for p in PARTIES if held_in[p]]))
+            amount = draw(st.integers(1, held_in[party]))
+            if kind == "slash":
+                job = draw(st.sampled_from(sorted(funders)))
+                task = f"{job}-{draw(st.integers(0, 3))}"
+                if funders[job] == party or (task, party) in slashed:
+                    continue
+                slashed.add((task, party))
+                bonds[party] -= amount
+                balances[funders[job]] += amount
+                ops.append({"kind": "slash", "from_": bond_account(party), "to": funders[job], "amount": amount,
+                            "job_id": job, "task_id": task})
+                continue
+            sign = 1 if kind == "bond" else -1
+            balances[party] -= sign * amount
+            bonds[party] += sign * amount
+            ends = (party, bond_account(party)) if kind == "bond" else (bond_account(party), party)
+            ops.append({"kind": kind, "from_": ends[0], "to": ends[1], "amount": amount})
+        elif kind == "grant":
             to = draw(st.sampled_from(PARTIES))
             amount = draw(st.integers(1, 10**6))
             balances[to] += amount
@@ -325,6 +534,7 @@ def _market(draw: st.DrawFn) -> list[dict[str, Any]]:
             job = f"job{jobs}"
             balances[funder] -= amount
             open_jobs[job] = (funder, amount, set())
+            funders[job] = funder
             ops.append({"kind": "escrow", "from_": funder, "to": escrow_account(job), "amount": amount,
                         "job_id": job})
         else:
@@ -357,7 +567,7 @@ def test_any_valid_run_conserves_credits_and_verify_agrees_with_the_book(ops: li
         entry, _ = book.append(time=n, **op)
         entries.append(entry)
         held = {k: v for k, v in book.accounts.balances.items() if k != MINT}
-        assert sum(held.values()) == book.accounts.minted
+        assert sum(held.values()) == book.accounts.minted == sum(holdings(book.accounts.balances))
         assert all(v >= 0 for v in held.values())
     summary = ledger.verify([e.to_dict() for e in entries])
     assert summary.balances == book.accounts.balances

@@ -45,9 +45,10 @@ def _leaves(entries: list[dict[str, Any]]) -> list[bytes]:
 def test_the_chain_is_the_market_the_vectors_promise() -> None:
     # The tamper tests below lean on this shape: rewards from one escrow, two refunds, grants at 0 and 2.
     kinds = [e["kind"] for e in _chain()]
-    assert N == len(kinds) == 13
+    assert N == len(kinds) == 22
     assert (kinds[0], kinds[1], kinds[2], kinds[3], kinds[9], kinds[12]) == (
         "grant", "escrow", "grant", "reward", "refund", "refund")
+    assert set(kinds[13:]) == {"bond", "unbond", "slash", "escrow", "reward", "refund"}  # bonds, after the market
 
 
 # ---- an independent encoder for the fixed shape of an entry ---------------------------------------------------
@@ -238,8 +239,15 @@ def test_make_entry_refuses_bad_fields(changes: dict[str, Any], message: str) ->
     assert info.value.seq == 0
 
 
-def test_the_kinds_are_the_four_of_the_market_in_order() -> None:
-    assert ledger.KINDS == ("grant", "escrow", "reward", "refund")
+def test_the_kinds_are_the_market_then_the_bonds_in_order() -> None:
+    assert ledger.KINDS == ("grant", "escrow", "reward", "refund", "bond", "unbond", "slash")
+
+
+def test_the_shape_check_names_every_kind() -> None:
+    fields = ledger.make_entry(None, time=0, kind="grant", from_=ledger.MINT, to=ALICE, amount=1).to_dict()
+    with pytest.raises(LedgerError, match=r"^entry 0: kind must be one of grant, escrow, reward, refund, bond, "
+                                          r"unbond, slash$"):
+        ledger.Entry.from_dict({**fields, "kind": "transfer"})
 
 
 def test_hash_covers_every_field_but_hash() -> None:
@@ -291,9 +299,9 @@ def test_book_append_returns_exactly_the_nodes_it_completes() -> None:
             assert h == tree.node(level, index)
             assert (level, index) not in seen
             seen.add((level, index))
-    # Every perfect subtree of 13 leaves: 13 leaves, 6 pairs, 3 fours, 1 eight.
-    assert sorted(seen) == sorted([(0, i) for i in range(13)] + [(1, i) for i in range(6)]
-                                  + [(2, i) for i in range(3)] + [(3, 0)])
+    # Every perfect subtree of 22 leaves: 22 leaves, 11 pairs, 5 fours, 2 eights, 1 sixteen.
+    assert sorted(seen) == sorted([(0, i) for i in range(22)] + [(1, i) for i in range(11)]
+                                  + [(2, i) for i in range(5)] + [(3, 0), (3, 1), (4, 0)])
 
 
 def test_book_append_applies_the_money_rules_and_a_refused_entry_changes_nothing() -> None:
@@ -458,7 +466,7 @@ def test_swapped_pair_is_caught_at_the_first_of_them(seq: int) -> None:
 
 
 @pytest.mark.parametrize("seq", range(N))
-@pytest.mark.parametrize("wrong", [14, 100])
+@pytest.mark.parametrize("wrong", [N + 1, 100])
 def test_wrong_seq_is_caught_at_its_position(seq: int, wrong: int) -> None:
     entries = _chain()
     entries[seq]["seq"] = wrong

@@ -15,6 +15,7 @@ import nacl.signing
 import pytest
 
 from depin import checkpoint, crypto, ledger, merkle
+from depin.accounts import holdings
 from depin.crypto import SigningKey, VerifyKey
 from depin.errors import VerificationError
 from tests.data import make_ledger_vectors
@@ -67,9 +68,10 @@ def _subproof(m: int, d: Sequence[bytes], b: bool) -> list[bytes]:
 
 
 def test_committed_files_equal_what_the_generator_writes() -> None:
-    chain, answers = make_ledger_vectors.render()
+    chain, answers, broken = make_ledger_vectors.render()
     assert CHAIN_TEXT == chain
     assert (DATA / "ledger_chain.expected.json").read_text() == answers
+    assert (DATA / "ledger_chain.tampered.json").read_text() == broken
 
 
 def test_generator_check_mode_agrees(capsys: pytest.CaptureFixture[str]) -> None:
@@ -79,13 +81,14 @@ def test_generator_check_mode_agrees(capsys: pytest.CaptureFixture[str]) -> None
 
 def test_the_vectors_cover_a_whole_market() -> None:
     # Two grants; one job done (rewards to several workers, one task paid three times, then a refund); one job
-    # cancelled (its whole escrow refunded, no reward).
-    kinds = Counter(e["kind"] for e in ENTRIES)
+    # cancelled (its whole escrow refunded, no reward); the first 13 entries are that market, as before bonds.
+    market = ENTRIES[:13]
+    kinds = Counter(e["kind"] for e in market)
     assert kinds == {"grant": 2, "escrow": 2, "reward": 7, "refund": 2}
-    assert 12 <= N <= 16 and N & (N - 1)  # not a power of two: proofs cross unbalanced subtrees
-    jobs = {e["job_id"] for e in ENTRIES if e["kind"] == "escrow"}
-    rewarded = {e["job_id"] for e in ENTRIES if e["kind"] == "reward"}
-    refunded = {e["job_id"] for e in ENTRIES if e["kind"] == "refund"}
+    assert N & (N - 1) and 13 & 12  # not a power of two: proofs cross unbalanced subtrees
+    jobs = {e["job_id"] for e in market if e["kind"] == "escrow"}
+    rewarded = {e["job_id"] for e in market if e["kind"] == "reward"}
+    refunded = {e["job_id"] for e in market if e["kind"] == "refund"}
     assert len(jobs) == 2 and len(rewarded) == 1 and refunded == jobs
     assert len({e["to"] for e in ENTRIES if e["kind"] == "reward"}) >= 3
     assert max(Counter(e["task_id"] for e in ENTRIES if e["kind"] == "reward").values()) == 3
@@ -107,9 +110,44 @@ def test_verify_reproduces_the_summary() -> None:
         N, EXPECTED["head_hash"], EXPECTED["root_hash"])
     assert summary.balances == EXPECTED["balances"]
     assert summary.minted == EXPECTED["minted"]
-    escrow = sum(v for k, v in summary.balances.items() if k.startswith("escrow:"))
-    assert (escrow, summary.minted - escrow) == (EXPECTED["in_escrow"], EXPECTED["in_accounts"])
-    assert sum(v for k, v in summary.balances.items() if k != ledger.MINT) == summary.minted
+    in_accounts, escrow, bonds = holdings(summary.balances)
+    assert (in_accounts, escrow, bonds) == (EXPECTED["in_accounts"], EXPECTED["in_escrow"], EXPECTED["in_bonds"])
+    held = sum(v for k, v in summary.balances.items() if k != ledger.MINT)
+    assert held == summary.minted == in_accounts + escrow + bonds
+
+
+def test_the_bonds_part_of_the_chain() -> None:
+    # Then bonds: a bond, a partial unbond, slashes while a job runs and after its refund, to the job's funder.
+    bonds = ENTRIES[13:]
+    assert Counter(e["kind"] for e in bonds) == {"bond": 2, "unbond": 1, "slash": 3, "escrow": 1, "reward": 1,
+                                                 "refund": 1}
+    refunded_at = {e["job_id"]: e["seq"] for e in ENTRIES if e["kind"] == "refund"}
+    slashes = [e for e in bonds if e["kind"] == "slash"]
+    assert any(e["seq"] > refunded_at[e["job_id"]] for e in slashes)
+    assert any(e["seq"] < refunded_at[e["job_id"]] for e in slashes)
+    unbond = next(e for e in bonds if e["kind"] == "unbond")
+    bonded = next(e for e in bonds if e["kind"] == "bond" and e["to"] == unbond["from"])
+    assert unbond["amount"] < bonded["amount"]  # partial
+    assert 0 < EXPECTED["in_bonds"] < sum(e["amount"] for e in bonds if e["kind"] == "bond")
+
+
+TAMPERED: list[dict[str, Any]] = json.loads((DATA / "ledger_chain.tampered.json").read_text())["cases"]
+
+
+@pytest.mark.parametrize("case", TAMPERED, ids=[c["name"] for c in TAMPERED])
+def test_each_tampered_copy_fails_at_its_rule(case: dict[str, Any]) -> None:
+    entries = ENTRIES[:case["prefix"]] + case["then"]
+    with pytest.raises(VerificationError) as info:
+        ledger.verify(entries)
+    assert (info.value.seq, str(info.value)) == (case["first_bad_seq"], case["error"])
+    assert case["first_bad_seq"] == len(entries) - 1  # the last entry, and only by its money rule:
+    ledger.verify(entries[:-1])
+    assert ledger.entry_hash(entries[-1]) == entries[-1]["hash"]
+
+
+def test_the_tampered_copies_break_every_bond_rule() -> None:
+    assert {c["rule"] for c in TAMPERED} == {*(f"B{i}" for i in range(1, 5)), *(f"U{i}" for i in range(1, 5)),
+                                             *(f"S{i}" for i in range(1, 9))}
 
 
 def test_hashes_and_leaves() -> None:

@@ -29,7 +29,7 @@ from typing import Any
 # ---------------------------------------------------------------------------------------------------------------
 
 FIELD_ORDER = ("seq", "time", "kind", "from", "to", "amount", "job_id", "task_id", "prev_hash", "hash")
-KINDS = ("grant", "escrow", "reward", "refund")
+KINDS = ("grant", "escrow", "reward", "refund", "bond", "unbond", "slash")
 U63 = 1 << 63  # every integer is below this
 MAX_CREDITS = U63 - 1
 ZERO_HASH = "0" * 64
@@ -151,6 +151,10 @@ def is_party(account: Any) -> bool:
     return type(account) is str and len(account) == 32 and all(c in BASE32_ALPHABET for c in account)
 
 
+def is_bond(account: Any) -> bool:
+    return type(account) is str and account.startswith("bond:") and is_party(account[5:])
+
+
 def is_hex(value: Any, length: int) -> bool:
     return type(value) is str and len(value) == length and all(c in LOWER_HEX for c in value)
 
@@ -267,7 +271,7 @@ def shape_problem(entry: Any) -> str | None:
     if not _nat(entry["time"]):
         return "time must be an integer in [0, 2^63)"
     if type(entry["kind"]) is not str or entry["kind"] not in KINDS:
-        return "kind must be one of grant, escrow, reward, refund"
+        return "kind must be one of " + ", ".join(KINDS)
     if not _text(entry["from"], empty_ok=False):
         return "from must be a non-empty string"
     if not _text(entry["to"], empty_ok=False):
@@ -303,6 +307,7 @@ class Book:
     def __init__(self) -> None:
         self.balances: dict[str, int] = {}
         self.jobs: dict[str, _Escrow] = {}
+        self.slashed: set[tuple[str, str]] = set()  # (task_id, bonded party)
 
     def balance(self, account: str) -> int:
         return self.balances.get(account, 0)
@@ -325,6 +330,8 @@ class Book:
             if -self.balance("mint") + amount > MAX_CREDITS:
                 return f"grants would exceed {MAX_CREDITS} credits in all"
             return None
+        if kind in ("bond", "unbond", "slash"):
+            return self._bond_problem(e)
         article = "an" if kind == "escrow" else "a"
         if job is None or job == "":
             return f"{article} {kind} needs a job_id"
@@ -364,8 +371,47 @@ class Book:
             return f"a refund must return the whole escrow ({self.balance(account)} credits)"
         return None
 
+    def _bond_problem(self, e: dict[str, Any]) -> str | None:
+        kind, frm, to, amount, job, task = e["kind"], e["from"], e["to"], e["amount"], e["job_id"], e["task_id"]
+        if kind == "bond":  # B1-B4
+            if not is_party(frm):
+                return "a bond must come from a party id"
+            if to != "bond:" + frm:
+                return f"a bond from {frm} must go to bond:{frm}"
+            if job is not None or task is not None:
+                return "a bond has no job_id or task_id"
+            return self._overdraft(frm, amount)
+        if kind == "unbond":  # U1-U4
+            if not is_bond(frm):
+                return "an unbond must come from a bond account"
+            if to != frm[5:]:
+                return f"an unbond from {frm} must go to {frm[5:]}"
+            if job is not None or task is not None:
+                return "an unbond has no job_id or task_id"
+            return self._overdraft(frm, amount)
+        # slash, S1-S8
+        if job is None or job == "":
+            return "a slash needs a job_id"
+        if not is_bond(frm):
+            return "a slash must come from a bond account"
+        if task is None or task == "":
+            return "a slash needs a task_id"
+        state = self.jobs.get(job)
+        if state is None:
+            return f"job {job} was never funded"
+        if to != state.funder:
+            return f"a slash for job {job} must go to its funder {state.funder}"
+        party = frm[5:]
+        if party == state.funder:
+            return f"a slash cannot pay {party} from its own bond"
+        if (task, party) in self.slashed:
+            return f"task {task} already slashed {party}"
+        return self._overdraft(frm, amount)
+
     def apply(self, e: dict[str, Any]) -> None:
         kind = e["kind"]
+        if kind == "slash":
+            self.slashed.add((e["task_id"], e["from"][5:]))
         if kind == "escrow":
             self.jobs[e["job_id"]] = _Escrow(funder=e["from"])
         elif kind == "reward":
@@ -618,6 +664,10 @@ class Verdict:
     def in_accounts(self) -> int:
         return sum(v for k, v in self.balances.items() if is_party(k))
 
+    @property
+    def in_bonds(self) -> int:
+        return sum(v for k, v in self.balances.items() if k.startswith("bond:"))
+
     def root_at(self, size: int) -> str:
         return merkle_root(self.leaves[:size]).hex()
 
@@ -625,7 +675,8 @@ class Verdict:
         if not self.ok:
             return {"ok": False, "first_bad_seq": self.first_bad, "error": self.error}
         return {"ok": True, "entries": self.length, "head_hash": self.head, "root_hash": self.root,
-                "minted": self.minted, "in_accounts": self.in_accounts, "in_escrow": self.in_escrow}
+                "minted": self.minted, "in_accounts": self.in_accounts, "in_escrow": self.in_escrow,
+                "in_bonds": self.in_bonds}
 
 
 def _check_entry(position: int, e: Any, prev: str, book: Book) -> str | None:
@@ -781,7 +832,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(out, indent=1))
     elif verdict.ok:
         print(f"ledger ok: {verdict.length} entries, head {verdict.head}, root {verdict.root}")
-        print(f"credits: {verdict.minted} minted = {verdict.in_accounts} in accounts + {verdict.in_escrow} in escrow")
+        bonds = f" + {verdict.in_bonds} in bonds" if verdict.in_bonds else ""
+        print(f"credits: {verdict.minted} minted = {verdict.in_accounts} in accounts + {verdict.in_escrow} in escrow"
+              f"{bonds}")
         if args.checkpoint:
             print(f"checkpoint: {out['checkpoint']}")
     else:

@@ -32,6 +32,7 @@ if not DEPIN.exists():
 VECTORS = ROOT / "tests" / "data" / "ledger_chain.jsonl"
 EXPECTED = ROOT / "tests" / "data" / "ledger_chain.expected.json"
 TERMINAL = ("done", "failed", "cancelled")
+KIND_REASON = "kind must be one of grant, escrow, reward, refund, bond, unbond, slash"
 
 
 def h(s: str) -> bytes:
@@ -60,7 +61,7 @@ def vectors() -> tuple[lv.Verdict, dict[str, Any]]:
 
 def test_vectors_entries_hashes_leaves_roots_balances(vectors: tuple[lv.Verdict, dict[str, Any]]) -> None:
     verdict, exp = vectors
-    assert verdict.length == exp["entries"] == 13
+    assert verdict.length == exp["entries"] == 22
     assert verdict.head == exp["head_hash"]
     assert verdict.root == exp["root_hash"]
     assert [lv.entry_body(e).hex() for e in verdict.entries] == exp["body_hex"]
@@ -68,11 +69,12 @@ def test_vectors_entries_hashes_leaves_roots_balances(vectors: tuple[lv.Verdict,
     assert [x.hex() for x in verdict.leaves] == exp["leaf_hashes"]
     roots = [r.hex() for r in lv.roots_by_size(verdict.leaves)]
     assert roots == exp["roots"]
-    assert roots == [lv._mth_recursive(verdict.leaves[:s]).hex() for s in range(14)]  # both MTH agree
+    assert roots == [lv._mth_recursive(verdict.leaves[:s]).hex() for s in range(23)]  # both MTH agree
     assert roots[0] == hashlib.sha256(b"").hexdigest()
     assert verdict.balances == exp["balances"]  # every account that appears, mint and emptied escrows included
-    assert (verdict.minted, verdict.in_escrow, verdict.in_accounts) == (exp["minted"], exp["in_escrow"],
-                                                                         exp["in_accounts"])
+    assert (verdict.minted, verdict.in_escrow, verdict.in_accounts, verdict.in_bonds) == (
+        exp["minted"], exp["in_escrow"], exp["in_accounts"], exp["in_bonds"])
+    assert verdict.minted == verdict.in_accounts + verdict.in_escrow + verdict.in_bonds
     assert sum(verdict.balances.values()) == 0
     # the independent verifier's summary is what `depin ledger verify --file --json` reports (minus checkpoint)
     got = subprocess.run([str(DEPIN), "ledger", "verify", "--file", str(VECTORS), "--json"], capture_output=True,
@@ -94,11 +96,11 @@ def test_vectors_proofs(vectors: tuple[lv.Verdict, dict[str, Any]]) -> None:
         m, n = p["old"], p["new"]
         assert hx(lv.consistency_proof(m, verdict.leaves[:n])) == p["proof"]
         assert lv.verify_consistency(m, n, roots[m], roots[n], unhex(p["proof"]))
-    # every index and size, and every pair of sizes, of the 13 entries: built and verified
-    for n in range(1, 14):
+    # every index and size, and every pair of sizes, of the 22 entries: built and verified
+    for n in range(1, 23):
         for m in range(n):
             assert lv.verify_inclusion(verdict.leaves[m], m, n, lv.inclusion_path(m, verdict.leaves[:n]), roots[n])
-    for n in range(14):
+    for n in range(23):
         for m in range(n + 1):
             assert lv.verify_consistency(m, n, roots[m], roots[n], lv.consistency_proof(m, verdict.leaves[:n]))
 
@@ -165,7 +167,7 @@ def test_worked_examples() -> None:
         assert lv.canonical_msgpack(key).hex() == enc
     # 6: leaves and subtree roots
     v = lv.verify_export(VECTORS.read_bytes())
-    leaves = v.leaves
+    leaves = v.leaves[:13]  # sections 6 and 7 work on the first 13 entries: the market before bonds
     assert leaves[0].hex() == "4c4d9f1415304dad59a3f0c4c1ccefeb5ae1ab868d8d9b034a7034e3bf465a55"
     mth = lambda a, b: lv.merkle_root(leaves[a:b]).hex()  # noqa: E731
     assert mth(0, 2) == "a594b495674184c40438a57ff4a8a9b013a0e4236eee907da32ad4885d92d542"
@@ -259,7 +261,7 @@ def test_reading_rules_of_section_4_1() -> None:
                     b"\n \t\n" + data.replace(b"\n", b"\n\n\x0c\n\xe3\x80\x80\n"),  # blank lines, isspace() ones
                     "\n".join(json.dumps(dict(reversed(json.loads(x).items())), indent=None) for x in lines).encode()):
         v = lv.verify_export(variant)
-        assert v.ok and v.root == ok.root and v.length == 13, v.error
+        assert v.ok and v.root == ok.root and v.length == 22, v.error
     # a byte-order mark is not skipped
     v = lv.verify_export(b"\xef\xbb\xbf" + data)
     assert (v.first_bad, v.reason) == (0, "not a valid JSON object (Unexpected UTF-8 BOM (decode using utf-8-sig): "
@@ -288,8 +290,8 @@ def test_reading_rules_of_section_4_1() -> None:
     e = json.loads(lines[4])
     for key, value, reason in (("task_id", "\ud800", "task_id must be a string or null"),
                                ("from", "\udc00x", "from must be a non-empty string"),
-                               ("kind", ["reward"], "kind must be one of grant, escrow, reward, refund"),
-                               ("kind", {}, "kind must be one of grant, escrow, reward, refund"),
+                               ("kind", ["reward"], KIND_REASON),
+                               ("kind", {}, KIND_REASON),
                                ("amount", True, "amount must be a positive integer"),
                                ("amount", 7.0, "amount must be a positive integer"),
                                ("seq", 2**63, "seq must be an integer in [0, 2^63)"),
@@ -911,10 +913,10 @@ def tampered_copies(base: list[dict[str, Any]]) -> list[Case]:
             ("time 2^63", "time", str(2**63), "time must be an integer in [0, 2^63)"),
             ("time negative", "time", "-1", "time must be an integer in [0, 2^63)"),
             ("time null", "time", "null", "time must be an integer in [0, 2^63)"),
-            ("kind list", "kind", '["reward"]', "kind must be one of grant, escrow, reward, refund"),
-            ("kind object", "kind", "{}", "kind must be one of grant, escrow, reward, refund"),
-            ("kind upper", "kind", '"Reward"', "kind must be one of grant, escrow, reward, refund"),
-            ("kind surrogate", "kind", '"\\ud800"', "kind must be one of grant, escrow, reward, refund"),
+            ("kind list", "kind", '["reward"]', KIND_REASON),
+            ("kind object", "kind", "{}", KIND_REASON),
+            ("kind upper", "kind", '"Reward"', KIND_REASON),
+            ("kind surrogate", "kind", '"\\ud800"', KIND_REASON),
             ("from empty", "from", '""', "from must be a non-empty string"),
             ("from null", "from", "null", "from must be a non-empty string"),
             ("from surrogate", "from", '"\\udc80"', "from must be a non-empty string"),
@@ -1044,6 +1046,57 @@ def test_tampered_copies_agree_with_the_reference(run: Run, tmp_path: Path) -> N
     assert len(kinds_of_reason) >= 40, sorted(kinds_of_reason)
 
 
+# ---- the bond kinds, on the test vectors (a real coordinator writes no bonds yet): the shipped tampered copies, and
+# every entry of the vectors changed and rechained, agree with the reference and with the spec's reasons.
+
+TAMPERED = ROOT / "tests" / "data" / "ledger_chain.tampered.json"
+
+
+def bond_cases() -> list[Case]:
+    base: list[dict[str, Any]] = [json.loads(line) for line in VECTORS.read_text().splitlines()]
+    cases = [Case(f"shipped {c['rule']} {c['name']}", jsonl(base[:c["prefix"]] + c["then"]), c["error"])
+             for c in json.loads(TAMPERED.read_text())["cases"]]
+    cases.append(Case("vectors intact", jsonl(base), "ok"))
+    for i, e in enumerate(base):
+        for k in lv.KINDS:
+            if k != e["kind"]:
+                cases.append(Case(f"vectors kind {k}@{i}", jsonl(rechain([*base[:i], dict(e, kind=k), *base[i + 1:]],
+                                                                          i))))
+        for name, changes in (("amount+1", {"amount": e["amount"] + 1}), ("no job", {"job_id": None}),
+                              ("no task", {"task_id": None}), ("task 9", {"task_id": f"{e['job_id']}-9"}),
+                              ("to mint", {"to": "mint"}), ("from carol", {"from": "carol" + "3" * 27})):
+            cases.append(Case(f"vectors {name}@{i}", jsonl(rechain([*base[:i], dict(e, **changes), *base[i + 1:]],
+                                                                   i))))
+    return cases
+
+
+def test_bond_kinds_agree_with_the_reference(tmp_path: Path) -> None:
+    cases = bond_cases()
+    paths = []
+    for i, c in enumerate(cases):
+        p = tmp_path / f"bond{i:04d}.jsonl"
+        p.write_bytes(c.data)
+        paths.append(p)
+    ref = reference_verdicts(paths)
+    failures, reasons = [], set()
+    for c, p in zip(cases, paths, strict=True):
+        r_ok, r_pos, r_err = parse_reference(ref[str(p)], p)
+        mine = lv.verify_export(c.data)
+        ok = (mine.ok, mine.first_bad, mine.error) == (r_ok, r_pos, r_err)
+        if ok and r_ok:
+            reported = json.loads(ref[str(p)]["stdout"])
+            ok = reported.pop("checkpoint") is None and reported == mine.summary()
+        if ok and c.expect is not None:
+            ok = (c.expect == "ok" and mine.ok) or (c.expect != "ok" and mine.error == c.expect)
+        if not ok:
+            failures.append(f"{c.name}: mine {mine.error or 'ok'!r} / reference {r_err or 'ok'!r} / spec {c.expect!r}")
+        if r_err:
+            reasons.add(r_err.split(": ", 1)[1])
+    assert not failures, f"{len(failures)} of {len(cases)} disagree:\n" + "\n".join(failures)
+    for start in ("a bond ", "an unbond ", "a slash ", "already slashed"):  # the new rules are reached
+        assert any(start in r for r in reasons), start
+
+
 def test_reference_driver_is_the_cli(run: Run, tmp_path: Path) -> None:
     """The batch driver above reports what the real `depin ledger verify --file` process reports."""
     base = lv.verify_export(run.export_bytes).entries
@@ -1083,7 +1136,7 @@ def test_checkpoints_agree_with_the_reference(run: Run, tmp_path: Path) -> None:
     trials: list[tuple[str, Path, lv.Verdict, Any, bytes, str | None]] = []  # name, file, verdict, cp, key, reason
     for size, cp in run.checkpoints.items():
         trials.append((f"real {size}", run.export, real, cp, run.public_key, None))
-    for size in range(14):
+    for size in range(23):
         trials.append((f"vectors {size}", VECTORS, vec, signed(size, exp["roots"][size]), vpub, None))
     for c in exp["checkpoints"]:
         trials.append((f"shipped {c['json']['size']}", VECTORS, vec, c["json"], vpub, None))
@@ -1111,7 +1164,7 @@ def test_checkpoints_agree_with_the_reference(run: Run, tmp_path: Path) -> None:
             ("root and time bad", dict(good, root=None, time=None), "checkpoint root must be 64 lowercase hex digits"),
             ("time and sig bad", dict(good, time=None, sig=None), "checkpoint time must be an integer in [0, 2^63)"),
             ("wrong root, signed", signed(8, exp["roots"][7]), None),
-            ("beyond the export, signed", signed(14, exp["roots"][13]), None)):
+            ("beyond the export, signed", signed(23, exp["roots"][22]), None)):
         trials.append((name, VECTORS, vec, cp, vpub, reason))
     trials.append(("another key", VECTORS, vec, good, bytes(SigningKey(bytes(32)).verify_key),
                    f"checkpoint names coordinator {good['coordinator']}, expected "
