@@ -31,6 +31,7 @@ class Job:
     finished_ms: int | None = None
     error: str | None = None
     tasks_validated: int = 0
+    audits_open: int = 0  # in memory: its validated tasks whose audit is due or disputed (they keep it open)
 
     @property
     def max_cost(self) -> int:
@@ -50,6 +51,7 @@ class Task:
     state: str = "pending"
     canonical: bytes | None = None  # the validated output, as wire msgpack
     single: str | None = None  # the lease that took this task single (adaptive replication), if any
+    audit: str | None = None  # the audit of a validated task (states.AUDIT), if one was drawn
     # Not persisted as columns; rebuilt from the lease and result rows.
     leases: list[str] = field(default_factory=list)
     results: list[str] = field(default_factory=list)
@@ -65,6 +67,7 @@ class Task:
     passed: set[str] = field(default_factory=set)
     waiting_since: int | None = None  # since when the task has waited for a trusted worker
     fell_back: bool = False  # it waited too long, and a larger quorum of untrusted workers stands in
+    audit_since: int = 0  # when its audit was drawn (or the coordinator restarted)
 
 
 @dataclass
@@ -109,6 +112,9 @@ class Worker:
     too_fast: int = 0
     capacity: int = 2  # leases it may hold at once: doubles with each validated result, halves on an error or expiry
     expired: int = 0  # its leases that expired
+    exposure: int = 0  # credits of its single results since its last clean audit (coordinator.auditing)
+    audits_passed: int = 0  # audits that confirmed a result of its
+    audits_failed: int = 0  # audits that proved a result of its wrong
     # In memory only: what it last asked for, and when.
     kernels: frozenset[str] = frozenset()
     last_lease_ms: int | None = None

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from coordinator import placement, states
+from coordinator import auditing, placement, states
+from coordinator.auditing import AuditPolicy
 from coordinator.model import Changes, Job, Lease, Result, Task, Worker
 from coordinator.placement import PlacementPolicy
 from coordinator.quorum import Candidate, Decision, decide
@@ -72,6 +73,7 @@ class Scheduler:
         rand: Callable[[], float] = random.random,
         pick: Callable[[int], int] = secrets.randbelow,
         placement_policy: PlacementPolicy | None = None,
+        audit_policy: AuditPolicy | None = None,
     ) -> None:
         self.key = key
         # Looks up (worker_id, task_id, digest, verdict) of a result whose job has left memory, so a resend after the
@@ -82,6 +84,7 @@ class Scheduler:
         self._rand = rand  # spot checks
         self._pick = pick  # placement: offsets and draws (the coordinator's secret randomness)
         self.placement = placement_policy or PlacementPolicy()
+        self.audits = audit_policy or AuditPolicy()
         self.trust = TrustBook(policy or TrustPolicy())
         self.speed = SpeedBook(self.trust.policy.fast_factor, self.trust.policy.speed_samples)
         self._wakeups: list[tuple[int, str]] = []  # (when, task id): a grace, reservation or trusted wait ends
@@ -114,6 +117,7 @@ class Scheduler:
         rand: Callable[[], float] = random.random,
         pick: Callable[[int], int] = secrets.randbelow,
         placement_policy: PlacementPolicy | None = None,
+        audit_policy: AuditPolicy | None = None,
         jobs: Iterable[Job],
         tasks: Iterable[Task],
         leases: Iterable[Lease],
@@ -125,7 +129,7 @@ class Scheduler:
     ) -> Scheduler:
         """A scheduler over rows loaded from the database (tasks/leases/results of unfinished jobs only)."""
         s = cls(key=key, lease_timeout_ms=lease_timeout_ms, new_id=new_id, archive=archive, policy=policy,
-                rand=rand, pick=pick, placement_policy=placement_policy)
+                rand=rand, pick=pick, placement_policy=placement_policy, audit_policy=audit_policy)
         s.jobs = {j.job_id: j for j in jobs}
         s.workers = {w.worker_id: w for w in workers}
         for w in s.workers.values():
@@ -153,6 +157,14 @@ class Scheduler:
                 s.tasks[r.task_id].results.append(r.lease_id)
         if book is not None:
             s.book = book
+        for account, credits in s.book.accounts.balances.items():
+            if accounts.is_bond(account):
+                s.trust.set_bond(account[len(accounts.BOND_PREFIX):], credits)
+        for task in s.tasks.values():
+            if task.audit in states.OPEN_AUDIT:  # its audit starts again: the wait for an auditor counts from now
+                s.jobs[task.job_id].audits_open += 1
+                task.audit_since = now
+                heapq.heappush(s._wakeups, (now + s.audits.give_up_ms, task.task_id))
         s._order = sorted((-s.jobs[j].price, s.jobs[j].created_ms, j) for j in s._job_tasks)
         for task in s.tasks.values():
             if task.state == "pending":
@@ -225,6 +237,44 @@ class Scheduler:
         if self.book.accounts.minted + amount > accounts.MAX_MINTED:
             raise Conflict(f"grants cannot exceed {accounts.MAX_MINTED} credits in all")
         return self._append(now, "grant", ledger.MINT, account, amount)
+
+    def bond(self, *, now: int, worker_id: str, amount: int) -> ledger.Entry:
+        """Lock `amount` of a worker's credits in its bond (coordinator.auditing)."""
+        if not 1 <= amount <= protocol.MAX_GRANT:
+            raise UserError(f"a bond must be a whole number of credits from 1 to {protocol.MAX_GRANT}")
+        if self.trust.banned(worker_id):
+            raise Forbidden(f"worker banned: {self.trust.banned(worker_id)}")
+        have = self.book.accounts.balance(worker_id)
+        if amount > have:
+            raise PaymentRequired(f"insufficient funds: account {worker_id} holds {have} credits, cannot bond {amount}")
+        entry = self._append(now, "bond", worker_id, accounts.bond_account(worker_id), amount)
+        self.trust.set_bond(worker_id, self.book.accounts.bonded(worker_id))
+        self._trust_version += 1
+        return entry
+
+    def unbond(self, *, now: int, worker_id: str, amount: int) -> ledger.Entry:
+        """Give back `amount` of a worker's bond: never what covers its exposure, nor while a result of it is
+        under audit, nor for a banned worker (whose bond may yet be slashed)."""
+        if not 1 <= amount <= protocol.MAX_GRANT:
+            raise UserError(f"an unbond must be a whole number of credits from 1 to {protocol.MAX_GRANT}")
+        if self.trust.banned(worker_id):
+            raise Forbidden(f"worker banned: {self.trust.banned(worker_id)}")
+        bonded = self.book.accounts.bonded(worker_id)
+        worker = self.workers.get(worker_id)
+        exposure = 0 if worker is None else worker.exposure
+        if self._under_audit(worker_id):
+            raise Conflict("a result of this worker is under audit: its bond stays until the audit is settled")
+        if amount > bonded - exposure:
+            raise Conflict(f"the bond holds {bonded} credits and {exposure} of them cover single results not yet"
+                           f" audited: at most {max(0, bonded - exposure)} can be taken out now")
+        entry = self._append(now, "unbond", accounts.bond_account(worker_id), worker_id, amount)
+        self.trust.set_bond(worker_id, self.book.accounts.bonded(worker_id))
+        self._trust_version += 1
+        return entry
+
+    def _under_audit(self, worker_id: str) -> bool:
+        return any(t.audit in states.OPEN_AUDIT and any(self.results[lid].worker_id == worker_id for lid in t.results)
+                   for t in self.tasks.values())
 
     def owner_of(self, job_id: str, requester: str, action: str) -> Job:
         """The job, if `requester` submitted it; Forbidden otherwise ("only the job's submitter can <action>")."""
@@ -386,6 +436,10 @@ class Scheduler:
             for task in tasks[start:] + tasks[:start]:
                 if len(grants) >= room:
                     break
+                if task.state == "validated" and task.audit in states.OPEN_AUDIT:
+                    if self._may_audit(task, job, worker_id, is_trusted, now):
+                        grants.append(self._grant(task, job, kernel_key, worker_id, False, now))
+                    continue
                 if task.state != "pending":
                     continue
                 if task.needs_trusted and not self._trusted_could_help(task, job, now):
@@ -433,6 +487,8 @@ class Scheduler:
         pool = [w for w in self.workers
                 if w not in task.passed and self._could_serve(w, job, now)
                 and self._eligible(task, w, trusted=self.trust.trusted(w, kernel_key))]
+        if task.state == "validated":  # an audit: never a worker on probation
+            pool = [w for w in pool if not self.on_probation(w)]
         if task.needs_trusted:
             trusted = [w for w in pool if self.trust.trusted(w, kernel_key)]
             if trusted:
@@ -452,10 +508,12 @@ class Scheduler:
         task.leases.append(lease.lease_id)
         task.reserved, task.passed = None, set()
         self._mark_holder(task, worker_id)
-        task.wanted -= 1
         worker = self.workers.get(worker_id)
         if worker is not None:
             worker.active += 1
+        if task.state == "validated":  # an audit lease
+            return LeaseGrant(lease.lease_id, lease.expires_ms, task.payload, task.sig)
+        task.wanted -= 1
         kernel = kernels.get(job.kernel, job.kernel_version)
         if self.on_probation(worker_id):  # its slot is held only for the grace period (placement)
             grace = placement.grace_ms(self.placement, self.lease_timeout_ms,
@@ -463,6 +521,8 @@ class Scheduler:
             heapq.heappush(self._wakeups, (now + grace, task.task_id))
         if (alone and is_trusted and task.quorum > 1 and kernel.verify is None
                 and self.trust.single_ok(worker_id, kernel_key, job.price)
+                and auditing.bond_covers(self.audits, bonded=self.book.accounts.bonded(worker_id),
+                                         exposure=0 if worker is None else worker.exposure, price=job.price)
                 and self._rand() >= self.trust.spot_check_probability(worker_id, kernel_key)):
             # Adaptive replication: a trusted worker takes this task alone; the spot check said no replica.
             task.quorum, task.single, task.wanted = 1, lease.lease_id, 0
@@ -553,6 +613,11 @@ class Scheduler:
             woken = self.tasks.get(task_id)
             if woken is not None and woken.state == "pending":
                 self._reconsider(woken, now)
+                count += 1
+            elif (woken is not None and woken.audit in states.OPEN_AUDIT
+                  and now - woken.audit_since >= self.audits.give_up_ms
+                  and not any(self.leases[lid].state == "active" for lid in woken.leases)):
+                self._close_audit(woken, self.jobs[woken.job_id], "skipped", now)  # no auditor came in time
                 count += 1
         return count
 
@@ -657,6 +722,8 @@ class Scheduler:
                                earlier_result.verdict)
         if lease.state == "released":
             return AckItem(rep.lease_id, "rejected", "lease was given back")
+        if lease.state in ("active", "expired") and task.state == "validated" and task.audit in states.OPEN_AUDIT:
+            return self._take_audit(now, lease, task, job, kernel, wire, rep.output)
         if lease.state == "cancelled" or task.state != "pending":
             return AckItem(rep.lease_id, "rejected", f"task already {task.state}")
         result = self._take_result(now, lease, task, job, kernel, wire, rep.output)
@@ -769,9 +836,17 @@ class Scheduler:
             lease = self.leases[lease_id]
             if lease.state in ("active", "expired"):
                 self._move_lease(lease, "cancelled")
+        if task.quorum == 1 and job.quorum > 1 and len(winners) == 1 and winners[0].verified is not True:
+            worker = self.workers[winners[0].worker_id]  # a single result: unchecked until a clean audit
+            worker.exposure += job.price
+        self._draw_audit(task, job, winners, now)
         job.tasks_validated += 1
         self._changes.jobs[job.job_id] = job
-        if job.tasks_validated == job.n_tasks:
+        self._maybe_done(job, kernel, now)
+
+    def _maybe_done(self, job: Job, kernel: Kernel, now: int) -> None:
+        # A job is done when every task is validated and no audit keeps it open; then its outputs are merged.
+        if job.tasks_validated == job.n_tasks and job.audits_open == 0 and job.state not in states.FINISHED_JOB:
             outputs = [
                 codec.array_from_wire(codec.decode(t.canonical))
                 for t in self._job_tasks[job.job_id] if t.canonical is not None
@@ -779,6 +854,140 @@ class Scheduler:
             merged = kernel.merge(job.params, outputs)
             self._changes.merged[job.job_id] = codec.encode(codec.array_to_wire(merged))
             self._finish_job(job, "done", now, None)
+
+    # ---- audits (coordinator.auditing) ----------------------------------------------------------------------
+
+    def _draw_audit(self, task: Task, job: Job, winners: list[Result], now: int) -> None:
+        # Whether to re-compute this just-validated task later. Never for a job that asked for no cross-check
+        # (quorum 1), for a result the kernel's check confirmed, or where the escrow has no room for two auditors.
+        if job.quorum == 1 or any(r.verified is True for r in winners) or len(winners) + 2 > job.max_results:
+            return
+        single = task.quorum == 1
+        probation = any(self.on_probation(r.worker_id) for r in winners)
+        if auditing.drawn(auditing.audit_probability(self.audits, single=single, probation=probation), self._rand):
+            self._open_audit(task, job, now)
+
+    def _open_audit(self, task: Task, job: Job, now: int) -> None:
+        task.audit = states.move(states.AUDIT, task.audit, "due")
+        task.audit_since = now
+        job.audits_open += 1
+        self._changes.tasks[task.task_id] = task
+        heapq.heappush(self._wakeups, (now + self.audits.give_up_ms, task.task_id))
+
+    def _may_audit(self, task: Task, job: Job, worker_id: str, is_trusted: bool, now: int) -> bool:
+        # An audit slot: one audit lease at a time, never to a holder of the task or a worker on probation, drawn
+        # (placement) among trusted workers where any is present.
+        if any(self.leases[lid].state == "active" for lid in task.leases):
+            return False
+        if self.on_probation(worker_id) or not self._eligible(task, worker_id, trusted=is_trusted):
+            return False
+        task.needs_trusted = True  # the draw prefers trusted workers (placement._candidates)
+        return self._placed_here(task, job, worker_id, now)
+
+    def _take_audit(self, now: int, lease: Lease, task: Task, job: Job, kernel: Kernel, wire: bytes,
+                    output: Any) -> AckItem:
+        """An audit result: it confirms the task's output, disputes it, or settles a dispute."""
+        array, error = _check_output(kernel, task.params, output)
+        self._move_lease(lease, "returned")
+        result = Result(
+            lease_id=lease.lease_id, task_id=task.task_id, job_id=job.job_id, worker_id=lease.worker_id,
+            digest=wire_digest(wire), output=None if error else wire, verdict="pending", received_ms=now,
+            error=error,
+        )
+        self.results[result.lease_id] = result
+        self._changes.results[result.lease_id] = result
+        if error:
+            self._judge(result, "invalid", job, now)  # another auditor is drawn
+            return AckItem(lease.lease_id, "rejected", f"malformed output: {error}")
+        task.results.append(result.lease_id)
+        assert array is not None and task.canonical is not None
+        canonical = codec.array_from_wire(codec.decode(task.canonical))
+
+        def same(a: np.ndarray, digest: bytes, b: np.ndarray, other: bytes) -> bool:
+            return digest == other or (not kernel.exact and kernel.compare(a, b))
+
+        winners = [self.results[lid] for lid in task.results if self.results[lid].verdict == "valid"]
+        disputing = [self.results[lid] for lid in task.results
+                     if self.results[lid].verdict == "pending" and lid != result.lease_id]
+        if same(array, result.digest, canonical, wire_digest(task.canonical)):
+            for earlier in disputing:  # an auditor that disagreed with the output that stands was wrong
+                self._judge(earlier, "invalid", job, now)
+            self._audit_passed(task, job, winners, result, now)
+        elif disputing and any(same(array, result.digest, codec.array_from_wire(codec.decode(d.output or b"")),
+                                    d.digest) for d in disputing if d.output is not None):
+            agreeing = [d for d in disputing if d.output is not None and same(
+                array, result.digest, codec.array_from_wire(codec.decode(d.output)), d.digest)]
+            self._audit_overturned(task, job, winners, [*agreeing, result], now)
+        elif len(disputing) + 1 >= self.audits.max_audits:
+            self._close_audit(task, job, "unresolved", now)
+        else:
+            if task.audit == "due":
+                task.audit = states.move(states.AUDIT, task.audit, "disputed")
+                self._changes.tasks[task.task_id] = task
+        return AckItem(lease.lease_id, "accepted", "")
+
+    def _audit_passed(self, task: Task, job: Job, winners: list[Result], auditor: Result, now: int) -> None:
+        self._judge(auditor, "valid", job, now, partners=[r.worker_id for r in winners])
+        self._pay_auditor(task, auditor, job, now)
+        for r in winners:  # a clean audit: what these workers had outstanding unchecked is cleared
+            worker = self.workers[r.worker_id]
+            worker.exposure, worker.audits_passed = 0, worker.audits_passed + 1
+            self._changes.workers[worker.worker_id] = worker
+        self._close_audit(task, job, "passed", now)
+
+    def _audit_overturned(self, task: Task, job: Job, winners: list[Result], auditors: list[Result],
+                          now: int) -> None:
+        # Two auditors agree on another output: the task's output was wrong. Theirs replaces it, they are paid, and
+        # every worker that agreed on the wrong one is convicted.
+        task.canonical = auditors[0].output
+        for auditor in auditors:
+            self._judge(auditor, "valid", job, now, partners=[a.worker_id for a in auditors if a is not auditor])
+            self._pay_auditor(task, auditor, job, now)
+        for r in winners:
+            r.verdict = states.move(states.RESULT, r.verdict, "overturned")
+            self._changes.results[r.lease_id] = r
+            self._convict(self.workers[r.worker_id], task, job, now)
+        self._close_audit(task, job, "corrected", now)
+
+    def _pay_auditor(self, task: Task, auditor: Result, job: Job, now: int) -> None:
+        # The escrow holds max_results rewards per task: an auditor beyond them (a third, after a dispute) is unpaid.
+        if sum(1 for lid in task.results if self.results[lid].verdict in ("valid", "overturned")) <= job.max_results:
+            self._pay(auditor, job, now)
+
+    def _convict(self, worker: Worker, task: Task, job: Job, now: int) -> None:
+        """A result of this worker was proven wrong: its bond goes to the harmed submitter, it is banned, and every
+        other result it had a hand in since its last clean audit (in unfinished jobs) is audited."""
+        worker.audits_failed += 1
+        self._changes.workers[worker.worker_id] = worker
+        bonded = self.book.accounts.bonded(worker.worker_id)
+        if bonded > 0:
+            self._append(now, "slash", accounts.bond_account(worker.worker_id), job.submitter, bonded, job.job_id,
+                         task.task_id)
+            self.trust.set_bond(worker.worker_id, 0)
+        kernel_key = f"{job.kernel}@{job.kernel_version}"
+        record, _ = self.trust.judged_invalid(worker.worker_id, kernel_key)
+        self._changes.trust[(record.worker_id, record.kernel)] = record
+        if worker.banned is None:
+            reason = f"a result proven wrong by audit (task {task.task_id})"
+            self.trust.standing_of(worker.worker_id).banned = reason
+            self._ban(worker, reason, now)
+        for other in list(self.tasks.values()):
+            if (other.state == "validated" and other.audit is None and other.task_id != task.task_id
+                    and any(self.results[lid].worker_id == worker.worker_id and self.results[lid].verdict == "valid"
+                            for lid in other.results)):
+                self._open_audit(other, self.jobs[other.job_id], now)
+
+    def _close_audit(self, task: Task, job: Job, state: str, now: int) -> None:
+        task.audit = states.move(states.AUDIT, task.audit, state)
+        task.needs_trusted, task.reserved = False, None
+        self._changes.tasks[task.task_id] = task
+        for lease_id in task.leases:
+            lease = self.leases[lease_id]
+            if lease.state in ("active", "expired"):
+                self._move_lease(lease, "cancelled")
+        job.audits_open -= 1
+        self._changes.jobs[job.job_id] = job
+        self._maybe_done(job, kernels.get(job.kernel, job.kernel_version), now)
 
     def _judge(self, result: Result, verdict: str, job: Job, now: int, *, partners: Iterable[str] = (),
                binding: bool = True) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from coordinator import views
 from coordinator.audit import Audit
+from coordinator.auditing import AuditPolicy
 from coordinator.placement import PlacementPolicy
 from coordinator.ratelimit import RateLimiter
 from coordinator.replay import ReplayGuard
@@ -58,7 +59,7 @@ class Service:
     def __init__(self, config: CoordinatorConfig, clock: Callable[[], int],
                  on_fatal: Callable[[BaseException], None] = lambda exc: None, *,
                  trust_policy: TrustPolicy | None = None, placement: PlacementPolicy | None = None,
-                 pick: Callable[[int], int] = secrets.randbelow) -> None:
+                 audits: AuditPolicy | None = None, pick: Callable[[int], int] = secrets.randbelow) -> None:
         self.config = config
         self.clock = clock
         self.on_fatal = on_fatal
@@ -68,7 +69,8 @@ class Service:
         rows = self.store.load()
         self.scheduler = Scheduler.restore(
             key=self.key, lease_timeout_ms=config.lease_timeout_ms, new_id=new_id,
-            archive=self.store.result_verdict, now=clock(), policy=trust_policy, placement_policy=placement, pick=pick,
+            archive=self.store.result_verdict, now=clock(), policy=trust_policy, placement_policy=placement,
+            audit_policy=audits, pick=pick,
             **rows
         )
         self.audit = Audit(self.store, self.key, every=config.checkpoint_every,

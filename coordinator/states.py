@@ -7,6 +7,7 @@ here are the names the status API and docs/PROTOCOL.md use.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from depin.errors import StateError
 
@@ -35,18 +36,33 @@ LEASE: Mapping[str, frozenset[str]] = {
     "cancelled": frozenset(),
 }
 
-# A result is judged once its task is decided.
+# A result is judged once its task is decided; a valid result that an audit proves wrong is overturned.
 RESULT: Mapping[str, frozenset[str]] = {
     "pending": frozenset({"valid", "invalid", "void"}),
-    "valid": frozenset(),
+    "valid": frozenset({"overturned"}),
+    "overturned": frozenset(),
     "invalid": frozenset(),
     "void": frozenset(),
 }
 
 FINISHED_JOB = frozenset(s for s, nxt in JOB.items() if not nxt)
 
+# A validated task's audit (coordinator.auditing): none drawn (None), then due -> passed, or due -> disputed (an
+# auditor disagreed) -> passed (the original stood) | corrected (the auditors agreed on another output) |
+# unresolved (max_audits results, no verdict); due or disputed -> skipped when no auditor came in time.
+AUDIT: Mapping[str | None, frozenset[str]] = {
+    None: frozenset({"due"}),
+    "due": frozenset({"passed", "disputed", "skipped"}),
+    "disputed": frozenset({"passed", "corrected", "unresolved", "skipped"}),
+    "passed": frozenset(),
+    "corrected": frozenset(),
+    "unresolved": frozenset(),
+    "skipped": frozenset(),
+}
+OPEN_AUDIT = frozenset({"due", "disputed"})
 
-def move(table: Mapping[str, frozenset[str]], current: str, new: str) -> str:
+
+def move(table: Mapping[Any, frozenset[str]], current: Any, new: str) -> str:
     """`new`, if the table allows current -> new; StateError otherwise."""
     if new not in table.get(current, frozenset()):
         raise StateError(f"illegal state change {current} -> {new}")

@@ -84,12 +84,17 @@ _MIGRATE_3 = "ALTER TABLE workers ADD COLUMN min_price INTEGER NOT NULL DEFAULT 
 UPDATE meta SET value = '3' WHERE key = 'schema_version';
 """
 
-# Schema 4 (trust that cannot be bought): lease capacity and expiries per worker; disputes, the credits a streak was
+# Schema 4 (trust that cannot be bought): lease capacity, expiries, exposure and audit counts per worker; each
+# task's audit; disputes, the credits a streak was
 # earned on, and its partners per trust record. (Trust's old speed columns stay, unused: speed is now compared
 # like with like in memory, coordinator.speed.)
 _MIGRATE_4 = """
 ALTER TABLE workers ADD COLUMN capacity INTEGER NOT NULL DEFAULT 2;
 ALTER TABLE workers ADD COLUMN expired INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE workers ADD COLUMN exposure INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE workers ADD COLUMN audits_passed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE workers ADD COLUMN audits_failed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN audit TEXT;
 ALTER TABLE trust ADD COLUMN disputed INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE trust ADD COLUMN earned INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE trust ADD COLUMN partners BLOB;
@@ -98,12 +103,14 @@ UPDATE meta SET value = '4' WHERE key = 'schema_version';
 
 _JOB_COLS = ("job_id", "kernel", "kernel_version", "params", "n_tasks", "replicas", "quorum", "max_errors",
              "max_results", "price", "submitter", "state", "created_ms", "finished_ms", "error", "tasks_validated")
-_TASK_COLS = ("task_id", "job_id", "idx", "params", "payload", "sig", "quorum", "state", "canonical", "single")
+_TASK_COLS = ("task_id", "job_id", "idx", "params", "payload", "sig", "quorum", "state", "canonical", "single",
+              "audit")
 _LEASE_COLS = ("lease_id", "task_id", "job_id", "worker_id", "issued_ms", "expires_ms", "state")
 _RESULT_COLS = ("lease_id", "task_id", "job_id", "worker_id", "digest", "output", "verdict", "received_ms", "error",
                 "verified", "trusted", "too_fast")
 _WORKER_COLS = ("worker_id", "public_key", "first_seen_ms", "last_seen_ms", "validated", "rejected", "owner",
-                "address", "banned", "too_fast", "min_price", "capacity", "expired")
+                "address", "banned", "too_fast", "min_price", "capacity", "expired", "exposure",
+                "audits_passed", "audits_failed")
 _TRUST_COLS = ("worker_id", "kernel", "consecutive_valid", "valid", "invalid", "disputed", "earned", "partners",
                "max_speed", "samples")
 _FINISHED = ("done", "failed", "cancelled")
@@ -201,7 +208,7 @@ class Store:
             db.executemany(
                 _upsert("tasks", _TASK_COLS),
                 [(t.task_id, t.job_id, t.index, codec.encode(t.params), t.payload, t.sig, t.quorum, t.state,
-                  t.canonical, t.single) for t in ch.tasks.values()],
+                  t.canonical, t.single, t.audit) for t in ch.tasks.values()],
             )
             db.executemany(
                 _upsert("leases", _LEASE_COLS),
@@ -216,7 +223,8 @@ class Store:
             db.executemany(
                 _upsert("workers", _WORKER_COLS),
                 [(w.worker_id, w.public_key, w.first_seen_ms, w.last_seen_ms, w.validated, w.rejected, w.owner,
-                  w.address, w.banned, w.too_fast, w.min_price, w.capacity, w.expired) for w in ch.workers.values()],
+                  w.address, w.banned, w.too_fast, w.min_price, w.capacity, w.expired, w.exposure,
+                  w.audits_passed, w.audits_failed) for w in ch.workers.values()],
             )
             db.executemany(
                 _upsert("trust", _TRUST_COLS),

@@ -36,7 +36,9 @@ class TrustPolicy:
     outlier_floor: float = 0.2
     outlier_factor: float = 3.0
     online_ms: int = 60_000
-    partner_cap: int = 3  # agreements with one partner that count toward one streak
+    bonded_trust_after: int = 3  # the streak that makes a worker with at least min_bond in its bond trusted
+    min_bond: int = 100  # credits of bond that shorten the streak (coordinator.auditing)
+    partner_cap: int = 5  # agreements with one partner that count toward one streak (trust_after / 2: two partners)
     probation_valid: int = 3  # validated results after which a worker is no longer on probation
     trusted_wait_ms: int = 10_000  # how long a task waits for a trusted worker before a larger quorum stands in
 
@@ -71,6 +73,7 @@ class TrustBook:
     policy: TrustPolicy = field(default_factory=TrustPolicy)
     records: dict[tuple[str, str], Trust] = field(default_factory=dict)
     standing: dict[str, Standing] = field(default_factory=dict)
+    bonded: dict[str, int] = field(default_factory=dict)  # worker -> credits in its bond (kept by the scheduler)
     # Derived from `records`, kept up to date as verdicts arrive (see "outliers" below).
     _by_worker: dict[str, list[int]] | None = field(default=None, repr=False)
     _index: dict[str, list[Trust]] | None = field(default=None, repr=False)
@@ -92,12 +95,23 @@ class TrustBook:
         streaks move, so the scheduler finds trusted workers without scanning every record."""
         if self._earned is None:
             self._earned = {(r.worker_id, r.kernel) for r in self.records.values()
-                            if r.consecutive_valid >= self.policy.trust_after}
+                            if r.consecutive_valid >= self.threshold(r.worker_id)}
         return self._earned
+
+    def threshold(self, worker_id: str) -> int:
+        """The streak that makes this worker trusted: shorter for a worker with a bond at stake."""
+        bonded = self.bonded.get(worker_id, 0) >= self.policy.min_bond
+        return self.policy.bonded_trust_after if bonded else self.policy.trust_after
+
+    def set_bond(self, worker_id: str, credits: int) -> None:
+        """The worker's bond is now `credits`: its trust threshold may have moved."""
+        self.bonded[worker_id] = credits
+        for r in self.records_of(worker_id):
+            self._streak_moved(r)
 
     def _streak_moved(self, r: Trust) -> None:
         if self._earned is not None:
-            if r.consecutive_valid >= self.policy.trust_after:
+            if r.consecutive_valid >= self.threshold(r.worker_id):
                 self._earned.add((r.worker_id, r.kernel))
             else:
                 self._earned.discard((r.worker_id, r.kernel))
@@ -123,7 +137,7 @@ class TrustBook:
         if s is not None and (s.banned or s.outlier):
             return False
         r = self.records.get((worker_id, kernel))
-        return r is not None and r.consecutive_valid >= self.policy.trust_after
+        return r is not None and r.consecutive_valid >= self.threshold(worker_id)
 
     def spot_check_probability(self, worker_id: str, kernel: str) -> float:
         """Chance that a trusted worker's task is replicated anyway."""

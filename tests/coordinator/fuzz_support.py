@@ -45,7 +45,7 @@ from coordinator.server import Server
 from coordinator.service import Service
 from depin.config import CoordinatorConfig
 from depin.crypto import SigningKey, load_or_create_key
-from tests.coordinator.sched_support import OPEN_PLACEMENT, open_policy
+from tests.coordinator.sched_support import NO_AUDITS, OPEN_PLACEMENT, open_policy
 from tests.msgpack_ref import ref_encode
 
 MSGPACK = "application/msgpack"
@@ -416,7 +416,7 @@ class Harness:
         # The open rules (no drawn slots, no probation) and no random offsets: the history the tests seed is laid
         # down deterministically.
         self.service = Service(config, self.clock, trust_policy=open_policy(), placement=OPEN_PLACEMENT,
-                               pick=lambda n: 0)
+                               audits=NO_AUDITS, pick=lambda n: 0)
         self.operator = load_or_create_key(self.data_dir / "coordinator.key")  # what `depin grant` signs with
         self.server = Server(self.service)
 

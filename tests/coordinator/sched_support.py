@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from coordinator.auditing import AuditPolicy
 from coordinator.model import Changes
 from coordinator.placement import PlacementPolicy
 from coordinator.scheduler import Job, Scheduler
@@ -45,10 +46,11 @@ class Ids:
         return f"id{self.n:04d}"
 
 
-# The rules from before placement (coordinator.placement), for the tests of everything else: no lease capacity, no
-# drawn replica slots, no probation, and any agreement builds trust. tests/coordinator/test_placement.py and
-# test_scheduler_attacks.py run the real defaults.
+# The rules from before placement and audits, for the tests of everything else: no lease capacity, no drawn replica
+# slots, no probation, any agreement builds trust, no audits, no bond needed to go single.
+# tests/coordinator/test_scheduler_attacks.py runs the real defaults.
 OPEN_PLACEMENT = PlacementPolicy(start_capacity=1024, max_draws=0)
+NO_AUDITS = AuditPolicy(single=0.0, replicated=0.0, on_probation=0.0, bond_required=False)
 
 
 def open_policy(**constants: Any) -> TrustPolicy:
@@ -58,13 +60,14 @@ def open_policy(**constants: Any) -> TrustPolicy:
 
 def new_scheduler(ids: Ids | None = None, *, policy: TrustPolicy | None = None,
                   rand: Callable[[], float] | None = None, funds: int = FUNDS, pick: Callable[[int], int] | None = None,
-                  placement: PlacementPolicy | None = None) -> Scheduler:
+                  placement: PlacementPolicy | None = None, audits: AuditPolicy | None = None) -> Scheduler:
     """A scheduler with the test key whose first ledger entry grants SUBMITTER `funds` credits (none if 0); `rand`
     defaults to 0.0, so a spot check always replicates, and `pick` to 0, so leasing walks a job from its first
-    task and a draw takes the first candidate; `policy` and `placement` default to the open rules above. The grant
-    stays in the change set, for a store to save."""
+    task and a draw takes the first candidate; `policy`, `placement` and `audits` default to the open rules above.
+    The grant stays in the change set, for a store to save."""
     s = Scheduler(key=COORDINATOR, lease_timeout_ms=TIMEOUT, new_id=ids or Ids(), policy=policy or open_policy(),
-                  rand=rand or (lambda: 0.0), pick=pick or (lambda n: 0), placement_policy=placement or OPEN_PLACEMENT)
+                  rand=rand or (lambda: 0.0), pick=pick or (lambda n: 0), placement_policy=placement or OPEN_PLACEMENT,
+                  audit_policy=audits or NO_AUDITS)
     if funds:
         s.grant(now=0, account=SUBMITTER, amount=funds)
     return s

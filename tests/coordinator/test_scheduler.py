@@ -20,6 +20,8 @@ from tests.coordinator.sched_support import (
     COORDINATOR,
     FUNDS,
     KERNELS,
+    NO_AUDITS,
+    OPEN_PLACEMENT,
     PARAMS,
     PRICE,
     SUBMITTER,
@@ -33,6 +35,7 @@ from tests.coordinator.sched_support import (
     item,
     lease,
     new_scheduler,
+    open_policy,
     refunds,
     report,
     rewards,
@@ -131,7 +134,7 @@ def test_protocol_md_task_and_lease_example() -> None:
                                                     ex["worker_id"])
     ids = iter([ex["job_id"], ex["lease_id"]])
     issued = ex["expires_ms"] - 60_000
-    s = Scheduler(key=key, lease_timeout_ms=60_000, new_id=lambda: next(ids))
+    s = Scheduler(key=key, lease_timeout_ms=60_000, new_id=lambda: next(ids), pick=lambda n: 0)  # task 0 first
     s.grant(now=0, account=SUBMITTER, amount=8)  # exactly the job's max cost: 2 tasks x 4 results x 1 credit
     job = s.submit(now=issued - 1, submitter=SUBMITTER, kernel_name="mandelbrot", params=ex["params"],
                    n_tasks=ex["tasks"], replicas=1, max_results=None, price=1)
@@ -726,7 +729,8 @@ def _save_all(store: Store, s: Scheduler) -> None:
 def _restore(path: Path, ids: Ids) -> tuple[Store, Scheduler]:
     store = Store(path)
     s = Scheduler.restore(key=COORDINATOR, lease_timeout_ms=TIMEOUT, new_id=ids, archive=store.result_verdict,
-                          **store.load())
+                          policy=open_policy(), placement_policy=OPEN_PLACEMENT, audit_policy=NO_AUDITS,
+                          pick=lambda n: 0, **store.load())
     return store, s
 
 

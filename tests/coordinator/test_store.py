@@ -479,8 +479,9 @@ def test_a_schema_3_database_keeps_its_workers_and_trust_and_gains_the_schema_4_
     store.save(ch)
     store.close()
     db = sqlite3.connect(path)  # back to what schema 3 had
-    for table, col in (("workers", "capacity"), ("workers", "expired"), ("trust", "disputed"), ("trust", "earned"),
-                       ("trust", "partners")):
+    for table, col in (("workers", "capacity"), ("workers", "expired"), ("workers", "exposure"),
+                       ("workers", "audits_passed"), ("workers", "audits_failed"), ("tasks", "audit"),
+                       ("trust", "disputed"), ("trust", "earned"), ("trust", "partners")):
         db.execute(f"ALTER TABLE {table} DROP COLUMN {col}")
     db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
     db.commit()
