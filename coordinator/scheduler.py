@@ -86,7 +86,8 @@ class Scheduler:
         self.placement = placement_policy or PlacementPolicy()
         self.audits = audit_policy or AuditPolicy()
         self.trust = TrustBook(policy or TrustPolicy())
-        self.speed = SpeedBook(self.trust.policy.fast_factor, self.trust.policy.speed_samples)
+        self.speed = SpeedBook(self.trust.policy.fast_factor, self.trust.policy.speed_samples,
+                               self.trust.policy.speed_floor_ms)
         self._wakeups: list[tuple[int, str]] = []  # (when, task id): a grace, reservation or trusted wait ends
         self.jobs: dict[str, Job] = {}
         self.tasks: dict[str, Task] = {}  # only tasks of unfinished jobs, in job then index order

@@ -6,7 +6,9 @@ kernel's declared work for the task (for mandelbrot@1, band size x max_iter), wh
 every job with the same parameters, shares. For each such group the book keeps each worker's fastest time among
 its results that were validated and not flagged. A result is **too fast** if it took less than 1/`fast_factor`
 of the fastest time any *other* worker was measured at for the same work, once the others have at least
-`samples` such times. The submitter's declared bound never enters the comparison: a job that declares a huge
+`samples` such times, and only where those times are long enough to be computation at all (the others' fastest
+at least `floor_ms`: a task done in a few milliseconds is timed by round trips and queueing, and faster
+than that proves nothing). The submitter's declared bound never enters the comparison: a job that declares a huge
 bound but finishes at once makes every worker equally fast, and nobody is flagged. Pure; kept in memory only
 (after a restart the reference is measured again, and until then nobody is flagged).
 """
@@ -29,9 +31,10 @@ class _Group:
 class SpeedBook:
     """Measured times per (kernel, declared work), and the too-fast rule over them."""
 
-    def __init__(self, fast_factor: float, samples: int) -> None:
+    def __init__(self, fast_factor: float, samples: int, floor_ms: int = 1_000) -> None:
         self.fast_factor = fast_factor
         self.samples = samples
+        self.floor_ms = floor_ms  # below this the times are round trips and queueing, not computation
         self._groups: OrderedDict[tuple[str, int], _Group] = OrderedDict()
 
     def reference(self, kernel: str, work: int, worker_id: str) -> int | None:
@@ -47,7 +50,7 @@ class SpeedBook:
     def too_fast(self, kernel: str, work: int, worker_id: str, elapsed_ms: int) -> bool:
         """Whether `elapsed_ms` for this work is implausibly short next to the other workers' times."""
         ref = self.reference(kernel, work, worker_id)
-        return ref is not None and max(1, elapsed_ms) * self.fast_factor < ref
+        return ref is not None and ref >= self.floor_ms and max(1, elapsed_ms) * self.fast_factor < ref
 
     def typical(self, kernel: str, work: int) -> int | None:
         """The fastest time anyone was measured at for this work (None if never measured)."""

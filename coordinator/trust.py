@@ -30,6 +30,7 @@ class TrustPolicy:
     spot_floor: float = 0.05
     fast_factor: float = 8.0
     speed_samples: int = 3
+    speed_floor_ms: int = 1_000  # work the other workers did faster than this is never judged too fast (speed.py)
     ban_min_invalid: int = 3
     ban_ratio: float = 0.2
     outlier_min_judged: int = 5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from coordinator import states
 from coordinator.model import Job, Worker
 from coordinator.scheduler import Scheduler
 from coordinator.trust import TrustBook
@@ -31,11 +32,12 @@ def job_view(job: Job, escrow: int | None = None) -> dict[str, Any]:
         "created_ms": job.created_ms,
         "finished_ms": job.finished_ms,
         "error": job.error,
+        "audits_open": job.audits_open,
     }
 
 
-def worker_view(w: Worker, now: int, online_ms: int, trust: TrustBook | None = None, balance: int = 0
-                ) -> dict[str, Any]:
+def worker_view(w: Worker, now: int, online_ms: int, trust: TrustBook | None = None, balance: int = 0,
+                bond: int = 0) -> dict[str, Any]:
     """One worker's row (the `depin earnings --json` contract), with its standing and trust per kernel."""
     records = [] if trust is None else trust.records_of(w.worker_id)
     standing = None if trust is None else trust.standing.get(w.worker_id)
@@ -58,6 +60,10 @@ def worker_view(w: Worker, now: int, online_ms: int, trust: TrustBook | None = N
         "expired": w.expired,
         "disputed": sum(r.disputed for r in records),
         "collusion_score": 0.0 if trust is None else round(trust.collusion_score(w.worker_id), 3),
+        "bond": bond,
+        "exposure": w.exposure,
+        "audits_passed": w.audits_passed,
+        "audits_failed": w.audits_failed,
         "trusted": sorted(r.kernel for r in records if trust is not None and trust.trusted(w.worker_id, r.kernel)),
         "trust": {r.kernel: {"consecutive_valid": r.consecutive_valid, "valid": r.valid, "invalid": r.invalid}
                   for r in sorted(records, key=lambda r: r.kernel)},
@@ -69,17 +75,18 @@ def waiting_view(s: Scheduler, job_id: str) -> dict[str, int]:
     job = s.jobs[job_id]
     out: dict[str, int] = {}
     for task in s.job_tasks(job_id):
-        if task.state != "pending":
-            continue
         reasons = []
-        if task.fell_back:
-            reasons.append("no trusted worker came in time: a larger quorum of untrusted workers stands in")
-        elif task.waiting_since is not None or task.needs_trusted:
-            reasons.append("waiting for a trusted worker")
-        if task.quorum > job.quorum and not task.fell_back:
-            reasons.append("results disagreed: one more agreeing result is needed")
-        if task.reserved is not None:
-            reasons.append("replica slot drawn for a worker")
+        if task.state == "validated" and task.audit in states.OPEN_AUDIT:
+            reasons.append("validated; its audit is under way (the job ends when it is settled)")
+        elif task.state == "pending":
+            if task.fell_back:
+                reasons.append("no trusted worker came in time: a larger quorum of untrusted workers stands in")
+            elif task.waiting_since is not None or task.needs_trusted:
+                reasons.append("waiting for a trusted worker")
+            if task.quorum > job.quorum and not task.fell_back:
+                reasons.append("results disagreed: one more agreeing result is needed")
+            if task.reserved is not None:
+                reasons.append("replica slot drawn for a worker")
         for reason in reasons:
             out[reason] = out.get(reason, 0) + 1
     return out
@@ -93,7 +100,8 @@ def jobs_view(s: Scheduler) -> list[dict[str, Any]]:
 
 def workers_view(s: Scheduler, now: int, online_ms: int) -> list[dict[str, Any]]:
     """Every worker, biggest balance first."""
-    rows = [worker_view(w, now, online_ms, s.trust, s.book.accounts.balance(w.worker_id)) for w in s.workers.values()]
+    rows = [worker_view(w, now, online_ms, s.trust, s.book.accounts.balance(w.worker_id),
+                        s.book.accounts.bonded(w.worker_id)) for w in s.workers.values()]
     return sorted(rows, key=lambda r: (-r["balance"], r["worker_id"]))
 
 
@@ -101,7 +109,7 @@ def status_view(s: Scheduler, now: int, online_ms: int) -> dict[str, Any]:
     """Everything the status page shows."""
     book = s.book
     workers = workers_view(s, now, online_ms)
-    escrowed = sum(v for k, v in book.accounts.balances.items() if k.startswith(accounts.ESCROW_PREFIX))
+    in_accounts, escrowed, bonded = accounts.holdings(book.accounts.balances)
     return {
         "coordinator_id": s.key.id,
         "time_ms": now,
@@ -113,7 +121,8 @@ def status_view(s: Scheduler, now: int, online_ms: int) -> dict[str, Any]:
             "root_hash": book.root().hex(),
             "minted": book.accounts.minted,
             "in_escrow": escrowed,
-            "in_accounts": book.accounts.minted - escrowed,  # every party's credits: submitters and workers
+            "in_bonds": bonded,
+            "in_accounts": in_accounts,  # every party's credits: submitters and workers
             "total_credits": sum(w["balance"] for w in workers),  # the workers' share of in_accounts
         },
         "active_leases": sum(1 for x in s.leases.values() if x.state == "active"),

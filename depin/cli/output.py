@@ -79,7 +79,10 @@ def earnings_table(workers: list[dict[str, Any]]) -> str:
 
 def _flags(w: dict[str, Any]) -> str:
     flags = [f"banned ({w['banned']})" if w.get("banned") else "", "disagrees often" if w.get("outlier") else "",
-             f"{w['too_fast']} too fast" if w.get("too_fast") else ""]
+             f"{w['too_fast']} too fast" if w.get("too_fast") else "", "on probation" if w.get("probation") else "",
+             f"bond {w['bond']} (exposure {w.get('exposure', 0)})" if w.get("bond") else "",
+             f"{w['audits_failed']} failed audits" if w.get("audits_failed") else "",
+             f"{w['disputed']} out-voted" if w.get("disputed") else ""]
     return "; ".join(f for f in flags if f) or "-"
 
 

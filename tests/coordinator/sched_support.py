@@ -54,8 +54,8 @@ NO_AUDITS = AuditPolicy(single=0.0, replicated=0.0, on_probation=0.0, bond_requi
 
 
 def open_policy(**constants: Any) -> TrustPolicy:
-    """A TrustPolicy with these constants, and without probation or the partner cap (see OPEN_PLACEMENT)."""
-    return TrustPolicy(**{"probation_valid": 0, "partner_cap": 10**6, **constants})
+    """A TrustPolicy with these constants, and without probation, the partner cap or the speed floor."""
+    return TrustPolicy(**{"probation_valid": 0, "partner_cap": 10**6, "speed_floor_ms": 0, **constants})
 
 
 def new_scheduler(ids: Ids | None = None, *, policy: TrustPolicy | None = None,

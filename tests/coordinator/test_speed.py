@@ -8,8 +8,8 @@ from coordinator.speed import SpeedBook
 K = "mandelbrot@1"
 
 
-def _book() -> SpeedBook:
-    return SpeedBook(fast_factor=8.0, samples=3)
+def _book(floor_ms: int = 0) -> SpeedBook:
+    return SpeedBook(fast_factor=8.0, samples=3, floor_ms=floor_ms)
 
 
 def test_nothing_is_too_fast_before_other_workers_measured_the_same_work() -> None:
@@ -68,3 +68,14 @@ def test_groups_and_workers_per_group_are_bounded() -> None:
     for i in range(speed.MAX_WORKERS_PER_GROUP + 5):
         book.record(K, -1, f"w{i}", 100 + i)
     assert book.typical(K, -1) == 100  # the slowest were forgotten, the fastest kept
+
+
+def test_times_below_the_floor_are_round_trips_not_computation() -> None:
+    book = _book(floor_ms=1_000)
+    for w in "abc":
+        book.record(K, 100, w, 999)
+    assert not book.too_fast(K, 100, "w", 1)  # the others took under a second: nothing to judge by
+    book.record(K, 200, "a", 8_000)
+    for w in "bc":
+        book.record(K, 200, w, 9_000)
+    assert book.too_fast(K, 200, "w", 999) and not book.too_fast(K, 200, "w", 1_000)

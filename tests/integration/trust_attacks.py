@@ -418,7 +418,7 @@ def wait_job(coord: Coordinator, job_id: str, timeout: float) -> tuple[dict[str,
         time.sleep(0.1)
 
 
-def warm(s: Setup, ids: Sequence[str], *, price: int = 10, tasks: int = 40, rounds: int = 8) -> int:
+def warm(s: Setup, ids: Sequence[str], *, price: int = 10, tasks: int = 40, rounds: int = 16) -> int:
     """Warm-up jobs until every id in `ids` is trusted for mandelbrot@1; the number of jobs it took."""
     n = 0
     while len(s.trusted(ids)) < len(ids) and n < rounds:
@@ -508,15 +508,18 @@ def collude(coord: Coordinator, job_id: str, first: Agent, second: Agent, lie: F
     for i in range(rounds):
         if _ended(coord, job_id):
             return
-        if i:
-            first.lease(256, 0)
-        second.lease(256, 0)
-        a, b = first.unreported(), second.unreported()
-        shared = sorted(set(a) & set(b))
-        second.report([b[t] for t in shared], lie)
-        first.report([a[t] for t in shared], lie)
-        second.report([g for t, g in b.items() if t not in a], honest)
-        first.report([g for t, g in a.items() if t not in b], honest)
+        try:
+            if i:
+                first.lease(256, 0)
+            second.lease(256, 0)
+            a, b = first.unreported(), second.unreported()
+            shared = sorted(set(a) & set(b))
+            second.report([b[t] for t in shared], lie)
+            first.report([a[t] for t in shared], lie)
+            second.report([g for t, g in b.items() if t not in a], honest)
+            first.report([g for t, g in a.items() if t not in b], honest)
+        except Forbidden:
+            return  # caught and banned: the attack is over
         time.sleep(0.2)
 
 
@@ -645,28 +648,36 @@ def unpaid_honest(s: Setup, job: dict[str, Any], params: dict[str, Any]) -> list
 def stall_job(cluster: Cluster, *, honest: int = 2, tasks: int = 6, identities: int = 20, lease_timeout: float = 60.0,
               bound: float = 25.0, params: dict[str, Any] | None = None,
               say: Callable[[str], None] = lambda line: None) -> Outcome:
-    """Fresh identities lease every free slot and abandon it; the coordinator's lease timeout is long."""
+    """Fresh identities lease every free slot and abandon it; the coordinator's lease timeout is long. They are
+    alone when the victim job arrives, so they hold every first slot; then honest workers join. The baseline is the
+    same job on the same honest workers afterwards, with the abandoners gone."""
     params = params or JOB
-    s = start(cluster, "stall", honest, lease_timeout=lease_timeout)
-    _, baseline = run_job(s, params, tasks)
-    before = s.too_fast()
+    s = start(cluster, "stall", 0, lease_timeout=lease_timeout)
     with Net(s.coord.url) as net:
         agents = [Agent(net, "abandoner") for _ in range(identities)]
-        # Every identity waits in its own long poll, so one of them is first whenever a slot opens; what each gets
-        # it keeps and never answers.
+        # Every identity waits in its own long poll; what each gets it keeps and never answers.
         loops = [Background(lambda a=a: bool(a.lease(256, 1000)) or None, "abandoner") for a in agents]
         for bg in loops:
             bg.__enter__()
         try:
             wait_until(lambda: {a.id for a in agents} <= set(s.coord.api.workers()), "the abandoners to register", 30)
             job_id = _submit(s, params, tasks)
-            job, seconds = wait_job(s.coord, job_id, bound)
+            wait_until(lambda: sum(a.seen.leases for a in agents) >= tasks, "the abandoners to take every task", 30)
+            workers = [cluster.worker(s.coord, f"stall-honest-{i}") for i in range(honest)]
+            add_workers(s.coord, workers)
+            s.honest = workers
+            joined = s.coord.api.info()["time_ms"]
+            job, _ = wait_job(s.coord, job_id, bound)
+            seconds = None if job.get("finished_ms") is None else (job["finished_ms"] - joined) / 1000
         finally:
             for bg in loops:
                 bg.__exit__()
         if seconds is None:
-            say(f"  stall: not done after {bound:.0f} s: {job['task_states']} {job['lease_states']}")
+            say(f"  stall: not done {bound:.0f} s after honest workers joined: {job['task_states']} "
+                f"{job['lease_states']}")
             job, _ = wait_job(s.coord, job_id, 0)
+    before = s.too_fast()
+    _, baseline = run_job(s, params, tasks)
     return _outcome("5 abandoned leases stall a job", s, agents, [job], params, too_fast_before=before,
                     seconds=seconds, baseline=baseline, bound=bound, lease_timeout=lease_timeout)
 
