@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from depin.errors import PeerProtocolError
 
@@ -279,6 +279,28 @@ class GrantRequest:
     def to_payload(self) -> dict[str, Any]:
         """The payload map (without ts/nonce)."""
         return {"account": self.account, "amount": self.amount}
+
+
+@dataclass(frozen=True)
+class BondRequest:
+    """POST /v1/bond (kind bond): the signer locks `amount` of its own credits in its bond (`bond:<signer>`)."""
+
+    amount: int
+
+    @classmethod
+    def from_payload(cls, p: dict[str, Any]) -> Self:
+        """Validate a bond (or unbond) payload."""
+        _exact_fields(p, {"amount"} | _FRESH)
+        return cls(_int_in(p, "amount", 1, MAX_GRANT))
+
+    def to_payload(self) -> dict[str, Any]:
+        """The payload map (without ts/nonce)."""
+        return {"amount": self.amount}
+
+
+@dataclass(frozen=True)
+class UnbondRequest(BondRequest):
+    """POST /v1/unbond (kind unbond): the signer takes `amount` back from its bond; the same fields as a bond."""
 
 
 @dataclass(frozen=True)

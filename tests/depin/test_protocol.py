@@ -12,6 +12,7 @@ from depin import codec, protocol
 from depin.errors import PeerProtocolError
 from depin.protocol import (
     AckItem,
+    BondRequest,
     CancelRequest,
     Freshness,
     GrantRequest,
@@ -24,6 +25,7 @@ from depin.protocol import (
     ResultsRequest,
     SubmitRequest,
     TaskMessage,
+    UnbondRequest,
 )
 
 FRESH: dict[str, Any] = {"ts": 1_700_000_000_000, "nonce": b"\x01" * 16}
@@ -370,6 +372,43 @@ def test_grant_request_refuses(payload: dict[str, Any], message: str) -> None:
     _refuses(GrantRequest.from_payload, payload, message)
 
 
+# ---- bond and unbond ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [BondRequest, UnbondRequest])
+def test_bond_requests_round_trip(cls: type[BondRequest]) -> None:
+    req = cls.from_payload(_wire({"amount": 250, **FRESH}))
+    assert req == cls(250) and type(req) is cls
+    assert req.to_payload() == {"amount": 250}
+    assert cls.from_payload({**req.to_payload(), **FRESH}) == req
+    assert cls.from_payload({"amount": 1}).amount == 1
+    assert cls.from_payload({"amount": protocol.MAX_GRANT}).amount == protocol.MAX_GRANT
+
+
+def test_a_bond_is_not_an_unbond() -> None:
+    assert BondRequest(5) != UnbondRequest(5)
+
+
+@pytest.mark.parametrize("cls", [BondRequest, UnbondRequest])
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({}, "missing field amount"),
+        ({"amount": 1, "account": ACCOUNT}, "unknown field account"),
+        ({"amount": 0}, "field amount: 0 outside [1, 9007199254740991]"),
+        ({"amount": -5}, "field amount: -5 outside [1, 9007199254740991]"),
+        ({"amount": 2**53}, "field amount: 9007199254740992 outside [1, 9007199254740991]"),
+        ({"amount": 2**64 - 1}, "outside [1, 9007199254740991]"),
+        ({"amount": 1.0}, "field amount: wrong type float"),
+        ({"amount": True}, "field amount: wrong type bool"),
+        ({"amount": "10"}, "field amount: wrong type str"),
+        ({"amount": None}, "field amount: wrong type NoneType"),
+    ],
+)
+def test_bond_requests_refuse(cls: type[BondRequest], payload: dict[str, Any], message: str) -> None:
+    _refuses(cls.from_payload, payload, message)
+
+
 # ---- task message ---------------------------------------------------------------------------------------------
 
 TASK = {"task_id": "J-0", "job_id": "J", "kernel": "mandelbrot", "kernel_version": 1,
@@ -481,6 +520,7 @@ def test_every_error_is_a_peer_protocol_error_never_a_crash() -> None:
                           {"account": None, "amount": None}, {"job_id": None}, {"price": None}]
     for payload in hostile:
         for parse in (ResultsRequest.from_payload, LeaseRequest.from_payload, ResultsAck.from_payload,
-                      GrantRequest.from_payload, JobRequest.from_payload, TaskMessage.from_payload):
+                      GrantRequest.from_payload, JobRequest.from_payload, TaskMessage.from_payload,
+                      BondRequest.from_payload, UnbondRequest.from_payload):
             with pytest.raises(PeerProtocolError):
                 parse(payload)
