@@ -28,7 +28,7 @@ log = logging.getLogger("depin.coordinator")
 MSGPACK = "application/msgpack"
 # Largest body each endpoint accepts; anything bigger is refused with 413 before it is parsed.
 LIMITS = {"lease": 64 << 10, "release": 64 << 10, "cancel": 64 << 10, "submit": 1 << 20, "results": 64 << 20,
-          "result": 64 << 10, "grant": 64 << 10}
+          "result": 64 << 10, "grant": 64 << 10, "bond": 64 << 10, "unbond": 64 << 10}
 EXPIRY_TICK_S = 0.5
 _INTEGER = re.compile(r"-?[0-9]{1,19}")  # plain ASCII digits: int() alone would take "+5", " 5", "1_000", "٥"
 
@@ -132,6 +132,8 @@ class Server:
             web.get("/v1/accounts/{account}", self.account),
             web.get("/v1/accounts/{account}/credits", self.credits),
             web.post("/v1/grants", self.grant),
+            web.post("/v1/bond", self.bond),
+            web.post("/v1/unbond", self.unbond),
             web.get("/v1/ledger", self.ledger),
             web.get("/v1/ledger/checkpoint", self.checkpoint),
             web.get("/v1/ledger/proof/inclusion", self.inclusion),
@@ -236,6 +238,12 @@ class Server:
 
     async def grant(self, request: web.Request) -> web.Response:
         return _msgpack(self.service.grant(await self._body(request, "grant")))
+
+    async def bond(self, request: web.Request) -> web.Response:
+        return _msgpack(self.service.bond(await self._body(request, "bond")))
+
+    async def unbond(self, request: web.Request) -> web.Response:
+        return _msgpack(self.service.unbond(await self._body(request, "unbond")))
 
     async def cancel(self, request: web.Request) -> web.Response:
         return _msgpack(self.service.cancel(request.match_info["job_id"], await self._body(request, "cancel")))

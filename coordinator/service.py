@@ -150,7 +150,8 @@ class Service:
     def account(self, account: str) -> dict[str, Any]:
         """GET /v1/accounts/{id}: an account's balance."""
         if not accounts.is_account(account):
-            raise PeerProtocolError(f"{account!r} is not an account: mint, a party id or escrow:<job id>")
+            raise PeerProtocolError(
+                f"{account!r} is not an account: mint, a party id, escrow:<job id> or bond:<party id>")
         return {"account": account, "balance": self.scheduler.book.accounts.balance(account)}
 
     def provenance(self, job_id: str) -> dict[str, Any]:
@@ -199,6 +200,29 @@ class Service:
         self.save()
         return {"account": req.account, "amount": req.amount, "seq": entry.seq,
                 "balance": self.scheduler.book.accounts.balance(req.account)}
+
+    def bond(self, envelope: Any) -> dict[str, Any]:
+        """POST /v1/bond: the signer locks some of its credits in its own bond (section 12.6 of PROTOCOL.md)."""
+        signer, payload = self._open("bond", envelope)
+        req = protocol.BondRequest.from_payload(payload)
+        self._refuse_banned(signer.id)
+        entry = self.scheduler.bond(now=self.clock(), worker_id=signer.id, amount=req.amount)
+        self.save()
+        return self._bond_answer(signer.id, req.amount, entry.seq)
+
+    def unbond(self, envelope: Any) -> dict[str, Any]:
+        """POST /v1/unbond: the signer takes credits back from its own bond, where the scheduler allows it."""
+        signer, payload = self._open("unbond", envelope)
+        req = protocol.UnbondRequest.from_payload(payload)
+        self._refuse_banned(signer.id)
+        entry = self.scheduler.unbond(now=self.clock(), worker_id=signer.id, amount=req.amount)
+        self.save()
+        return self._bond_answer(signer.id, req.amount, entry.seq)
+
+    def _bond_answer(self, worker_id: str, amount: int, seq: int) -> dict[str, Any]:
+        book = self.scheduler.book.accounts
+        return {"worker_id": worker_id, "amount": amount, "seq": seq, "bonded": book.bonded(worker_id),
+                "balance": book.balance(worker_id)}
 
     def cancel(self, job_id: str, envelope: Any) -> dict[str, Any]:
         """POST /v1/jobs/{job_id}/cancel."""

@@ -292,6 +292,11 @@ def valid_request(h: Harness, endpoint: str) -> Request:
         return Request("result", SUBMITTERS[0], {"job_id": job_id, **h.fresh()}, job_id=job_id)
     if endpoint == "grant":
         return Request("grant", h.operator, {"account": SUBMITTERS[1].id, "amount": 3, **h.fresh()})
+    if endpoint == "bond":  # any party with credits may bond them; SUBMITTERS[1] holds plenty
+        return Request("bond", SUBMITTERS[1], {"amount": 3, **h.fresh()})
+    if endpoint == "unbond":
+        h.send(Request("bond", SUBMITTERS[1], {"amount": 3, **h.fresh()}))
+        return Request("unbond", SUBMITTERS[1], {"amount": 3, **h.fresh()})
     worker = h.new_worker()
     grant = h.grant_for(worker)
     if endpoint == "release":
@@ -421,6 +426,8 @@ def _mutate_inside(draw: st.DrawFn, h: Harness, endpoint: str, p: dict[str, Any]
     elif endpoint == "grant":
         name = draw(st.sampled_from(["account", "amount"]))
         p[name] = draw(field_strategy(h, name, good=False))
+    elif endpoint in ("bond", "unbond"):
+        p["amount"] = draw(field_strategy(h, "amount", good=False))
     else:
         p["job_id"] = draw(bad_ids | known_jobs(h) | ids)
     return p

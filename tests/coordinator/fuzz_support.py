@@ -54,13 +54,13 @@ REQUEST_TIMEOUT_S = 10.0  # a request that takes longer is a hang, reported as s
 RECYCLE_EXAMPLES = 200  # a fresh database after this many examples (only long runs get there)
 WINDOW_MS = 300_000
 LIMITS = {"lease": 64 << 10, "release": 64 << 10, "cancel": 64 << 10, "submit": 1 << 20, "results": 64 << 20,
-          "result": 64 << 10, "grant": 64 << 10}
+          "result": 64 << 10, "grant": 64 << 10, "bond": 64 << 10, "unbond": 64 << 10}
 KINDS = {"lease": "lease-request", "release": "release", "results": "results", "submit": "submit",
-         "cancel": "cancel", "result": "result-request", "grant": "grant"}
+         "cancel": "cancel", "result": "result-request", "grant": "grant", "bond": "bond", "unbond": "unbond"}
 PATHS = {"lease": "/v1/lease", "release": "/v1/release", "results": "/v1/results", "submit": "/v1/jobs",
-         "grant": "/v1/grants"}
+         "grant": "/v1/grants", "bond": "/v1/bond", "unbond": "/v1/unbond"}
 JOB_ENDPOINTS = {"cancel": "/cancel", "result": "/result"}  # signed POSTs to /v1/jobs/{job_id}/...
-FIELDS = {  # every field each signed request may carry besides ts and nonce (PROTOCOL.md 7.2-7.6)
+FIELDS = {  # every field each signed request may carry besides ts and nonce (PROTOCOL.md 7.2-7.6, 7.13, 7.22-7.23)
     "lease": {"max_tasks", "wait_ms", "kernels", "owner", "min_price"},
     "release": {"lease_ids"},
     "results": {"results"},
@@ -68,6 +68,8 @@ FIELDS = {  # every field each signed request may carry besides ts and nonce (PR
     "cancel": {"job_id"},
     "result": {"job_id"},
     "grant": {"account", "amount"},
+    "bond": {"amount"},
+    "unbond": {"amount"},
 }
 MAX_PRICE = 2**40 - 1
 MAX_GRANT = 2**53 - 1
@@ -289,6 +291,12 @@ class Spec:
             return {409} if self.minted() + payload["amount"] > MAX_MINTED else {200}
         if self.banned(signer):  # 12.5: after the field checks, before anything else
             return {403}
+        if endpoint == "bond":  # 7.22: only what the signer's own account holds
+            return {402} if payload["amount"] > self.balance(signer) else {200}
+        if endpoint == "unbond":
+            # 7.23: never more than the bond holds; within it, the part covering single results not yet audited
+            # and a result under audit also refuse with 409, and that is the scheduler's business, not this model's.
+            return {409} if payload["amount"] > self.balance("bond:" + signer) else {200, 409}
         return {200}
 
     @staticmethod
@@ -335,6 +343,12 @@ class Spec:
         return _id_ok(p.get("job_id"))
 
     _result_ok = _cancel_ok
+
+    @staticmethod
+    def _bond_ok(p: dict[str, Any]) -> bool:
+        return _int_in(p.get("amount"), 1, MAX_GRANT)
+
+    _unbond_ok = _bond_ok
 
     @staticmethod
     def _grant_ok(p: dict[str, Any]) -> bool:
@@ -615,6 +629,16 @@ class Harness:
             entry = self.get(f"/v1/ledger?start={value['seq']}&limit=1").value["entries"][0]
             assert (entry["kind"], entry["from"], entry["to"], entry["amount"]) == (
                 "grant", "mint", payload["account"], payload["amount"]), entry
+        elif endpoint in ("bond", "unbond"):
+            signer = party_id(env["key"])
+            assert set(value) == {"worker_id", "amount", "seq", "bonded", "balance"}, value
+            assert (value["worker_id"], value["amount"]) == (signer, payload["amount"]), value
+            assert value["balance"] == self._balance(signer) >= 0, value
+            assert value["bonded"] == self._balance("bond:" + signer) >= 0, value
+            entry = self.get(f"/v1/ledger?start={value['seq']}&limit=1").value["entries"][0]
+            pair = (signer, "bond:" + signer) if endpoint == "bond" else ("bond:" + signer, signer)
+            assert (entry["kind"], entry["from"], entry["to"], entry["amount"]) == (endpoint, *pair,
+                                                                                   payload["amount"]), entry
         elif endpoint == "result":
             assert set(value) == {"job_id", "kernel", "kernel_version", "params", "output"}, value
             assert value["job_id"] == url_job_id and isinstance(value["output"], dict), value

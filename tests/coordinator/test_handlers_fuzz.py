@@ -66,7 +66,7 @@ from tests.coordinator.fuzz_support import (
 )
 from tests.msgpack_ref import ref_encode, values
 
-ENDPOINTS = ["lease", "release", "results", "submit", "cancel", "result", "grant"]
+ENDPOINTS = ["lease", "release", "results", "submit", "cancel", "result", "grant", "bond", "unbond"]
 FUNDS = 10**9
 
 
@@ -515,12 +515,13 @@ def test_job_paths_and_methods(harness: Harness, data: st.DataObject) -> None:
 
 
 @given(segment=_segments | st.sampled_from(["info", "status", "jobs", "workers", "ledger", "lease", "release",
-                                             "results", "", "jobs/", "Status", "grants", "accounts", "grant"]),
+                                             "results", "", "jobs/", "Status", "grants", "accounts", "grant", "bond",
+                                             "unbond", "bonds"]),
        method=st.sampled_from(_METHODS))
 def test_other_paths_and_methods(harness: Harness, segment: str, method: str) -> None:
     harness.begin_example()
     reads = {"info", "status", "jobs", "workers", "ledger"}
-    writes = {"lease", "release", "results", "jobs", "grants"}
+    writes = {"lease", "release", "results", "jobs", "grants", "bond", "unbond"}
     path = "/v1/" + quote(segment, safe="")
     assume(not (method == "POST" and segment in writes))  # signed endpoints: fuzzed by the POST tests
     if segment not in reads | writes:
@@ -635,6 +636,11 @@ class CoordinatorUnderFire(RuleBasedStateMachine):
         assert answer.status == 200, answer
         self.granted += amount
 
+    @rule(w=st.integers(0, len(WORKERS) - 1), amount=st.integers(1, 60), back=st.booleans())
+    def bond(self, w: int, amount: int, back: bool) -> None:
+        """A worker bonds some of what it holds, or takes some of its bond back (the spec says which answer)."""
+        self._send(Request("unbond" if back else "bond", WORKERS[w], {"amount": amount, **self.h.fresh()}))
+
     @rule(data=st.data(), by_owner=st.booleans())
     def fetch_result(self, data: st.DataObject, by_owner: bool) -> None:
         job_id = data.draw(known_jobs(self.h), label="job")
@@ -743,6 +749,11 @@ class CoordinatorUnderFire(RuleBasedStateMachine):
         for e in entries:
             if e.kind == "grant":
                 assert e.from_ == ledger.MINT and e.to in {k.id for k in SUBMITTERS + WORKERS}, e
+                continue
+            if e.kind in ("bond", "unbond"):  # a party's own credits, to and from its own bond, outside any job
+                party = e.from_ if e.kind == "bond" else e.to
+                assert accounts.is_party(party) and {e.from_, e.to} == {party, accounts.bond_account(party)}, e
+                assert e.job_id is None and e.task_id is None, e
                 continue
             job = jobs[e.job_id or ""]
             assert e.job_id is not None

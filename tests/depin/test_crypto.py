@@ -28,10 +28,10 @@ KINDS = sorted(crypto.KINDS)
 
 def test_the_kinds_are_exactly_the_protocol_message_kinds() -> None:
     assert crypto.KINDS == {"task", "lease-request", "release", "results", "results-ack", "submit", "cancel",
-                            "result-request", "grant", "checkpoint"}
+                            "result-request", "grant", "checkpoint", "bond", "unbond"}
 
 
-@pytest.mark.parametrize("kind", ["result-request", "grant", "checkpoint"])
+@pytest.mark.parametrize("kind", ["result-request", "grant", "checkpoint", "bond", "unbond"])
 def test_the_kinds_of_issue_4_sign_under_their_own_tag(kind: str) -> None:
     # The tag is the kind as spelled: "depin/1/checkpoint" 00, etc. (LEDGER.md 8, PROTOCOL.md 5).
     key = SigningKey(SEED_A)
