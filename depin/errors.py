@@ -71,6 +71,12 @@ class Forbidden(ProtocolError):
     exit_code = 2
 
 
+class Banned(Forbidden):
+    """The coordinator refuses this worker for good (403 `worker banned: ...`): for a CLI user, exit code 5."""
+
+    exit_code = 5
+
+
 class Replayed(ProtocolError):
     """A signed request seen before, or outside the allowed clock window."""
 

@@ -275,7 +275,8 @@ def _worker_status(data_dir: Path, as_json: bool) -> int:
 _ASYNC: dict[str, Callable[[config.ClientConfig, argparse.Namespace], Any]] = {
     "submit": _submit, "status": _status, "wait": _wait, "result": _result, "cancel": _cancel,
     "jobs": _jobs, "earnings": _earnings, "grant": market_cmd.grant, "balance": market_cmd.balance,
-    "receipts": market_cmd.receipts, "provenance": market_cmd.provenance,
+    "receipts": market_cmd.receipts, "provenance": market_cmd.provenance, "bond": market_cmd.bond,
+    "unbond": market_cmd.bond,
 }
 
 

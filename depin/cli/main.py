@@ -132,6 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("amount", type=int, help="whole credits")
     p.add_argument("--data-dir", required=True, help="the coordinator's data dir (its key authorises the grant)")
 
+    for name, text in (("bond", "lock a worker's credits in its bond: trusted sooner, slashed if it cheats"),
+                       ("unbond", "take credits back from a worker's bond")):
+        p = sub.add_parser(name, help=text)
+        _add_coordinator(p)
+        _add_json(p)
+        p.add_argument("amount", type=int, help="whole credits")
+        p.add_argument("--data-dir", required=True,
+                       help="the worker's data dir (its worker.key signs: the worker is the bonded party)")
+
     p = sub.add_parser("balance", help="an account's credits (yours by default)")
     _add_coordinator(p)
     _add_home(p)

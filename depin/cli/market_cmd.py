@@ -1,6 +1,6 @@
-"""`depin grant | balance | receipts | provenance`: credits in, credits held, credits earned and proved, and how a
-job's output was made. Every ledger entry shown here has had its inclusion proof checked against a checkpoint
-signed by the coordinator's key (depin.ledger_client)."""
+"""`depin grant | balance | bond | unbond | receipts | provenance`: credits in, credits held, credits a worker locks
+in its bond, credits earned and proved, and how a job's output was made. Every ledger entry shown here has had its
+inclusion proof checked against a checkpoint signed by the coordinator's key (depin.ledger_client)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from depin.checkpoint import Checkpoint
 from depin.cli import output
 from depin.client import Client
 from depin.crypto import load_key
-from depin.errors import UserError
+from depin.errors import Banned, Forbidden, UserError
 
 PAGE = 1000
 
@@ -43,6 +43,23 @@ async def balance(cfg: config.ClientConfig, args: argparse.Namespace) -> int:
     async with Client(cfg.coordinator) as c:
         answer = await c.get_json(f"/v1/accounts/{_q(account)}")
     output.emit(cfg.json, answer, f"{answer['account']}  {answer['balance']} credits")
+    return 0
+
+
+async def bond(cfg: config.ClientConfig, args: argparse.Namespace) -> int:
+    """`depin bond` / `depin unbond`: move credits between a worker's account and its bond, signed with the worker's
+    own key (DATA_DIR/worker.key, as `depin worker` uses it): the signer is the bonded party."""
+    key = load_key(Path(args.data_dir) / "worker.key")
+    kind = args.command  # "bond" or "unbond": the endpoint and the signature kind
+    try:
+        async with Client(cfg.coordinator) as c:
+            answer = await c.post_signed(f"/v1/{kind}", key, kind, {"amount": args.amount})
+    except Forbidden as exc:  # the only 403 of these endpoints: this worker is banned (PROTOCOL.md 7.22)
+        raise Banned(str(exc)) from None
+    did = "bonded" if kind == "bond" else "unbonded"
+    output.emit(cfg.json, answer,
+                f"{did} {answer['amount']} credits (ledger entry {answer['seq']}); bond {answer['bonded']},"
+                f" balance {answer['balance']}")
     return 0
 
 
