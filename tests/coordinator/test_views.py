@@ -154,7 +154,7 @@ def test_the_ledger_section_adds_up() -> None:
     report(s, "B", gb, bad(gb), now=2)
     view = views.status_view(s, 3, ONLINE)["ledger"]
     assert view == {"entries": 2, "head_hash": s.book.head.hash if s.book.head else None,
-                    "root_hash": s.book.root().hex(), "minted": FUNDS, "in_escrow": job.max_cost,
+                    "root_hash": s.book.root().hex(), "minted": FUNDS, "in_escrow": job.max_cost, "in_bonds": 0,
                     "in_accounts": FUNDS - job.max_cost, "total_credits": 0}
     (gc,) = lease(s, "C", now=4)
     report(s, "C", gc, good(gc), now=5)  # agrees with A: the job is done and the rest refunded
@@ -170,7 +170,7 @@ def test_an_empty_ledger() -> None:
     s = new_scheduler(funds=0)
     view = views.status_view(s, 0, ONLINE)["ledger"]
     assert view == {"entries": 0, "head_hash": None, "root_hash": merkle.EMPTY_ROOT.hex(), "minted": 0,
-                    "in_escrow": 0, "in_accounts": 0, "total_credits": 0}
+                    "in_escrow": 0, "in_bonds": 0, "in_accounts": 0, "total_credits": 0}
 
 
 def _all_entries(s: Scheduler) -> list[ledger.Entry]:

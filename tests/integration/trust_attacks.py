@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -648,11 +650,13 @@ def unpaid_honest(s: Setup, job: dict[str, Any], params: dict[str, Any]) -> list
 def stall_job(cluster: Cluster, *, honest: int = 2, tasks: int = 6, identities: int = 20, lease_timeout: float = 60.0,
               bound: float = 25.0, params: dict[str, Any] | None = None,
               say: Callable[[str], None] = lambda line: None) -> Outcome:
-    """Fresh identities lease every free slot and abandon it; the coordinator's lease timeout is long. They are
-    alone when the victim job arrives, so they hold every first slot; then honest workers join. The baseline is the
-    same job on the same honest workers afterwards, with the abandoners gone."""
+    """Fresh identities lease every free slot and abandon it; the coordinator's lease timeout is long. The honest
+    workers (which ran the same job once before: the baseline) are paused (SIGSTOP) while the victim job arrives,
+    so the abandoners hold every first slot, then resumed."""
     params = params or JOB
-    s = start(cluster, "stall", 0, lease_timeout=lease_timeout)
+    s = start(cluster, "stall", honest, lease_timeout=lease_timeout)
+    _, baseline = run_job(s, params, tasks)
+    before = s.too_fast()
     with Net(s.coord.url) as net:
         agents = [Agent(net, "abandoner") for _ in range(identities)]
         # Every identity waits in its own long poll; what each gets it keeps and never answers.
@@ -661,23 +665,22 @@ def stall_job(cluster: Cluster, *, honest: int = 2, tasks: int = 6, identities: 
             bg.__enter__()
         try:
             wait_until(lambda: {a.id for a in agents} <= set(s.coord.api.workers()), "the abandoners to register", 30)
-            job_id = _submit(s, params, tasks)
-            wait_until(lambda: sum(a.seen.leases for a in agents) >= tasks, "the abandoners to take every task", 30)
-            workers = [cluster.worker(s.coord, f"stall-honest-{i}") for i in range(honest)]
-            add_workers(s.coord, workers)
-            s.honest = workers
-            joined = s.coord.api.info()["time_ms"]
-            job, _ = wait_job(s.coord, job_id, bound)
-            seconds = None if job.get("finished_ms") is None else (job["finished_ms"] - joined) / 1000
+            for w in s.honest:
+                os.kill(w.proc.pid, signal.SIGSTOP)
+            try:
+                job_id = _submit(s, params, tasks)
+                wait_until(lambda: sum(a.seen.leases for a in agents) >= tasks, "the abandoners to take every task",
+                           30)
+            finally:
+                for w in s.honest:
+                    os.kill(w.proc.pid, signal.SIGCONT)
+            job, seconds = wait_job(s.coord, job_id, bound)
         finally:
             for bg in loops:
                 bg.__exit__()
         if seconds is None:
-            say(f"  stall: not done {bound:.0f} s after honest workers joined: {job['task_states']} "
-                f"{job['lease_states']}")
+            say(f"  stall: not done after {bound:.0f} s: {job['task_states']} {job['lease_states']}")
             job, _ = wait_job(s.coord, job_id, 0)
-    before = s.too_fast()
-    _, baseline = run_job(s, params, tasks)
     return _outcome("5 abandoned leases stall a job", s, agents, [job], params, too_fast_before=before,
                     seconds=seconds, baseline=baseline, bound=bound, lease_timeout=lease_timeout)
 
