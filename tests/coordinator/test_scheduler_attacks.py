@@ -1,0 +1,574 @@
+"""The red-team issue "Trust that cannot be bought", property by property, at the scheduler level and under the REAL
+default rules (TrustPolicy(), PlacementPolicy(), AuditPolicy()): placement draws, probation and capacity, errors of
+free identities, independent partners, speed like with like, mobs, the trusted-worker stall, bonds and audits.
+
+Draws are steered by `Dice` (pick and rand answer from a queue). Who is *present* (asked for work within
+presence_ms) is steered by the clock: a worker that has not asked lately cannot be drawn."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from coordinator import placement
+from coordinator.auditing import AuditPolicy
+from coordinator.model import Result, Task
+from coordinator.placement import PlacementPolicy
+from coordinator.scheduler import Job, Scheduler
+from coordinator.trust import TrustPolicy
+from coordinator.views import waiting_view
+from depin import accounts, codec
+from depin.crypto import SigningKey
+from depin.errors import Conflict
+from depin.protocol import AckItem, LeaseGrant
+from tests.coordinator.sched_support import (
+    KERNELS,
+    PARAMS,
+    PRICE,
+    SUBMITTER,
+    TIMEOUT,
+    bad,
+    good,
+    item,
+    new_scheduler,
+    rewards,
+    submit,
+    task_of,
+    whole_image,
+)
+
+K = "mandelbrot@1"
+PLACE, TRUST, AUDIT = PlacementPolicy(), TrustPolicy(), AuditPolicy()
+AWAY = 2 * PLACE.presence_ms  # long enough for every worker to stop being present
+ELAPSED = 500  # what an honest result takes, in ms
+MALFORMED: dict[str, Any] = {"not": "an array"}
+
+
+class Dice:
+    """pick(n) and rand() answering from queues (then `pick_default` / `rand_default`), remembering each n asked."""
+
+    def __init__(self, *, rand_default: float = 0.5) -> None:
+        self.picks: list[int] = []
+        self.rands: list[float] = []
+        self.asked: list[int] = []
+        self.rand_default = rand_default
+
+    def pick(self, n: int) -> int:
+        self.asked.append(n)
+        return self.picks.pop(0) % n if self.picks else 0
+
+    def rand(self) -> float:
+        return self.rands.pop(0) if self.rands else self.rand_default
+
+
+def real(dice: Dice | None = None) -> tuple[Scheduler, Dice]:
+    """A scheduler with the real default rules, its draws steered by `dice`."""
+    dice = dice or Dice()
+    s = new_scheduler(policy=TrustPolicy(), placement=PlacementPolicy(), audits=AuditPolicy(), pick=dice.pick,
+                      rand=dice.rand)
+    return s, dice
+
+
+_KEYS: dict[str, SigningKey] = {}
+
+
+def key(name: str) -> SigningKey:
+    if name not in _KEYS:
+        _KEYS[name] = SigningKey(hashlib.sha256(f"attack worker {name}".encode()).digest())
+    return _KEYS[name]
+
+
+def wid(name: str) -> str:
+    return key(name).id
+
+
+def ask(s: Scheduler, name: str, now: int, *, max_tasks: int = 8, min_price: int = 0,
+        kernels: Iterable[str] = KERNELS) -> list[LeaseGrant]:
+    """What the shell does for a lease request: note the worker, then lease."""
+    s.touch_worker(now=now, worker_id=wid(name), public_key=key(name).public, min_price=min_price)
+    return s.lease(now=now, worker_id=wid(name), max_tasks=max_tasks, kernels_ok=kernels, min_price=min_price)
+
+
+def send(s: Scheduler, name: str, grant: LeaseGrant, output: Any, now: int) -> AckItem:
+    """What the shell does for a one-result request."""
+    s.touch_worker(now=now, worker_id=wid(name), public_key=key(name).public)
+    (ack,) = s.report(now=now, worker_id=wid(name), reports=[item(grant, output)])
+    return ack
+
+
+def task(s: Scheduler, grant: LeaseGrant) -> Task:
+    return s.tasks[task_of(grant)["task_id"]]
+
+
+def agree(s: Scheduler, pairs: Iterable[tuple[str, str]], now: int) -> int:
+    """One one-task job per pair, computed honestly by exactly that pair (nobody else is present, so the second slot
+    can only be drawn for the second worker), and any audit a worker is offered on the way. Returns the clock."""
+    for first, second in pairs:
+        now += AWAY
+        submit(s, now=now, tasks=1, replicas=2)
+        for name in (first, second):
+            for g in ask(s, name, now):
+                assert send(s, name, g, good(g), now + ELAPSED).status == "accepted"
+        now += ELAPSED
+    return now
+
+
+def settle_audits(s: Scheduler, now: int) -> int:
+    """Let every open audit be skipped (nobody else is around), so the warm-up jobs end."""
+    now += AUDIT.give_up_ms + AWAY
+    s.expire(now)
+    assert all(j.state == "done" for j in s.jobs.values())
+    return now
+
+
+def make_trusted(s: Scheduler, names: str, now: int = 0) -> int:
+    """Make each named worker (four or more) trusted for K from distinct partners: one-task jobs for every pair of
+    them, round after round, until all are. Returns the clock, with nobody present."""
+    for _ in range(2 * TRUST.partner_cap):
+        if all(s.trust.trusted(wid(n), K) for n in names):
+            break
+        now = agree(s, itertools.combinations(names, 2), now)
+    now = settle_audits(s, now)
+    for n in names:
+        assert s.trust.trusted(wid(n), K), n
+    return now
+
+
+def make_seasoned(s: Scheduler, names: str, now: int = 0) -> int:
+    """Take each named worker past probation (not trusted). Returns the clock, with nobody present."""
+    ring = [(a, names[(i + 1) % len(names)]) for i, a in enumerate(names)]
+    now = agree(s, ring * TRUST.probation_valid, now)
+    now = settle_audits(s, now)
+    for n in names:
+        assert not s.on_probation(wid(n)) and not s.trust.trusted(wid(n), K), n
+    return now
+
+
+# ---- 1. placement: drawn replica slots, random offsets ---------------------------------------------------------------
+
+
+def test_placement_a_replica_slot_is_reserved_for_the_drawn_worker_and_nobody_else() -> None:
+    s, dice = real()
+    for n in "ABC":  # present: all three asked for work
+        assert ask(s, n, 0) == []
+    submit(s, now=1, tasks=1, replicas=2)
+    (ga,) = ask(s, "A", 2)  # the first slot is anyone's
+    t = task(s, ga)
+    dice.picks = [0, 1]  # the offset in the job, then the draw: candidates are B and C (A holds the task)
+    assert ask(s, "B", 3) == []
+    assert dice.asked[-1] == 2 and t.reserved == wid("C")
+    assert ask(s, "B", 4) == []  # still C's
+    (gc,) = ask(s, "C", 5)
+    assert task(s, gc) is t and t.reserved is None
+
+
+def test_placement_the_draw_is_made_again_without_a_worker_that_did_not_come_then_the_slot_opens() -> None:
+    s, dice = real()
+    for n in "ABCDE":
+        ask(s, n, 0)
+    submit(s, now=0, tasks=1, replicas=3)
+    ask(s, "A", 0)
+    now = 1
+    drawn = []
+    for _ in range(PLACE.max_draws):
+        dice.picks = [0, 1]  # the offset, then the second candidate: never B, the one asking
+        assert ask(s, "B", now) == []
+        t = next(iter(s.tasks.values()))
+        drawn.append(t.reserved)
+        now += PLACE.reserve_ms  # the drawn worker did not come in time
+    assert drawn == [wid("C"), wid("D"), wid("E")]  # each draw without the ones passed over
+    assert [n for n in dice.asked if n > 1] == [4, 3, 2]
+    assert ask(s, "B", now) != []  # max_draws draws came to nothing: the slot is open
+
+
+def test_placement_leasing_starts_at_a_random_offset_in_the_job() -> None:
+    s, dice = real()
+    job = submit(s, now=0, tasks=4, replicas=2)
+    dice.picks = [2]
+    (g,) = ask(s, "A", 0, max_tasks=1)
+    assert dice.asked == [4] and task(s, g) is s.job_tasks(job.job_id)[2]
+
+
+# ---- 2. probation and capacity ---------------------------------------------------------------------------------------
+
+
+def test_probation_a_new_identity_gets_at_most_start_capacity_leases() -> None:
+    s, _ = real()
+    submit(s, now=0, tasks=6, replicas=2)
+    assert len(ask(s, "A", 0, max_tasks=50)) == PLACE.start_capacity
+    assert ask(s, "A", 1, max_tasks=50) == []  # still holding them
+
+
+def test_capacity_doubles_per_validated_result_and_halves_on_an_expiry_or_an_invalid_result() -> None:
+    s, _ = real()
+    submit(s, now=0, tasks=2, replicas=2, max_results=3)  # room for no audit: the job ends
+    for n in "AB":
+        for g in ask(s, n, 0):
+            send(s, n, g, good(g), ELAPSED)
+    a = s.workers[wid("A")]
+    assert a.capacity == PLACE.start_capacity * 4  # two validated results
+    submit(s, now=AWAY, tasks=2, replicas=2)
+    g1, g2 = ask(s, "A", AWAY, max_tasks=2)
+    send(s, "A", g1, MALFORMED, AWAY + 1)
+    assert a.capacity == PLACE.start_capacity * 2
+    s.expire(g2.expires_ms)
+    assert a.capacity == PLACE.start_capacity
+
+
+def test_probation_a_probationary_lease_stops_holding_its_slot_after_the_grace() -> None:
+    s, _ = real()
+    submit(s, now=0, tasks=1, replicas=2)
+    (ga,) = ask(s, "A", 0)
+    assert len(ask(s, "B", 0)) == 1
+    grace = placement.grace_ms(PLACE, TIMEOUT, None)
+    assert grace < TIMEOUT
+    assert ask(s, "C", grace - 1) == []  # both slots held
+    s.expire(grace)
+    (gc,) = ask(s, "C", grace)  # A and B are on probation: their leases no longer hold the slots
+    assert task(s, gc) is task(s, ga) and s.leases[ga.lease_id].state == "active"
+
+
+# ---- 3. free identities cannot kill a job ----------------------------------------------------------------------------
+
+
+def test_free_identities_malformed_results_never_fail_a_job() -> None:
+    s, _ = real()
+    job = submit(s, now=0, tasks=1, replicas=2, max_errors=0, max_results=3)
+    now = 0
+    for i in range(job.max_results + 2):  # more errors than max_errors and results than max_results
+        now += 10
+        (g,) = ask(s, f"sybil{i}", now)
+        assert send(s, f"sybil{i}", g, MALFORMED, now).status == "rejected"
+        assert job.state == "running"
+    for n in "AB":
+        for g in ask(s, n, now):
+            send(s, n, g, good(g), now + ELAPSED)
+    assert job.state == "done"
+
+
+def test_a_banned_identitys_error_results_stop_counting() -> None:
+    s, _ = real()
+    now = make_seasoned(s, "WXY")
+    job = submit(s, now=now, tasks=4, replicas=2, max_errors=1)
+    g0, *rest = ask(s, "W", now, max_tasks=4)
+    send(s, "W", g0, MALFORMED, now)  # counts: W is past probation (1 error, max_errors 1)
+    for g in rest[:2]:
+        send(s, "W", g, MALFORMED, now)
+    assert s.banned(wid("W"))
+    now += AWAY
+    t = task(s, g0)
+    (gx,) = [g for g in ask(s, "X", now, max_tasks=8) if task(s, g) is t]
+    send(s, "X", gx, MALFORMED, now)  # the second error on the task: would fail it if W's still counted
+    assert job.state == "running" and t.state == "pending"
+
+
+# ---- 4. independence -------------------------------------------------------------------------------------------------
+
+
+def test_independence_a_pair_agreeing_only_with_each_other_never_becomes_trusted() -> None:
+    s, _ = real()
+    now = agree(s, [("P", "Q")] * (3 * TRUST.trust_after), 0)
+    for n in "PQ":
+        record = s.trust.records[(wid(n), K)]
+        assert record.valid >= 3 * TRUST.trust_after and record.consecutive_valid == TRUST.partner_cap
+        assert not s.trust.trusted(wid(n), K) and s.trust.collusion_score(wid(n)) == 1.0
+    # A distinct partner completes the streak.
+    agree(s, [("P", "R")] * (TRUST.trust_after - TRUST.partner_cap), now)
+    assert s.trust.trusted(wid("P"), K)
+
+
+# ---- 5. speed like with like -----------------------------------------------------------------------------------------
+
+DECOY = {**PARAMS, "x_min": 2.0, "x_max": 3.0, "y_min": 2.0, "y_max": 3.0, "max_iter": 1_000_000}
+
+
+def _speed_round(s: Scheduler, names: str, now: int, elapsed: dict[str, int], params: dict[str, Any]) -> int:
+    now += AWAY
+    submit(s, now=now, tasks=1, replicas=2, params=params)
+    for n in names:
+        for g in ask(s, n, now):
+            send(s, n, g, good(g), now + elapsed[n])
+    return now + max(elapsed.values())
+
+
+def test_speed_a_decoy_job_with_a_huge_declared_bound_and_instant_results_flags_nobody() -> None:
+    s, _ = real()
+    now = 0
+    for names in ["AB", "BC", "CA", "AB", "BC", "CA"]:
+        now = _speed_round(s, names, now, {n: 1 for n in "ABC"}, DECOY)
+    assert all(s.workers[wid(n)].too_fast == 0 for n in "ABC")
+    assert not any(r.too_fast for r in s.results.values())
+
+
+def test_speed_a_result_8x_faster_than_other_workers_on_the_same_work_is_flagged() -> None:
+    s, _ = real()
+    now = 0
+    for _ in range(2):
+        now = _speed_round(s, "AB", now, {"A": 800, "B": 800}, PARAMS)
+    now = _speed_round(s, "CA", now, {"C": 800 // 8 - 1, "A": 800}, PARAMS)
+    assert s.workers[wid("C")].too_fast == 1 and s.workers[wid("A")].too_fast == 0
+
+
+def test_speed_a_result_at_one_eighth_is_not_flagged() -> None:
+    s, _ = real()
+    now = 0
+    for _ in range(2):
+        now = _speed_round(s, "AB", now, {"A": 800, "B": 800}, PARAMS)
+    _speed_round(s, "CA", now, {"C": 800 // 8, "A": 800}, PARAMS)
+    assert s.workers[wid("C")].too_fast == 0
+
+
+# ---- 6. mobs ---------------------------------------------------------------------------------------------------------
+
+
+def test_mob_an_honest_newcomer_outvoted_by_identities_on_probation_is_disputed_never_banned() -> None:
+    s, _ = real()
+    now = 0
+    for round_ in range(TRUST.ban_min_invalid + 1):
+        now += AWAY
+        job = submit(s, now=now, tasks=1, replicas=2, max_results=4)
+        (gh,) = ask(s, "honest", now)
+        assert send(s, "honest", gh, good(gh), now + ELAPSED).status == "accepted"
+        t, honest = task(s, gh), s.results[gh.lease_id]
+        mob = [f"mob{round_}.{i}" for i in range(3)]
+        (g,) = ask(s, mob[0], now)
+        send(s, mob[0], g, bad(g), now + ELAPSED)
+        assert t.quorum == job.quorum + 1  # probationary identities disagree: escalation
+        for m in mob[1:]:
+            (g,) = ask(s, m, now)
+            send(s, m, g, bad(g), now + ELAPSED)
+        assert t.state == "validated" and honest.verdict == "invalid"
+    record = s.trust.records[(wid("honest"), K)]
+    assert (record.disputed, record.invalid) == (TRUST.ban_min_invalid + 1, 0)
+    assert s.banned(wid("honest")) is None
+
+
+# ---- 7. the trusted min-price stall, and the fallback ----------------------------------------------------------------
+
+# How the trusted worker last asked: (when, relative to the job; its min_price; the kernels it accepts).
+STALLS: dict[str, tuple[int, int, tuple[str, ...]]] = {
+    "min_price above the job's": (0, PRICE + 1, KERNELS),
+    "does not accept the kernel": (0, 0, ()),
+    "has not asked within presence_ms": (-PLACE.presence_ms - 1, 0, KERNELS),  # but seen within online_ms
+    "could help": (0, 0, KERNELS),
+}
+
+
+@pytest.mark.parametrize("how", STALLS)
+def test_stall_a_trusted_worker_that_could_not_take_the_task_does_not_hold_its_last_slot(how: str) -> None:
+    s, _ = real()
+    now = make_trusted(s, "ABCD") + AWAY
+    asked, min_price, kernels = STALLS[how]
+    ask(s, "A", now + asked, max_tasks=0, min_price=min_price, kernels=kernels)  # A is trusted
+    submit(s, now=now, tasks=1, replicas=2)
+    assert len(ask(s, "U1", now)) == 1
+    second = ask(s, "U2", now)
+    assert len(second) == (0 if how == "could help" else 1)
+
+
+def test_stall_a_task_waiting_for_a_trusted_member_falls_back_to_a_quorum_one_larger() -> None:
+    s, _ = real()
+    now = make_trusted(s, "ABCD") + AWAY
+    ask(s, "A", now, max_tasks=0)  # present, and could take it, but does not come
+    job = submit(s, now=now, tasks=1, replicas=2)
+    (g1,) = ask(s, "U1", now)
+    send(s, "U1", g1, good(g1), now + ELAPSED)
+    t = task(s, g1)
+    assert waiting_view(s, job.job_id) == {"waiting for a trusted worker": 1} and not t.fell_back
+    s.expire(now + ELAPSED + TRUST.trusted_wait_ms)
+    assert t.fell_back and t.quorum == job.quorum + 1
+    assert waiting_view(s, job.job_id) == {
+        "no trusted worker came in time: a larger quorum of untrusted workers stands in": 1}
+    now += AWAY  # A is gone too (while present, it could still be drawn for a slot)
+    for n in ("U2", "U3"):  # two more untrusted workers stand in for the trusted one
+        (g,) = ask(s, n, now)
+        send(s, n, g, good(g), now + ELAPSED)
+    assert t.state == "validated" and not any(s.results[lid].trusted for lid in t.results)
+
+
+# ---- 8. bonds and single issue ---------------------------------------------------------------------------------------
+
+
+def _fresh_single_task(s: Scheduler, name: str, now: int, *, price: int = 1) -> tuple[LeaseGrant, Task]:
+    submit(s, now=now, tasks=1, replicas=2, price=price)
+    (g,) = ask(s, name, now)
+    return g, task(s, g)
+
+
+def test_bond_a_trusted_worker_without_a_bond_never_goes_single() -> None:
+    s, _ = real(Dice(rand_default=0.99))  # every spot check says: no replica
+    now = make_trusted(s, "ABCD") + AWAY
+    _, t = _fresh_single_task(s, "A", now)
+    assert t.single is None and t.quorum == 2
+
+
+def test_bond_a_bond_below_bond_per_price_x_price_does_not_cover_single_issue() -> None:
+    s, _ = real(Dice(rand_default=0.99))
+    now = make_trusted(s, "ABCD") + AWAY
+    s.grant(now=now, account=wid("A"), amount=1000)
+    s.bond(now=now, worker_id=wid("A"), amount=AUDIT.bond_per_price * 2 - 1)
+    _, t = _fresh_single_task(s, "A", now, price=2)
+    assert t.single is None
+
+
+def test_bond_exposure_grows_by_the_price_per_single_result_until_the_bond_is_used_up() -> None:
+    s, _ = real(Dice(rand_default=0.99))  # spot checks never replicate, audits are never drawn
+    now = make_trusted(s, "ABCD") + AWAY
+    s.grant(now=now, account=wid("A"), amount=1000)
+    bond = AUDIT.bond_per_price * 1
+    s.bond(now=now, worker_id=wid("A"), amount=bond)
+    a = s.workers[wid("A")]
+    for i in range(bond):
+        g, t = _fresh_single_task(s, "A", now)
+        assert t.single == g.lease_id, i
+        send(s, "A", g, good(g), now + ELAPSED)
+        assert t.state == "validated" and a.exposure == i + 1
+        now += 2 * ELAPSED
+    _, t = _fresh_single_task(s, "A", now)  # exposure + price would exceed the bond
+    assert t.single is None
+
+
+def test_bond_and_unbond_move_ledger_credits_and_unbond_stops_at_the_exposure() -> None:
+    s, _ = real(Dice(rand_default=0.99))
+    now = make_trusted(s, "ABCD") + AWAY
+    a = wid("A")
+    s.grant(now=now, account=a, amount=1000)
+    have = s.book.accounts.balance(a)
+    s.bond(now=now, worker_id=a, amount=40)
+    assert (s.book.accounts.balance(a), s.book.accounts.bonded(a)) == (have - 40, 40)
+    g, t = _fresh_single_task(s, "A", now, price=3)
+    send(s, "A", g, good(g), now + ELAPSED)
+    assert s.workers[a].exposure == 3
+    with pytest.raises(Conflict):
+        s.unbond(now=now, worker_id=a, amount=38)
+    entry = s.unbond(now=now, worker_id=a, amount=37)
+    assert entry.kind == "unbond" and s.book.accounts.bonded(a) == 3
+
+
+def test_bond_unbond_is_refused_while_a_result_of_the_worker_is_under_audit() -> None:
+    s, dice = real(Dice(rand_default=0.99))
+    now = make_trusted(s, "ABCD") + AWAY
+    a = wid("A")
+    s.grant(now=now, account=a, amount=1000)
+    s.bond(now=now, worker_id=a, amount=100)
+    g, t = _fresh_single_task(s, "A", now)
+    dice.rands = [0.0]  # the audit draw at validation
+    send(s, "A", g, good(g), now + ELAPSED)
+    assert t.audit == "due"
+    with pytest.raises(Conflict):
+        s.unbond(now=now, worker_id=a, amount=1)
+
+
+# ---- 9. audits -------------------------------------------------------------------------------------------------------
+
+
+def _bond_a(s: Scheduler, now: int) -> None:
+    s.grant(now=now, account=wid("A"), amount=1000)
+    s.bond(now=now, worker_id=wid("A"), amount=100)
+
+
+def _single(s: Scheduler, dice: Dice, now: int, *, price: int = PRICE, tasks: int = 1, output: str = "good",
+            audit: bool = True) -> tuple[Job, Task, Result]:
+    """A (trusted, bonded) takes a task of a new job single and reports; the audit draw comes up if `audit`."""
+    job = submit(s, now=now, tasks=tasks, replicas=2, price=price)
+    (g,) = ask(s, "A", now, max_tasks=1)
+    t = task(s, g)
+    assert t.single == g.lease_id
+    dice.rands = [0.0 if audit else 0.99]
+    send(s, "A", g, good(g) if output == "good" else bad(g), now + ELAPSED)
+    assert t.state == "validated" and t.audit == ("due" if audit else None)
+    return job, t, s.results[g.lease_id]
+
+
+def _audited_single(s: Scheduler, dice: Dice, now: int) -> tuple[Job, Task, Result]:
+    _bond_a(s, now)
+    return _single(s, dice, now)
+
+
+def name_of(worker_id: str | None) -> str:
+    return next(n for n in _KEYS if wid(n) == worker_id)
+
+
+def test_audit_a_drawn_audit_keeps_the_job_running_until_it_passes_pays_the_auditor_and_clears_exposure() -> None:
+    s, dice = real(Dice(rand_default=0.99))
+    now = make_trusted(s, "ABCD") + AWAY
+    job, t, _ = _audited_single(s, dice, now)
+    assert job.state == "running" and s.workers[wid("A")].exposure == PRICE
+    s.take_changes()
+    (g,) = ask(s, "B", now + 1000)
+    assert send(s, "B", g, good(g), now + 2000).status == "accepted"
+    assert t.audit == "passed" and job.state == "done"
+    assert s.workers[wid("A")].exposure == 0
+    assert rewards(s.take_changes()) == [(t.task_id, wid("B"), PRICE)]
+
+
+def test_audit_a_lease_goes_only_to_a_non_holder_past_probation_trusted_first() -> None:
+    s, dice = real(Dice(rand_default=0.99))
+    now = make_trusted(s, "ABCD")
+    now = make_seasoned(s, "XYZ", now) + AWAY
+    assert ask(s, "B", now) == []  # B, trusted, is present
+    _, t, _ = _audited_single(s, dice, now)
+    now += 1000
+    assert ask(s, "A", now) == []  # the holder
+    assert ask(s, "fresh", now) == []  # on probation
+    assert ask(s, "X", now) == []  # past probation, but a trusted worker is drawn ...
+    assert t.reserved == wid("B")
+    (g,) = ask(s, "B", now)  # ... and gets it
+    assert task(s, g) is t
+
+
+def test_audit_two_auditors_agreeing_against_the_output_overturn_it_slash_and_ban() -> None:
+    s, dice = real(Dice(rand_default=0.99))
+    now = make_trusted(s, "ABCD") + AWAY
+    _bond_a(s, now)
+    # An earlier single task of A, with no audit drawn, in a job still running (its second task is pending); a
+    # lower price, so the wrong task below is leased first.
+    other, earlier, _ = _single(s, dice, now, price=PRICE - 1, tasks=2, audit=False)
+    assert other.state == "running"
+    now += AWAY
+    job, t, wrong = _single(s, dice, now, output="bad")
+    bonded = s.book.accounts.bonded(wid("A"))
+    s.take_changes()
+    (g1,) = ask(s, "C", now + 1000, max_tasks=1)
+    send(s, "C", g1, good(g1), now + 2000)
+    assert t.audit == "disputed" and job.state == "running"
+    (g2,) = ask(s, "D", now + 3000, max_tasks=1)
+    send(s, "D", g2, good(g2), now + 4000)
+    assert t.audit == "corrected" and job.state == "done" and wrong.verdict == "overturned"
+    changes = s.take_changes()
+    merged = codec.array_from_wire(codec.decode(changes.merged[job.job_id]))
+    assert np.array_equal(merged, whole_image())
+    slashes = [(e.from_, e.to, e.amount) for e in changes.entries if e.kind == "slash"]
+    assert slashes == [(accounts.bond_account(wid("A")), SUBMITTER, bonded)] and bonded > 0
+    assert s.book.accounts.bonded(wid("A")) == 0 and s.banned(wid("A"))
+    assert earlier.audit == "due"  # A's other validated task, in an unfinished job, is re-checked
+
+
+def test_audit_a_second_auditor_agreeing_with_the_original_judges_the_first_auditor_invalid() -> None:
+    s, dice = real(Dice(rand_default=0.99))
+    now = make_trusted(s, "ABCD") + AWAY
+    job, t, original = _audited_single(s, dice, now)
+    (g1,) = ask(s, "C", now + 1000)
+    send(s, "C", g1, bad(g1), now + 2000)
+    first = s.results[g1.lease_id]
+    assert t.audit == "disputed"
+    (g2,) = ask(s, "D", now + 3000)
+    send(s, "D", g2, good(g2), now + 4000)
+    assert t.audit == "passed" and first.verdict == "invalid" and original.verdict == "valid"
+    assert s.banned(wid("A")) is None and job.state == "done"
+
+
+def test_audit_with_no_auditor_is_skipped_after_give_up_ms() -> None:
+    s, dice = real(Dice(rand_default=0.99))
+    now = make_trusted(s, "ABCD") + AWAY
+    job, t, _ = _audited_single(s, dice, now)
+    drawn_at = now + ELAPSED  # the audit was drawn when the task was validated
+    s.expire(drawn_at + AUDIT.give_up_ms - 1)
+    assert t.audit == "due" and job.state == "running"
+    s.expire(drawn_at + AUDIT.give_up_ms)
+    assert t.audit == "skipped" and job.state == "done"
