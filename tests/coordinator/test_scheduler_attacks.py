@@ -572,3 +572,29 @@ def test_audit_with_no_auditor_is_skipped_after_give_up_ms() -> None:
     assert t.audit == "due" and job.state == "running"
     s.expire(drawn_at + AUDIT.give_up_ms)
     assert t.audit == "skipped" and job.state == "done"
+
+
+# ---- known bugs (failing: see the commit message) --------------------------------------------------------------------
+
+
+def test_audit_is_skipped_after_give_up_ms_even_if_an_audit_lease_was_active_at_the_deadline() -> None:
+    s, dice = real(Dice(rand_default=0.99))
+    now = make_trusted(s, "ABCD") + AWAY
+    job, t, _ = _audited_single(s, dice, now)
+    deadline = now + ELAPSED + AUDIT.give_up_ms
+    (g,) = ask(s, "B", deadline - 1000, max_tasks=1)  # an auditor takes it, then never reports
+    s.expire(deadline)
+    assert t.audit == "due"  # its lease is still active: not skipped yet
+    s.expire(g.expires_ms + AUDIT.give_up_ms)  # the lease expired long ago, and no auditor ever came
+    assert t.audit == "skipped" and job.state == "done"
+
+
+def test_audit_waits_fallback_ms_for_a_trusted_auditor_before_a_merely_seasoned_worker_may_take_it() -> None:
+    s, dice = real(Dice(rand_default=0.99))
+    now = make_trusted(s, "ABCD")
+    now = make_seasoned(s, "XYZ", now) + AWAY
+    _, t, _ = _audited_single(s, dice, now)  # trusted B, C, D exist but are not present right now
+    drawn_at = now + ELAPSED
+    assert ask(s, "X", drawn_at + 1000) == []
+    (g,) = ask(s, "X", drawn_at + AUDIT.fallback_ms)
+    assert task(s, g) is t
