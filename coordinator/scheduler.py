@@ -488,8 +488,10 @@ class Scheduler:
         pool = [w for w in self.workers
                 if w not in task.passed and self._could_serve(w, job, now)
                 and self._eligible(task, w, trusted=self.trust.trusted(w, kernel_key))]
-        if task.state == "validated":  # an audit: never a worker on probation
+        if task.state == "validated":  # an audit: never a worker on probation, nor untrusted before the fallback
             pool = [w for w in pool if not self.on_probation(w)]
+            if now - task.audit_since < self.audits.fallback_ms:
+                pool = [w for w in pool if self.trust.trusted(w, kernel_key)]
         if task.needs_trusted:
             trusted = [w for w in pool if self.trust.trusted(w, kernel_key)]
             if trusted:
@@ -615,11 +617,15 @@ class Scheduler:
             if woken is not None and woken.state == "pending":
                 self._reconsider(woken, now)
                 count += 1
-            elif (woken is not None and woken.audit in states.OPEN_AUDIT
-                  and now - woken.audit_since >= self.audits.give_up_ms
-                  and not any(self.leases[lid].state == "active" for lid in woken.leases)):
-                self._close_audit(woken, self.jobs[woken.job_id], "skipped", now)  # no auditor came in time
-                count += 1
+            elif woken is not None and woken.audit in states.OPEN_AUDIT:
+                count += 1  # a trusted-only audit may now go to any seasoned worker, or it waited too long
+                if now - woken.audit_since >= self.audits.give_up_ms:
+                    running = [self.leases[lid].expires_ms for lid in woken.leases
+                               if self.leases[lid].state == "active"]
+                    if running:  # an auditor holds it: decide when its lease is over
+                        heapq.heappush(self._wakeups, (max(running), task_id))
+                    else:
+                        self._close_audit(woken, self.jobs[woken.job_id], "skipped", now)  # no auditor came
         return count
 
     def _lease_ended_empty(self, task: Task, lease: Lease) -> None:
@@ -873,6 +879,7 @@ class Scheduler:
         task.audit_since = now
         job.audits_open += 1
         self._changes.tasks[task.task_id] = task
+        heapq.heappush(self._wakeups, (now + self.audits.fallback_ms, task.task_id))
         heapq.heappush(self._wakeups, (now + self.audits.give_up_ms, task.task_id))
 
     def _may_audit(self, task: Task, job: Job, worker_id: str, is_trusted: bool, now: int) -> bool:
@@ -882,6 +889,8 @@ class Scheduler:
             return False
         if self.on_probation(worker_id) or not self._eligible(task, worker_id, trusted=is_trusted):
             return False
+        if not is_trusted and now - task.audit_since < self.audits.fallback_ms:
+            return False  # trusted auditors only, for a while (coordinator.auditing)
         task.needs_trusted = True  # the draw prefers trusted workers (placement._candidates)
         return self._placed_here(task, job, worker_id, now)
 

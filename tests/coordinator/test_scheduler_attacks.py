@@ -308,18 +308,27 @@ def test_speed_a_decoy_job_with_a_huge_declared_bound_and_instant_results_flags_
 def test_speed_a_result_8x_faster_than_other_workers_on_the_same_work_is_flagged() -> None:
     s, _ = real()
     now = 0
-    for _ in range(2):
-        now = _speed_round(s, "AB", now, {"A": 800, "B": 800}, PARAMS)
-    now = _speed_round(s, "CA", now, {"C": 800 // 8 - 1, "A": 800}, PARAMS)
+    for _ in range(2):  # times above the speed floor (1 s): long enough to be computation
+        now = _speed_round(s, "AB", now, {"A": 8000, "B": 8000}, PARAMS)
+    now = _speed_round(s, "CA", now, {"C": 8000 // 8 - 1, "A": 8000}, PARAMS)
     assert s.workers[wid("C")].too_fast == 1 and s.workers[wid("A")].too_fast == 0
+
+
+def test_speed_times_under_the_floor_flag_nobody() -> None:
+    s, _ = real()
+    now = 0
+    for _ in range(2):  # 800 ms: round trips and queueing, not computation
+        now = _speed_round(s, "AB", now, {"A": 800, "B": 800}, PARAMS)
+    _speed_round(s, "CA", now, {"C": 1, "A": 800}, PARAMS)
+    assert s.workers[wid("C")].too_fast == 0
 
 
 def test_speed_a_result_at_one_eighth_is_not_flagged() -> None:
     s, _ = real()
     now = 0
     for _ in range(2):
-        now = _speed_round(s, "AB", now, {"A": 800, "B": 800}, PARAMS)
-    _speed_round(s, "CA", now, {"C": 800 // 8, "A": 800}, PARAMS)
+        now = _speed_round(s, "AB", now, {"A": 8000, "B": 8000}, PARAMS)
+    _speed_round(s, "CA", now, {"C": 8000 // 8, "A": 8000}, PARAMS)
     assert s.workers[wid("C")].too_fast == 0
 
 
@@ -516,9 +525,8 @@ def test_audit_a_lease_goes_only_to_a_non_holder_past_probation_trusted_first() 
     now += 1000
     assert ask(s, "A", now) == []  # the holder
     assert ask(s, "fresh", now) == []  # on probation
-    assert ask(s, "X", now) == []  # past probation, but a trusted worker is drawn ...
-    assert t.reserved == wid("B")
-    (g,) = ask(s, "B", now)  # ... and gets it
+    assert ask(s, "X", now) == []  # past probation, but not trusted: not before the fallback ...
+    (g,) = ask(s, "B", now)  # ... while a trusted worker is drawn and gets it
     assert task(s, g) is t
 
 
