@@ -138,6 +138,7 @@ class Audit:
                 "task_id": t["task_id"], "index": t["idx"], "state": t["state"],
                 "digest": None if t["canonical"] is None else wire_digest(t["canonical"]).hex(),
                 "agreed": [r["worker_id"] for r in mine if r["verdict"] == "valid"], "results": mine,
+                "audit": t["audit"],
             })
         merged = self.store.job_result(job.job_id)
         return {

@@ -1,18 +1,24 @@
-"""The coordinator's brain: jobs, tasks, leases, results, quorum, trust and rewards, with no I/O at all.
+"""The coordinator's brain: jobs, tasks, leases, results, quorum, trust, audits and rewards, with no I/O at all.
 
 The aiohttp shell calls one method per request with the current time; the method checks, decides and mutates
 the in-memory state, and records every row it touched. The shell then writes `take_changes()` to the database
 in one transaction before it answers, so nothing is acknowledged that is not durable. On restart the shell
-loads the rows back and calls `Scheduler.restore`. Randomness (spot checks) comes from the injected `rand`.
+loads the rows back and calls `Scheduler.restore`. Randomness comes in injected: `rand` (spot checks, audits) and
+`pick` (placement offsets and draws), both secret by default.
 
 How a task moves: it is created `pending` and wants `replicas` results from distinct workers (one, for a kernel
-that can verify a result on its own). Each lease names one worker; a lease that times out is `expired` and the
-task is offered again (a late result on it still counts). A worker trusted for the kernel may take a fresh task
-*single* (quorum 1) unless a spot check says otherwise. When results arrive, quorum.decide judges them: an agreeing
-quorum (with a trusted member, while one could be asked) validates the task and pays each agreeing worker one
-reward entry; a disagreement asks for one more result; too many errors or results fail the task and its job.
-Every verdict feeds the TrustBook, which may ban a worker. When every task is validated the kernel merges the
-canonical outputs.
+that can verify a result on its own). Who gets which slot is the coordinator's draw (coordinator.placement): a
+lease walk starts at a random task, each worker holds at most its capacity, and every slot after the first is
+reserved for a drawn worker. A lease that times out is `expired` and the task is offered again (a late result on
+it still counts); a probationary worker's lease holds its slot only for a grace. A trusted worker with a bond that
+covers the task may take it *single* (quorum 1) unless a spot check says otherwise. When results arrive,
+quorum.decide judges them: an agreeing quorum (with a trusted member, while one could be asked, for a bounded
+time) validates the task and pays each agreeing worker one reward entry; a disagreement asks for one more result
+(and escalates when fresh identities are involved); too many errors of established workers or too many results
+fail the task and its job. Every verdict feeds the TrustBook (independent partners only; out-voted by a mob is a
+dispute, not a fault). A validated task may be drawn for an audit (coordinator.auditing), which keeps its job open
+until it is settled, and an audit that proves a result wrong corrects the task, slashes and bans. When every task
+is validated and no audit is open the kernel merges the canonical outputs.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from depin.protocol import AckItem, LeaseGrant, ResultItem
 __all__ = ["LAST_SEEN_PERSIST_MS", "Changes", "Job", "Lease", "Result", "Scheduler", "Task", "Worker"]
 
 LAST_SEEN_PERSIST_MS = 10_000
+_SECRET = random.SystemRandom()  # spot checks and audits: draws no worker can predict from what it sees
 DEFAULT_QUORUM = 2
 DEFAULT_MAX_ERRORS = 3
 
@@ -70,7 +77,7 @@ class Scheduler:
         new_id: Callable[[], str],
         archive: Archive = lambda lease_id: None,
         policy: TrustPolicy | None = None,
-        rand: Callable[[], float] = random.random,
+        rand: Callable[[], float] = _SECRET.random,
         pick: Callable[[int], int] = secrets.randbelow,
         placement_policy: PlacementPolicy | None = None,
         audit_policy: AuditPolicy | None = None,
@@ -115,7 +122,7 @@ class Scheduler:
         new_id: Callable[[], str],
         archive: Archive = lambda lease_id: None,
         policy: TrustPolicy | None = None,
-        rand: Callable[[], float] = random.random,
+        rand: Callable[[], float] = _SECRET.random,
         pick: Callable[[int], int] = secrets.randbelow,
         placement_policy: PlacementPolicy | None = None,
         audit_policy: AuditPolicy | None = None,
@@ -300,7 +307,7 @@ class Scheduler:
 
     def _finish_job(self, job: Job, state: str, now: int, error: str | None) -> None:
         job.state = states.move(states.JOB, job.state, state)
-        job.finished_ms, job.error = now, error
+        job.finished_ms, job.error, job.audits_open = now, error, 0
         self._changes.jobs[job.job_id] = job
         for task in self._job_tasks.pop(job.job_id, []):
             if task.state == "pending":
@@ -970,7 +977,7 @@ class Scheduler:
         worker.audits_failed += 1
         self._changes.workers[worker.worker_id] = worker
         bonded = self.book.accounts.bonded(worker.worker_id)
-        if bonded > 0:
+        if bonded > 0 and job.submitter != worker.worker_id:  # (a worker that cheats its own job harmed nobody else)
             self._append(now, "slash", accounts.bond_account(worker.worker_id), job.submitter, bonded, job.job_id,
                          task.task_id)
             self.trust.set_bond(worker.worker_id, 0)

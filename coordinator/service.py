@@ -140,6 +140,7 @@ class Service:
         return {**views.job_view(job, self.scheduler.book.accounts.held(job_id)),
                 "waiting": views.waiting_view(self.scheduler, job_id),
                 "task_states": self.store.state_counts("tasks", job_id),
+                "audits": self.store.audit_counts(job_id),
                 "lease_states": self.store.state_counts("leases", job_id)}
 
     def ledger_page(self, start: int, limit: int) -> dict[str, Any]:

@@ -277,6 +277,12 @@ class Store:
         rows = self.db.execute(f"SELECT state, COUNT(*) FROM {table} WHERE job_id = ? GROUP BY state", (job_id,))
         return {state: int(n) for state, n in rows}
 
+    def audit_counts(self, job_id: str) -> dict[str, int]:
+        """How many of a job's tasks were audited, by audit state (coordinator.auditing)."""
+        rows = self.db.execute("SELECT audit, COUNT(*) FROM tasks WHERE job_id = ? AND audit IS NOT NULL"
+                               " GROUP BY audit", (job_id,))
+        return {state: int(n) for state, n in rows}
+
     def job_result(self, job_id: str) -> bytes | None:
         """The merged output of a done job, as wire msgpack."""
         row = self.db.execute("SELECT result FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
@@ -299,5 +305,5 @@ class Store:
 
     def job_tasks(self, job_id: str) -> list[dict[str, Any]]:
         """Every task of a job in index order, with its validated output (for provenance)."""
-        return list(self._rows("tasks", ("task_id", "idx", "state", "canonical"), "WHERE job_id = ? ORDER BY idx",
-                               (job_id,)))
+        return list(self._rows("tasks", ("task_id", "idx", "state", "canonical", "audit"),
+                               "WHERE job_id = ? ORDER BY idx", (job_id,)))

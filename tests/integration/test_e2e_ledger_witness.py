@@ -141,7 +141,8 @@ def test_a_worker_holding_a_checkpoint_catches_a_rewritten_ledger_and_stops(clus
     assert evidence["alarms"] == [] and evidence["earned"] == 30 and evidence["checkpoints"] >= 1
     assert sorted(r["seq"] for r in evidence["receipts"] if r["seq"] is not None) == [e["seq"] for e in rewards]
     text = cluster.cli("receipts", "--data-dir", str(witness.data_dir))
-    assert text.returncode == 0 and "3 results sent; 3 ledger entries paying this worker proved, 30 credits;" in text.stdout, text.stdout
+    summary = "3 results sent; 3 ledger entries paying this worker proved, 30 credits;"
+    assert text.returncode == 0 and summary in text.stdout, text.stdout
     saved = tmp_path / "cp.json"
     got = cluster.cli("ledger", "prove", "--coordinator", coordinator.url, "--save", str(saved))
     assert got.returncode == 0, got.stderr
