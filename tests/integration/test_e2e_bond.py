@@ -43,6 +43,8 @@ def test_bond_and_unbond_through_the_cli(cluster: Cluster, tmp_path: Path) -> No
     assert got.returncode == 0, got.stderr
     assert got.stdout == "unbonded 150 credits (ledger entry 2); bond 250, balance 750\n"
     assert coordinator.api.balance(quote("bond:" + worker_id, safe="")) == 250
+    got = cluster.cli("balance", "bond:" + worker_id, "--coordinator", url)
+    assert (got.returncode, got.stdout) == (0, f"bond:{worker_id}  250 credits\n"), got.stderr
 
     # Refusals: one line, exit 2 (a request the coordinator refuses), nothing moved.
     got = cluster.cli("unbond", "251", "--data-dir", str(worker_dir), "--coordinator", url)
