@@ -626,7 +626,10 @@ class Scheduler:
                 count += 1
             elif woken is not None and woken.audit in states.OPEN_AUDIT:
                 count += 1  # a trusted-only audit may now go to any seasoned worker, or it waited too long
-                if now - woken.audit_since >= self.audits.give_up_ms:
+                idle = not any(self.leases[lid].state == "active" for lid in woken.leases)
+                if idle and not self._auditors(woken, self.jobs[woken.job_id], now):
+                    self._close_audit(woken, self.jobs[woken.job_id], "skipped", now)  # nobody left who could
+                elif now - woken.audit_since >= self.audits.give_up_ms:
                     running = [self.leases[lid].expires_ms for lid in woken.leases
                                if self.leases[lid].state == "active"]
                     if running:  # an auditor holds it: decide when its lease is over
@@ -880,6 +883,12 @@ class Scheduler:
         probation = any(self.on_probation(r.worker_id) for r in winners)
         if auditing.drawn(auditing.audit_probability(self.audits, single=single, probation=probation), self._rand):
             self._open_audit(task, job, now)
+
+    def _auditors(self, task: Task, job: Job, now: int) -> list[str]:
+        # Present workers past probation that could take the task's audit slot, were they drawn.
+        kernel_key = f"{job.kernel}@{job.kernel_version}"
+        return [w for w in self.workers if not self.on_probation(w) and self._could_serve(w, job, now)
+                and self._eligible(task, w, trusted=self.trust.trusted(w, kernel_key))]
 
     def _open_audit(self, task: Task, job: Job, now: int) -> None:
         task.audit = states.move(states.AUDIT, task.audit, "due")

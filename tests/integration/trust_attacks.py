@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -591,6 +592,18 @@ def ban_newcomer(cluster: Cluster, *, tasks: int = 3, params: dict[str, Any] | N
 # ---- 4. killing a job with error results ---------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def paused(workers: Sequence[Worker]) -> Iterator[None]:
+    """Stop the worker processes (SIGSTOP) for the block, then let them go on (SIGCONT)."""
+    for w in workers:
+        os.kill(w.proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for w in workers:
+            os.kill(w.proc.pid, signal.SIGCONT)
+
+
 def kill_job(cluster: Cluster, *, honest: int = 2, tasks: int = 6, attackers: int = 4,
              params: dict[str, Any] | None = None, say: Callable[[str], None] = lambda line: None) -> Outcome:
     """Throw-away identities send malformed results until a task passes max_errors."""
@@ -613,7 +626,9 @@ def kill_job(cluster: Cluster, *, honest: int = 2, tasks: int = 6, attackers: in
             bg.__enter__()
         try:
             wait_until(lambda: {x.id for x in agents} <= set(s.coord.api.workers()), "the attackers to register", 30)
-            box["job"] = _submit(s, params, tasks)
+            with paused(s.honest):  # the attackers get there first, as they would when the honest are busy
+                box["job"] = _submit(s, params, tasks)
+                wait_until(lambda: sum(x.seen.results for x in agents) >= attackers, "error results to be sent", 30)
             job, seconds = wait_job(s.coord, box["job"], 60)
         finally:
             for bg in loops:
@@ -665,15 +680,10 @@ def stall_job(cluster: Cluster, *, honest: int = 2, tasks: int = 6, identities: 
             bg.__enter__()
         try:
             wait_until(lambda: {a.id for a in agents} <= set(s.coord.api.workers()), "the abandoners to register", 30)
-            for w in s.honest:
-                os.kill(w.proc.pid, signal.SIGSTOP)
-            try:
+            with paused(s.honest):
                 job_id = _submit(s, params, tasks)
                 wait_until(lambda: sum(a.seen.leases for a in agents) >= tasks, "the abandoners to take every task",
                            30)
-            finally:
-                for w in s.honest:
-                    os.kill(w.proc.pid, signal.SIGCONT)
             job, seconds = wait_job(s.coord, job_id, bound)
         finally:
             for bg in loops:
