@@ -627,7 +627,7 @@ class Scheduler:
             elif woken is not None and woken.audit in states.OPEN_AUDIT:
                 count += 1  # a trusted-only audit may now go to any seasoned worker, or it waited too long
                 idle = not any(self.leases[lid].state == "active" for lid in woken.leases)
-                if idle and not self._auditors(woken, self.jobs[woken.job_id], now):
+                if idle and not self._seasoned(woken, self.jobs[woken.job_id], now):
                     self._close_audit(woken, self.jobs[woken.job_id], "skipped", now)  # nobody left who could
                 elif now - woken.audit_since >= self.audits.give_up_ms:
                     running = [self.leases[lid].expires_ms for lid in woken.leases
@@ -815,10 +815,10 @@ class Scheduler:
         if decision.state == "pending":
             if (decision.groups >= 2 and task.quorum == job.quorum and not decision.trusted_group
                     and any(self.on_probation(self.results[lid].worker_id) for lid in task.results)
-                    and not self._need_trusted(task, job, now)):
-                # Untrusted results disagree, identities on probation among them: escalate rather than let the first
-                # pair to agree decide. One more agreeing result is needed, and its slot is drawn (placement) from
-                # workers past probation.
+                    and not self._need_trusted(task, job, now) and self._seasoned(task, job, now)):
+                # Untrusted results disagree, identities on probation among them, and a worker past probation could
+                # break the tie: escalate rather than let the first pair to agree decide. One more agreeing result
+                # is needed, and its slot is drawn (placement) from workers past probation.
                 task.quorum = min(job.quorum + 1, job.max_results)
                 self._changes.tasks[task.task_id] = task
                 decision = self._decide(task, job, now)
@@ -883,9 +883,11 @@ class Scheduler:
         probation = any(self.on_probation(r.worker_id) for r in winners)
         if auditing.drawn(auditing.audit_probability(self.audits, single=single, probation=probation), self._rand):
             self._open_audit(task, job, now)
+            if not self._seasoned(task, job, now):  # nobody present could ever take it: say so, do not wait
+                self._close_audit(task, job, "skipped", now)
 
-    def _auditors(self, task: Task, job: Job, now: int) -> list[str]:
-        # Present workers past probation that could take the task's audit slot, were they drawn.
+    def _seasoned(self, task: Task, job: Job, now: int) -> list[str]:
+        # Present workers past probation that could take a slot of the task (a replica, or its audit), if drawn.
         kernel_key = f"{job.kernel}@{job.kernel_version}"
         return [w for w in self.workers if not self.on_probation(w) and self._could_serve(w, job, now)
                 and self._eligible(task, w, trusted=self.trust.trusted(w, kernel_key))]

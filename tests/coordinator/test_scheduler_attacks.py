@@ -119,7 +119,8 @@ def agree(s: Scheduler, pairs: Iterable[tuple[str, str]], now: int) -> int:
 
 
 def settle_audits(s: Scheduler, now: int) -> int:
-    """Let every open audit be skipped (nobody else is around), so the warm-up jobs end."""
+    """Let every open audit be skipped, so the warm-up jobs end (an audit drawn while only the pair that computed the
+    task is present is skipped at once; any other is skipped once give_up_ms passed with nobody around)."""
     now += AUDIT.give_up_ms + AWAY
     s.expire(now)
     assert all(j.state == "done" for j in s.jobs.values())
@@ -140,7 +141,9 @@ def make_trusted(s: Scheduler, names: str, now: int = 0) -> int:
 
 
 def make_seasoned(s: Scheduler, names: str, now: int = 0) -> int:
-    """Take each named worker past probation (not trusted). Returns the clock, with nobody present."""
+    """Take each named worker (two or more: a task needs two distinct workers) past probation (not trusted). Returns
+    the clock, with nobody present."""
+    assert len(set(names)) >= 2, names
     ring = [(a, names[(i + 1) % len(names)]) for i, a in enumerate(names)]
     now = agree(s, ring * TRUST.probation_valid, now)
     now = settle_audits(s, now)
@@ -344,10 +347,10 @@ def test_mob_an_honest_newcomer_outvoted_by_identities_on_probation_is_disputed_
         (gh,) = ask(s, "honest", now)
         assert send(s, "honest", gh, good(gh), now + ELAPSED).status == "accepted"
         t, honest = task(s, gh), s.results[gh.lease_id]
-        mob = [f"mob{round_}.{i}" for i in range(3)]
+        mob = [f"mob{round_}.{i}" for i in range(2)]  # a quorum of two, all on probation
         (g,) = ask(s, mob[0], now)
         send(s, mob[0], g, bad(g), now + ELAPSED)
-        assert t.quorum == job.quorum + 1  # probationary identities disagree: escalation
+        assert t.quorum == job.quorum  # nobody past probation is present to break a tie: no escalation
         for m in mob[1:]:
             (g,) = ask(s, m, now)
             send(s, m, g, bad(g), now + ELAPSED)
@@ -355,6 +358,25 @@ def test_mob_an_honest_newcomer_outvoted_by_identities_on_probation_is_disputed_
     record = s.trust.records[(wid("honest"), K)]
     assert (record.disputed, record.invalid) == (TRUST.ban_min_invalid + 1, 0)
     assert s.banned(wid("honest")) is None
+
+
+def test_mob_a_disagreement_among_identities_on_probation_escalates_to_a_worker_past_probation() -> None:
+    s, _ = real()
+    now = make_seasoned(s, "RS", 0) + AWAY
+    job = submit(s, now=now, tasks=1, replicas=2, max_results=4)
+    (gh,) = ask(s, "honest", now)
+    t = task(s, gh)
+    (g,) = ask(s, "mob", now)  # nobody past probation is present yet, so the second slot is drawn for mob
+    assert ask(s, "S", now) == []  # now S, past probation, is present (both slots are held)
+    send(s, "honest", gh, good(gh), now + ELAPSED)
+    send(s, "mob", g, bad(g), now + ELAPSED)
+    assert t.quorum == job.quorum + 1  # a disagreement with identities on probation: one more agreeing result
+    assert ask(s, "mob2", now + ELAPSED) == [] and t.reserved == wid("S")  # drawn among workers past probation
+    (gs,) = ask(s, "S", now + ELAPSED)
+    send(s, "S", gs, good(gs), now + 2 * ELAPSED)
+    assert t.state == "pending"  # 2 of 3: one more, again drawn
+    record = s.trust.records.get((wid("honest"), K))
+    assert record is None or record.invalid == 0
 
 
 # ---- 7. the trusted min-price stall, and the fallback ----------------------------------------------------------------
@@ -397,7 +419,10 @@ def test_stall_a_task_waiting_for_a_trusted_member_falls_back_to_a_quorum_one_la
     for n in ("U2", "U3"):  # two more untrusted workers stand in for the trusted one
         (g,) = ask(s, n, now)
         send(s, n, g, good(g), now + ELAPSED)
-    assert t.state == "validated" and not any(s.results[lid].trusted for lid in t.results)
+    # The job is over (its audit was skipped at once: nobody past probation is present), so its results have left
+    # memory: read them from the change set.
+    results = s.take_changes().results
+    assert t.state == "validated" and len(t.results) == 3 and not any(results[lid].trusted for lid in t.results)
 
 
 # ---- 8. bonds and single issue ---------------------------------------------------------------------------------------
@@ -465,6 +490,7 @@ def test_bond_unbond_is_refused_while_a_result_of_the_worker_is_under_audit() ->
     a = wid("A")
     s.grant(now=now, account=a, amount=1000)
     s.bond(now=now, worker_id=a, amount=100)
+    assert ask(s, "B", now) == []  # B could audit: the audit stays due
     g, t = _fresh_single_task(s, "A", now)
     dice.rands = [0.0]  # the audit draw at validation
     send(s, "A", g, good(g), now + ELAPSED)
@@ -482,8 +508,11 @@ def _bond_a(s: Scheduler, now: int) -> None:
 
 
 def _single(s: Scheduler, dice: Dice, now: int, *, price: int = PRICE, tasks: int = 1, output: str = "good",
-            audit: bool = True) -> tuple[Job, Task, Result]:
-    """A (trusted, bonded) takes a task of a new job single and reports; the audit draw comes up if `audit`."""
+            audit: bool = True, present: str = "BCD") -> tuple[Job, Task, Result]:
+    """A (trusted, bonded) takes a task of a new job single and reports; the audit draw comes up if `audit`. The
+    workers in `present` asked for work just before (with nothing to lease), so they could audit it."""
+    for name in present:
+        assert ask(s, name, now) == []
     job = submit(s, now=now, tasks=tasks, replicas=2, price=price)
     (g,) = ask(s, "A", now, max_tasks=1)
     t = task(s, g)
@@ -494,9 +523,9 @@ def _single(s: Scheduler, dice: Dice, now: int, *, price: int = PRICE, tasks: in
     return job, t, s.results[g.lease_id]
 
 
-def _audited_single(s: Scheduler, dice: Dice, now: int) -> tuple[Job, Task, Result]:
+def _audited_single(s: Scheduler, dice: Dice, now: int, present: str = "BCD") -> tuple[Job, Task, Result]:
     _bond_a(s, now)
-    return _single(s, dice, now)
+    return _single(s, dice, now, present=present)
 
 
 def name_of(worker_id: str | None) -> str:
@@ -536,10 +565,12 @@ def test_audit_two_auditors_agreeing_against_the_output_overturn_it_slash_and_ba
     _bond_a(s, now)
     # An earlier single task of A, with no audit drawn, in a job still running (its second task is pending); a
     # lower price, so the wrong task below is leased first.
-    other, earlier, _ = _single(s, dice, now, price=PRICE - 1, tasks=2, audit=False)
+    other, earlier, _ = _single(s, dice, now, price=PRICE - 1, tasks=2, audit=False, present="")
     assert other.state == "running"
     now += AWAY
-    job, t, wrong = _single(s, dice, now, output="bad")
+    for n in "CD":  # present, so they could audit, but asking above the earlier job's price (it keeps its task)
+        assert ask(s, n, now, min_price=PRICE) == []
+    job, t, wrong = _single(s, dice, now, output="bad", present="")
     bonded = s.book.accounts.bonded(wid("A"))
     s.take_changes()
     (g1,) = ask(s, "C", now + 1000, max_tasks=1)
@@ -560,7 +591,7 @@ def test_audit_two_auditors_agreeing_against_the_output_overturn_it_slash_and_ba
 def test_audit_a_second_auditor_agreeing_with_the_original_judges_the_first_auditor_invalid() -> None:
     s, dice = real(Dice(rand_default=0.99))
     now = make_trusted(s, "ABCD") + AWAY
-    job, t, original = _audited_single(s, dice, now)
+    job, t, original = _audited_single(s, dice, now, present="C")  # C, the one present, is drawn first
     (g1,) = ask(s, "C", now + 1000)
     send(s, "C", g1, bad(g1), now + 2000)
     first = s.results[g1.lease_id]
@@ -575,11 +606,25 @@ def test_audit_with_no_auditor_present_is_skipped_once_the_trusted_wait_is_over(
     s, dice = real(Dice(rand_default=0.99))
     now = make_trusted(s, "ABCD") + AWAY
     job, t, _ = _audited_single(s, dice, now)
-    drawn_at = now + ELAPSED  # the audit was drawn when the task was validated; nobody else is present
+    drawn_at = now + ELAPSED  # the audit was drawn when the task was validated; B, C and D then went away
+    later = drawn_at + PlacementPolicy().presence_ms + 1
     s.expire(drawn_at + AUDIT.fallback_ms - 1)
     assert t.audit == "due" and job.state == "running"
-    s.expire(drawn_at + AUDIT.fallback_ms)
+    s.expire(later)  # the fallback wake-up finds nobody present who could take it
     assert t.audit == "skipped" and job.state == "done"
+
+
+def test_audit_that_nobody_present_could_take_is_skipped_at_once() -> None:
+    s, dice = real(Dice(rand_default=0.99))
+    now = make_trusted(s, "ABCD") + AWAY
+    _bond_a(s, now)
+    job = submit(s, now=now, tasks=1, replicas=2)
+    (g,) = ask(s, "A", now, max_tasks=1)
+    t = task(s, g)
+    assert t.single == g.lease_id
+    dice.rands = [0.0]  # the audit is drawn ...
+    send(s, "A", g, good(g), now + ELAPSED)
+    assert t.audit == "skipped" and job.state == "done"  # ... but nobody present could audit: no wait
 
 
 # ---- found by these tests, fixed since ----------------------------------------------------------------------------
@@ -601,7 +646,8 @@ def test_audit_waits_fallback_ms_for_a_trusted_auditor_before_a_merely_seasoned_
     s, dice = real(Dice(rand_default=0.99))
     now = make_trusted(s, "ABCD")
     now = make_seasoned(s, "XYZ", now) + AWAY
-    _, t, _ = _audited_single(s, dice, now)  # trusted B, C, D exist but are not present right now
+    # X is present (so the audit is not skipped at once); trusted B, C, D exist but are not present
+    _, t, _ = _audited_single(s, dice, now, present="X")
     drawn_at = now + ELAPSED
     assert ask(s, "X", drawn_at + 1000) == []
     (g,) = ask(s, "X", drawn_at + AUDIT.fallback_ms)

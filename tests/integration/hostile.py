@@ -332,6 +332,7 @@ class Scenario:
     lease_timeout_s: float = 3.0
     replicas: int = 2
     job: dict[str, Any] = field(default_factory=lambda: dict(JOB))
+    bond: int = 1000  # credits each honest worker is granted and bonds at the start (0: none), so it may go single
 
 
 @dataclass
@@ -532,6 +533,11 @@ def run_scenario(cluster: Cluster, sc: Scenario, say: Callable[[str], None] = la
     wait_until(lambda: set(honest_ids) <= set(coord.api.workers()), "the honest workers to register", 60)
     key = SigningKey.generate()
     say(f"{sc.name}: {sc.honest} honest workers up")
+    if sc.bond:
+        for w in honest:
+            coord.grant(w.worker_id, sc.bond)
+            bonded = cluster.cli("bond", str(sc.bond), "--data-dir", str(w.data_dir), "--coordinator", coord.url)
+            assert bonded.returncode == 0, bonded.stderr
     warmup = warm_up(coord, sc, honest_ids, key, say)
     phases = []
     for phase in sc.phases:

@@ -221,19 +221,21 @@ def rewards_of(entries: list[dict[str, Any]], job_id: str) -> list[dict[str, Any
 
 def check_rewards(api: Api, job: dict[str, Any]) -> list[dict[str, Any]]:
     """Every validated task of a done job paid exactly `replicas` rewards of `price` from the job's escrow, to
-    distinct workers, once; the submitter funded the escrow with the job's max cost and got the rest back."""
+    distinct workers, once, plus one to the auditor of each task whose audit passed (PROTOCOL.md 12.6); the
+    submitter funded the escrow with the job's max cost and got the rest back."""
     entries = api.ledger()
     job_id = job["job_id"]
     rewards = rewards_of(entries, job_id)
     pairs = [(e["task_id"], e["to"]) for e in rewards]
     assert len(set(pairs)) == len(pairs), f"a (task, worker) pair was paid twice: {sorted(pairs)}"
-    assert len(rewards) == job["tasks_total"] * job["replicas"], (
-        f"{len(rewards)} rewards for {job['tasks_total']} tasks x {job['replicas']} replicas")
+    audited = job.get("audits", {}).get("passed", 0)
+    assert len(rewards) == job["tasks_total"] * job["replicas"] + audited, (
+        f"{len(rewards)} rewards for {job['tasks_total']} tasks x {job['replicas']} replicas and {audited} audits")
     per_task: dict[str, int] = {}
     for e in rewards:
         per_task[e["task_id"]] = per_task.get(e["task_id"], 0) + 1
     assert len(per_task) == job["tasks_total"]
-    assert set(per_task.values()) == {job["replicas"]}
+    assert set(per_task.values()) <= {job["replicas"], job["replicas"] + 1}
     assert {e["amount"] for e in rewards} == {job["price"]}
     assert {e["from"] for e in rewards} == {f"escrow:{job_id}"}
     check_escrow(entries, job)

@@ -183,8 +183,8 @@ def test_ledger_export_then_verify_file(env: Env, tmp_path: Path) -> None:
     assert "signed" not in ok  # a file carries no checkpoint
     assert credits == f"credits: {minted} minted = {minted - escrow} in accounts + {escrow} in escrow"
     as_json = json.loads(env.run("ledger", "verify", "--file", str(path), "--json").stdout)
-    assert set(as_json) == {"ok", "entries", "head_hash", "root_hash", "minted", "in_escrow", "in_accounts",
-                            "checkpoint"}
+    assert set(as_json) == {"ok", "entries", "head_hash", "root_hash", "minted", "in_escrow", "in_bonds",
+                            "in_accounts", "checkpoint"}
     assert as_json["ok"] is True and as_json["entries"] == len(entries)
     assert (as_json["minted"], as_json["in_escrow"], as_json["in_accounts"]) == (minted, escrow, minted - escrow)
     assert as_json["head_hash"] == entries[-1]["hash"] and as_json["checkpoint"] is None

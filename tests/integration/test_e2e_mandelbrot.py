@@ -62,21 +62,23 @@ def test_job_matches_references_and_pays_each_task_twice(
         im.load()
 
     rewards = check_rewards(coordinator.api, job)
+    audited = job["audits"].get("passed", 0)  # tasks a worker on probation helped validate are audited (12.6)
     assert {e["to"] for e in rewards} <= {w.worker_id for w in workers}
-    for task_id in {e["task_id"] for e in rewards}:
-        assert len({e["to"] for e in rewards if e["task_id"] == task_id}) == REPLICAS  # distinct workers
+    for task_id in {e["task_id"] for e in rewards}:  # distinct workers: the replicas, and an auditor if any
+        assert len({e["to"] for e in rewards if e["task_id"] == task_id}) in (REPLICAS, REPLICAS + 1)
+    paid = TASKS * REPLICAS + audited
     earnings = json.loads(cluster.cli("earnings", "--coordinator", url, "--json").stdout)
-    assert sum(w["balance"] for w in earnings) == TASKS * REPLICAS * PRICE
-    assert sum(w["tasks_validated"] for w in earnings) == TASKS * REPLICAS
+    assert sum(w["balance"] for w in earnings) == paid * PRICE
+    assert sum(w["tasks_validated"] for w in earnings) == paid
     assert all(w["tasks_rejected"] == 0 for w in earnings)
 
-    # The submitter paid for exactly the validated results: its grant less TASKS x REPLICAS x PRICE.
-    assert coordinator.api.balance(submitter) == granted - TASKS * REPLICAS * PRICE
+    # The submitter paid for exactly the validated results (replicas and audits): its grant less paid x PRICE.
+    assert coordinator.api.balance(submitter) == granted - paid * PRICE
     coordinator.api.wait_checkpointed()  # `ledger verify --coordinator` checks what the latest checkpoint signs
     verify = cluster.cli("ledger", "verify", "--coordinator", url)
     assert verify.returncode == 0, verify.stderr
     ok, credits = verify.stdout.splitlines()
     assert ok.startswith("ledger ok:") and "match the checkpoint signed by" in ok, ok
     # grant, escrow, the rewards, refund
-    assert f"{1 + 1 + TASKS * REPLICAS + 1} entries" in ok, ok
+    assert f"{1 + 1 + paid + 1} entries" in ok, ok
     assert credits == f"credits: {granted} minted = {granted} in accounts + 0 in escrow", credits

@@ -79,9 +79,10 @@ def test_status_page_shows_jobs_prices_and_balances(cluster: Cluster, tmp_path: 
         assert cells[3] == str(w["balance"]), cells
         assert w["balance"] == 2 * 3  # both tasks of the done job, one replica each, at price 3
         assert cells[4] == str(ASK), cells
-        # Two cross-checked results: a trust streak of 2 towards the 10 that make a worker trusted; no flags.
+        # Two cross-checked results: a trust streak of 2 towards the 10 that make a worker trusted; still on
+        # probation (3 validated results end it), and no other flag.
         assert cells[5] == "mandelbrot@1 2/10", cells
-        assert cells[6] == "", cells
+        assert cells[6] == "on probation", cells
     assert jobs.ids.get("coordinator") == status["coordinator_id"]
 
     # The market line: the open job and its price; what the online workers ask.
