@@ -15,6 +15,12 @@ same figure unless a coordinator re-checks later); credits kept by attacker ids 
 `bond:<id>`); honest workers banned, and too-fast flags they got during the attack; victim jobs failed or stalled
 (not ended within the row's bound); time under attack / baseline; extra compute, results recorded per task (the
 honest minimum is 1.0, every task run single), also over the job's replicas.
+
+Row `cost` ("done means" of issue 9: extra compute on replication and audits <= 1.3x the honest minimum for a
+network of trusted workers): two clusters of 4 honest workers with no attacker, trusted after warm-up jobs; on one
+the operator grants each worker id credits and each bonds them with `depin bond` (single issue needs a bond of at
+least bond_per_price x price); results recorded per task over two 300-task jobs, replicas 2, audits included; the
+bonded cluster's job time is given over the unbonded one's.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -34,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._common import machine, revision  # noqa: E402
 from tests.integration import trust_attacks as ta  # noqa: E402
 from tests.integration.hostile import JOB, Phase, Scenario, run_scenario  # noqa: E402
-from tests.integration.support import Cluster, compile_numba_cache  # noqa: E402
+from tests.integration.support import Cluster, compile_numba_cache, read_db  # noqa: E402
 
 BIG_JOB = {**JOB, "height": 300}  # 300 one-row tasks, as in the issue
 
@@ -119,6 +126,73 @@ def demo(c: Cluster, say: Callable[[str], None]) -> list[Row]:
     return [_row(o, "no attacker: five `depin demo` jobs (960x720, max_iter 500, 24 tasks) on 3 workers")]
 
 
+COST_TASKS = 300  # per measured job; COST_JOBS of them on each cluster
+COST_JOBS = 2
+COST_BOND = 1000  # per worker: 100 x the price, so exposure (single results since a clean audit) never runs out
+
+
+def _cost_cluster(c: Cluster, name: str, bond: int, say: Callable[[str], None]) -> dict[str, Any]:
+    """4 honest `depin worker` processes, trusted (and bonded with `bond` credits each via `depin bond`, if any),
+    then COST_JOBS jobs of COST_TASKS tasks, replicas 2, price 10: what they cost in results, singles and audits."""
+    s = ta.start(c, name, 4)
+    if bond:
+        for w in s.honest:
+            s.coord.grant(w.worker_id, bond)  # the operator's grant, signed with the coordinator's key
+            got = c.cli("bond", str(bond), "--data-dir", str(w.data_dir), "--coordinator", s.coord.url)
+            assert got.returncode == 0, got.stderr
+    rounds = ta.warm(s, s.honest_ids)
+    trusted = len(s.trusted())
+    before = s.too_fast()
+    jobs, seconds = [], []
+    for _ in range(COST_JOBS):
+        job, t = ta.run_job(s, BIG_JOB, COST_TASKS, timeout=120)
+        jobs.append(job)
+        seconds.append(t)
+    ids = tuple(j["job_id"] for j in jobs)
+    marks = ",".join("?" * len(ids))
+    results = read_db(s.coord.db, f"SELECT COUNT(*) FROM results WHERE job_id IN ({marks})", ids)[0][0]
+    single = read_db(s.coord.db, f"SELECT COUNT(*) FROM tasks WHERE job_id IN ({marks}) AND single IS NOT NULL",
+                     ids)[0][0]
+    audits = dict(read_db(s.coord.db, f"SELECT audit, COUNT(*) FROM tasks WHERE job_id IN ({marks}) AND audit IS NOT "
+                                      "NULL GROUP BY audit", ids))
+    workers = s.coord.api.workers()
+    after = s.too_fast()
+    wrong = sum(ta.wrong_in_output(s.coord, s.key, j, BIG_JOB) for j in jobs if j["state"] == "done")
+    tasks = sum(j["tasks_total"] for j in jobs)
+    done = [t for t in seconds if t is not None]
+    say(f"  {name}: warm-up {rounds} jobs, trusted {trusted}/4; {results} results for {tasks} tasks, {single} "
+        f"single, audits {audits}; job times {seconds}")
+    return dict(tasks=tasks, results=results, single=single, audits=audits, wrong=wrong, jobs=jobs,
+                seconds=sum(done) / len(done) if done else None, stalled=len(seconds) - len(done),
+                banned=sum(1 for w in s.honest_ids if workers.get(w, {}).get("banned")),
+                too_fast=sum(after[w] - before.get(w, 0) for w in after), trusted=trusted, rounds=rounds)
+
+
+def cost(c: Cluster, say: Callable[[str], None]) -> list[Row]:
+    """Done means: extra compute on replication and audits, over the honest minimum 1.0, for trusted workers."""
+    out = {}
+    for name, bond in (("unbonded", 0), ("bonded", COST_BOND)):
+        out[name] = _cost_cluster(c, f"cost-{name}", bond, say)
+    rows = []
+    for name, label in (("bonded", f"4 trusted, each bonded {COST_BOND} (100 x price)"),
+                        ("unbonded", "4 trusted, no bond")):
+        o = out[name]
+        per_task = o["results"] / o["tasks"]
+        audits = ", ".join(f"{n} {k}" for k, n in sorted(o["audits"].items())) or "none"
+        rows.append(Row(
+            name=f"trusted-network cost: {label}", attackers="none",
+            wrong=f"{o['wrong']} ({o['wrong']}) of {o['tasks']}", credits=0,
+            honest=f"{o['banned']} / {o['too_fast']}",
+            jobs=f"{sum(1 for j in o['jobs'] if j['state'] in ('failed', 'cancelled'))} / {o['stalled']} of "
+                 f"{len(o['jobs'])}",
+            time=(_ratio(o["seconds"], out["unbonded"]["seconds"]) if name == "bonded"
+                  else f"{o['seconds']:.2f} s (the baseline)" if o["seconds"] else "not ended"),
+            compute=f"{per_task:.2f} ({per_task:.2f}x; {per_task / 2:.2f}x of 2 replicas)",
+            note=f"{COST_JOBS} jobs of {COST_TASKS} tasks after {o['rounds']} warm-up jobs ({o['trusted']}/4 "
+                 f"trusted): {o['single']} tasks single ({o['single'] / o['tasks']:.0%}); audits: {audits}"))
+    return rows
+
+
 def kinds(c: Cluster, say: Callable[[str], None]) -> list[Row]:
     names = ("random", "lazy", "copier", "replayer", "abandoner")
     sc = Scenario("kinds", honest=4, job={**JOB, "height": 60}, phases=(
@@ -147,7 +221,7 @@ def kinds(c: Cluster, say: Callable[[str], None]) -> list[Row]:
 
 ROWS: dict[str, Callable[[Cluster, Callable[[str], None]], list[Row]]] = {
     "patient": patient, "decoy": decoy, "newcomer": newcomer, "kill": kill, "stall": stall, "minprice": minprice,
-    "demo": demo, "kinds": kinds,
+    "demo": demo, "kinds": kinds, "cost": cost,
 }
 
 
