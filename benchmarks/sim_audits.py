@@ -4,12 +4,12 @@
     .venv/bin/python benchmarks/sim_audits.py --runs 20 --rates 0.1 --fs 0.2   # a quick look
 
 No sockets and no processes: coordinator.scheduler.Scheduler in-process, under the real TrustPolicy() and
-PlacementPolicy() and AuditPolicy(single=a) (so bond_per_price = ceil(1/a)), driven the way the shell drives it
+PlacementPolicy() and AuditPolicy(single=a) (so bond_per_price = ceil(2/a)), driven the way the shell drives it
 (touch_worker, lease, report, expire), with seeded `rand` (spot checks, audit draws) and `pick` (placement draws).
 
 The world: 3 honest workers and one cheater C, all four trusted for mandelbrot@1 (warm-up jobs of pairs), each with
-a bond of exactly bond_per_price x price = the least that allows single issue (B = p / a, the most favourable bond
-for a cheater). Then round after round a job of 8 tasks (replicas 2, price p = 10) is submitted; C asks first
+a bond of exactly bond_per_price x price = the least that allows single issue (B = 2 p / a, the most favourable
+bond for a cheater). Then round after round a job of 8 tasks (replicas 2, price p = 10) is submitted; C asks first
 (up to 4 leases), then each honest worker (up to 8). C answers honestly except on a task it holds *single* (a
 trusted worker alone, no replica, no audit lease), where it returns a wrong band (one pixel off) with probability f.
 Everybody asks every round, so audits find auditors at once. A run ends when C is convicted (an audit overturned
@@ -20,7 +20,7 @@ Per (a, f), over `--runs` seeded runs: the probability that C is convicted befor
 result; wrong results it sent before conviction (mean; censored runs count `--max-wrong`); wrong bands left in
 the merged output of jobs that finished (audits after the conviction only reach unfinished jobs); C's credits net
 of slashing, all rewards minus the slash, and the part due to cheating, rewards for wrong results minus the slash;
-and the formula of coordinator.auditing, G(f) = f (1 - f) p / a - f B per window between clean audits (B = p / a).
+and the formula of coordinator.auditing for k wrong results, (1 - (1 - a)^k) (p / a - B), at the mean k.
 """
 
 from __future__ import annotations
@@ -208,10 +208,10 @@ class Row:
 
 
 def _table(rows: list[Row], max_wrong: int) -> str:
-    out = ["| audit rate a (bond B = p/a) | f | runs | caught within 10 wrong | within 50 | wrong results before "
+    out = ["| audit rate a (bond B = 2p/a) | f | runs | caught within 10 wrong | within 50 | wrong results before "
            "conviction, mean (median) | not caught by " + str(max_wrong) + " | wrong bands left in finished jobs, "
            "mean | C's credits net of slashing, mean (rewards - slash) | cheating's part: wrong-result rewards - "
-           "slash, mean | G(f) per window |",
+           "slash, mean | expected, (1 - (1-a)^k)(p/a - B) at the mean k |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         policy = AuditPolicy(single=row.a)
@@ -223,7 +223,7 @@ def _table(rows: list[Row], max_wrong: int) -> str:
         rew = statistics.mean(x.rewards for x in row.runs)
         sl = statistics.mean(x.slashed for x in row.runs)
         cheat = statistics.mean(x.rewards_wrong - x.slashed for x in row.runs)
-        g = auditing.expected_gain(price=PRICE, bond=bond, audit=row.a, f=row.f)
+        g = auditing.expected_gain(price=PRICE, bond=bond, audit=row.a, wrong=round(statistics.mean(sent)))
         out.append(f"| {row.a:g} ({bond}) | {row.f:g} | {n} | {within[10]:.0%} | {within[50]:.0%} | "
                    f"{statistics.mean(sent):.1f} ({statistics.median(sent):g}) | "
                    f"{sum(1 for x in row.runs if not x.caught)} | "

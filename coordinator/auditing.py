@@ -19,11 +19,12 @@ results since its last clean audit) plus the price stays within the bond. With a
 whole bond to the harmed job's submitter. Unbonding is limited to what exceeds the exposure, and refused while one
 of the worker's results is under audit.
 
-**Why cheating does not pay** (docs/PROTOCOL.md, "The economics of cheating"): a worker that returns a wrong
-single result with probability f gains at most the price p per wrong result that is never audited; each single
-result is audited with probability a = `single`; the window between two clean audits holds 1/a single results on
-average, and the window that ends in a caught result costs the whole bond B. Per window the expected gain is
-f (1 - f) p / a - f B, negative for every f in (0, 1] when B >= p / a, which `bond_per_price` = 1 / a enforces.
+**Why cheating does not pay** (docs/PROTOCOL.md 12.6, "The economics of cheating"): every single result is paid when
+it is validated and audited with probability a = `single`, whatever it holds. A worker that slips k wrong single
+results in among its honest ones is paid for each of them until the first one an audit catches, and then loses its
+bond B: E[net] = (1 - (1 - a)^k) (p / a - B) for price p, which is negative for every k when B > p / a. The
+default `bond_per_price` = 2 / a makes it at most -(1 - (1 - a)^k) p / a: cheating loses about p / a (ten tasks'
+pay at a = 0.1) once it is caught, and it is caught with probability 1 - (1 - a)^k.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ class AuditPolicy:
 
     @property
     def bond_per_price(self) -> int:
-        """Bond needed per credit of a single task's price: 1 / single, so that B >= p / a."""
-        return math.ceil(1 / self.single)
+        """Bond needed per credit of a single task's price: 2 / single, so that B >= 2 p / a > p / a."""
+        return math.ceil(2 / self.single)
 
 
 def audit_probability(policy: AuditPolicy, *, single: bool, probation: bool) -> float:
@@ -72,6 +73,8 @@ def bond_covers(policy: AuditPolicy, *, bonded: int, exposure: int, price: int) 
     return bonded >= policy.bond_per_price * price and exposure + price <= bonded
 
 
-def expected_gain(*, price: int, bond: int, audit: float, f: float) -> float:
-    """A cheater's expected gain per window between clean audits, returning wrong results with probability f."""
-    return f * (1 - f) * price / audit - f * bond
+def expected_gain(*, price: int, bond: int, audit: float, wrong: int) -> float:
+    """A cheater's expected net credits from slipping `wrong` wrong single results in: paid for each until the first
+    one audited, then its bond slashed."""
+    caught = 1 - (1 - audit) ** wrong
+    return caught * (price / audit - bond)

@@ -473,14 +473,15 @@ def test_bond_and_unbond_move_ledger_credits_and_unbond_stops_at_the_exposure() 
     a = wid("A")
     s.grant(now=now, account=a, amount=1000)
     have = s.book.accounts.balance(a)
-    s.bond(now=now, worker_id=a, amount=40)
-    assert (s.book.accounts.balance(a), s.book.accounts.bonded(a)) == (have - 40, 40)
+    bond = AUDIT.bond_per_price * 3  # the least that covers a task at price 3
+    s.bond(now=now, worker_id=a, amount=bond)
+    assert (s.book.accounts.balance(a), s.book.accounts.bonded(a)) == (have - bond, bond)
     g, t = _fresh_single_task(s, "A", now, price=3)
     send(s, "A", g, good(g), now + ELAPSED)
     assert s.workers[a].exposure == 3
     with pytest.raises(Conflict):
-        s.unbond(now=now, worker_id=a, amount=38)
-    entry = s.unbond(now=now, worker_id=a, amount=37)
+        s.unbond(now=now, worker_id=a, amount=bond - 2)
+    entry = s.unbond(now=now, worker_id=a, amount=bond - 3)
     assert entry.kind == "unbond" and s.book.accounts.bonded(a) == 3
 
 
@@ -504,7 +505,7 @@ def test_bond_unbond_is_refused_while_a_result_of_the_worker_is_under_audit() ->
 
 def _bond_a(s: Scheduler, now: int) -> None:
     s.grant(now=now, account=wid("A"), amount=1000)
-    s.bond(now=now, worker_id=wid("A"), amount=100)
+    s.bond(now=now, worker_id=wid("A"), amount=AUDIT.bond_per_price * PRICE)  # the least that covers a task
 
 
 def _single(s: Scheduler, dice: Dice, now: int, *, price: int = PRICE, tasks: int = 1, output: str = "good",
