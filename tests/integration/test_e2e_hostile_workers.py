@@ -145,13 +145,12 @@ async def test_a_worker_banned_in_the_middle_of_a_batch_is_not_paid_for_the_rest
     assert (workers[mallory.id]["balance"], workers[mallory.id]["tasks_validated"]) == (0, 0), workers[mallory.id]
     # The job is still done, by honest workers only, and mallory is never paid.
     honest = [SigningKey.generate() for _ in range(3)]
-    for _ in range(20):
-        if coordinator.api.job(job_id)["state"] == "done":
-            break
+    deadline = time.monotonic() + 60  # leases last 1 s: a loaded machine may let some expire and be taken again
+    while coordinator.api.job(job_id)["state"] != "done" and time.monotonic() < deadline:
         for key in honest:
             for g in await lease(p, key, max_tasks=2):
-                assert (await p.report(key, g))["status"] == "accepted"
-    assert coordinator.api.job(job_id)["state"] == "done"
+                assert (await p.report(key, g))["status"] in ("accepted", "rejected")
+    assert coordinator.api.job(job_id)["state"] == "done", coordinator.api.job(job_id)
     assert mallory.id not in {e["to"] for e in coordinator.api.ledger()}
     assert {e["to"] for e in coordinator.api.rewards()} <= {k.id for k in honest}
 

@@ -89,7 +89,7 @@ def test_status_page_shows_jobs_prices_and_balances(cluster: Cluster, tmp_path: 
     market = " ".join(jobs.ids["market"].split())
     assert f"{cheap} 1" in market and done not in market and cancelled not in market, market
     assert f"ask at least: {ASK}, {ASK} credits" in market, market
-    # The ledger line: minted, held in escrow, in bonds, paid to workers, the Merkle root and the last signed checkpoint.
+    # The ledger line: minted, in escrow, in bonds, paid to workers, the Merkle root and the last signed checkpoint.
     book = " ".join(jobs.ids["ledger"].split())
     ledger = status["ledger"]
     assert f"{ledger['entries']} entries; {ledger['minted']} credits minted, {ledger['in_escrow']} held in escrow," \
