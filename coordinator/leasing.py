@@ -1,0 +1,374 @@
+"""Placement and the lease lifecycle: which worker gets which slot of a task, and what happens when a lease ends.
+
+How a task moves: it is created `pending` and wants `replicas` results from distinct workers (one, for a kernel
+that can verify a result on its own). Who gets which slot is the coordinator's draw (coordinator.placement): a
+lease walk starts at a random task, each worker holds at most its capacity, and every slot after the first is
+reserved for a drawn worker. A lease that times out is `expired` and the task is offered again (a late result on
+it still counts); a probationary worker's lease holds its slot only for a grace. A trusted worker with a bond that
+covers the task may take it *single* (quorum 1) unless a spot check says otherwise.
+
+A mixin of coordinator.scheduler.Scheduler, which owns the state: every method takes `self: Scheduler`, so mypy
+checks what it reads and calls on the other mixins (coordinator.judging, coordinator.auditor).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from coordinator import auditing, placement, states
+from coordinator.model import Job, Lease, Task
+from depin import kernels
+from depin.errors import Forbidden
+from depin.protocol import LeaseGrant
+
+if TYPE_CHECKING:
+    from coordinator.scheduler import Scheduler
+
+
+class Leasing:
+    """Placement and the lease lifecycle (a mixin of Scheduler)."""
+
+    # Every method takes `self: Scheduler`: it reads state Scheduler.__init__ sets and calls the other mixins, and
+    # the annotation lets mypy check both. mypy accepts a subclass as a self-type only with `type: ignore[misc]`
+    # ("erased type of self is not a supertype of its class"); the ignores cover that one check on the def line.
+
+    # Scheduler.__init__ declares this; repeated here because _trusted_online assigns it, and mypy would otherwise
+    # take that assignment's (non-None) type as the mixin's own.
+    _online_cache: tuple[tuple[int, int], dict[str, list[str]]] | None
+
+    def _trusted_online(self: Scheduler, now: int) -> dict[str, list[str]]:  # type: ignore[misc]
+        # kernel key -> workers trusted for it and seen recently; computed once per (clock tick, trust change).
+        if self._online_cache is not None and self._online_cache[0] == (now, self._trust_version):
+            return self._online_cache[1]
+        online: dict[str, list[str]] = {}
+        horizon = now - self.trust.policy.online_ms
+        for worker_id, kernel in self.trust.earned():
+            w = self.workers.get(worker_id)
+            if w is not None and w.last_seen_ms >= horizon and self.trust.trusted(worker_id, kernel):
+                online.setdefault(kernel, []).append(worker_id)
+        self._online_cache = ((now, self._trust_version), online)
+        return online
+
+    def _could_serve(self: Scheduler, worker_id: str, job: Job, now: int) -> bool:  # type: ignore[misc]
+        # Whether this worker would be given a task of the job if it asked now: present (seen within presence_ms
+        # and has asked for work), not banned, runs the job's kernel, asks no more than the job pays, has room.
+        w = self.workers.get(worker_id)
+        return (w is not None and w.last_lease_ms is not None
+                and now - w.last_seen_ms <= self.placement.presence_ms and not self.trust.banned(worker_id)
+                and f"{job.kernel}@{job.kernel_version}" in w.kernels and w.min_price <= job.price
+                and w.active < w.capacity)
+
+    def _trusted_could_help(self: Scheduler, task: Task, job: Job, now: int) -> bool:  # type: ignore[misc]
+        # Some present trusted worker could still be given this task (not a holder, nor sharing an address, and it
+        # runs the kernel at this price) - unless the task already waited for one too long (placement: fell back).
+        if task.fell_back:
+            return False
+        helpers = self._trusted_online(now).get(f"{job.kernel}@{job.kernel_version}", [])
+        return any(self._eligible(task, w, trusted=True) and self._could_serve(w, job, now) for w in helpers)
+
+    def on_probation(self: Scheduler, worker_id: str) -> bool:  # type: ignore[misc]
+        """Whether the worker has fewer than `probation_valid` validated results (placement: probation)."""
+        w = self.workers.get(worker_id)
+        return w is None or w.validated < self.trust.policy.probation_valid
+
+    def _eligible(self: Scheduler, task: Task, worker_id: str, *, trusted: bool) -> bool:  # type: ignore[misc]
+        # Whether this worker may hold a replica of the task: never twice, never beside a worker seen from the
+        # same public address, and, unless it is trusted, never beside a worker declaring the same owner. An
+        # owner is an unchecked claim: honouring it for trusted workers would let colluders shut them out of a
+        # task (and so lift the trusted-member rule) by declaring their owner.
+        if worker_id in task.workers:
+            return False
+        w = self.workers.get(worker_id)
+        if w is None:
+            return True
+        if w.address is not None and w.address in task.addresses:
+            return False
+        return trusted or w.owner is None or w.owner not in task.owners
+
+    def lease(self: Scheduler, *, now: int, worker_id: str, max_tasks: int,  # type: ignore[misc]
+              kernels_ok: Iterable[str], min_price: int = 0) -> list[LeaseGrant]:
+        """Up to `max_tasks` leases for this worker, within its capacity: the best-paying job first (then the
+        oldest), only jobs paying at least `min_price`, within a job from a random task on, never two replicas of one
+        task to one worker (or owner, or public address), a replica slot only to the worker drawn for it, the last
+        quorum slot kept for a trusted worker while one could take it."""
+        if self.trust.banned(worker_id):
+            raise Forbidden(f"worker banned: {self.trust.banned(worker_id)}")
+        self.expire(now)
+        accepted = frozenset(kernels_ok)
+        worker = self.workers.get(worker_id)
+        if worker is not None:
+            worker.kernels, worker.last_lease_ms = accepted, now
+            room = min(max_tasks, worker.capacity - worker.active)
+        else:
+            room = min(max_tasks, self.placement.start_capacity)
+        grants: list[LeaseGrant] = []
+        for neg_price, _, job_id in list(self._order):
+            if len(grants) >= room or -neg_price < min_price:
+                break  # jobs are in price order: the rest pay less
+            job = self.jobs[job_id]
+            kernel_key = f"{job.kernel}@{job.kernel_version}"
+            if kernel_key not in accepted:
+                continue
+            is_trusted = self.trust.trusted(worker_id, kernel_key)
+            tasks = self._job_tasks.get(job_id, [])
+            start = self._pick(len(tasks)) if tasks else 0
+            for task in tasks[start:] + tasks[:start]:
+                if len(grants) >= room:
+                    break
+                if task.state == "validated" and task.audit in states.OPEN_AUDIT:
+                    if self._may_audit(task, job, worker_id, is_trusted, now):
+                        grants.append(self._grant(task, job, kernel_key, worker_id, False, now))
+                    continue
+                if task.state != "pending":
+                    continue
+                if task.needs_trusted and not self._trusted_could_help(task, job, now):
+                    # The trusted worker this task waited for is gone: decide again without it.
+                    self._settle(task, job, kernels.get(job.kernel, job.kernel_version), now)
+                    if task.state != "pending":
+                        continue
+                if task.wanted <= 0 or not self._eligible(task, worker_id, trusted=is_trusted):
+                    continue
+                if not is_trusted and task.quorum > 1 and self._trusted_could_help(task, job, now):
+                    members = self._members(task)
+                    last_slot = len(members) + 1 >= task.quorum
+                    if task.needs_trusted or (last_slot and not any(self._counts_as_trusted(task, m)
+                                                                    for m in members)):
+                        continue
+                if not self._placed_here(task, job, worker_id, now):
+                    continue
+                grants.append(self._grant(task, job, kernel_key, worker_id, is_trusted, now))
+        return grants
+
+    def _placed_here(self: Scheduler, task: Task, job: Job, worker_id: str, now: int) -> bool:  # type: ignore[misc]
+        # Whether this worker may fill the task's next slot (placement: drawn replica slots). A task nobody holds is
+        # anyone's; a later slot goes to the worker drawn for it, drawn now if no draw stands.
+        if not self._members(task) or task.reserved == worker_id:
+            return True
+        if task.reserved is not None:
+            if task.reserved_until > now:
+                return False
+            task.passed.add(task.reserved)  # it did not come in time: draw again without it
+            task.reserved = None
+        if len(task.passed) >= self.placement.max_draws:
+            return True  # nobody drawn came: the slot is open to any eligible worker
+        drawn = placement.draw(self._candidates(task, job, now), self._pick)
+        if drawn is None or drawn == worker_id:
+            return True
+        task.reserved, task.reserved_until = drawn, now + self.placement.reserve_ms
+        heapq.heappush(self._wakeups, (task.reserved_until, task.task_id))
+        self.drawn = True
+        return False
+
+    def _candidates(self: Scheduler, task: Task, job: Job, now: int) -> list[str]:  # type: ignore[misc]
+        # Who a replica slot may be drawn for: present eligible workers, trusted ones if the task needs trust,
+        # else those past probation if there are any.
+        kernel_key = f"{job.kernel}@{job.kernel_version}"
+        pool = [w for w in self.workers
+                if w not in task.passed and self._could_serve(w, job, now)
+                and self._eligible(task, w, trusted=self.trust.trusted(w, kernel_key))]
+        if task.state == "validated":  # an audit: never a worker on probation, nor untrusted before the fallback
+            pool = [w for w in pool if not self.on_probation(w)]
+            if now - task.audit_since < self.audits.fallback_ms:
+                pool = [w for w in pool if self.trust.trusted(w, kernel_key)]
+        if task.needs_trusted:
+            trusted = [w for w in pool if self.trust.trusted(w, kernel_key)]
+            if trusted:
+                return trusted
+        seasoned = [w for w in pool if not self.on_probation(w)]
+        return seasoned or pool
+
+    def _grant(self: Scheduler, task: Task, job: Job, kernel_key: str, worker_id: str,  # type: ignore[misc]
+               is_trusted: bool, now: int) -> LeaseGrant:
+        lease = Lease(
+            lease_id=self._new_id(), task_id=task.task_id, job_id=task.job_id, worker_id=worker_id,
+            issued_ms=now, expires_ms=now + self.lease_timeout_ms,
+        )
+        self.leases[lease.lease_id] = lease
+        self._changes.leases[lease.lease_id] = lease
+        heapq.heappush(self._expiry, (lease.expires_ms, lease.lease_id))
+        alone = not self._members(task)
+        task.leases.append(lease.lease_id)
+        task.reserved, task.passed = None, set()
+        self._mark_holder(task, worker_id)
+        worker = self.workers.get(worker_id)
+        if worker is not None:
+            worker.active += 1
+        if task.state == "validated":  # an audit lease
+            return LeaseGrant(lease.lease_id, lease.expires_ms, task.payload, task.sig)
+        task.wanted -= 1
+        kernel = kernels.get(job.kernel, job.kernel_version)
+        if self.on_probation(worker_id):  # its slot is held only for the grace period (placement)
+            grace = placement.grace_ms(self.placement, self.lease_timeout_ms,
+                                       self.speed.typical(kernel_key, kernel.work(task.params)))
+            heapq.heappush(self._wakeups, (now + grace, task.task_id))
+        if (alone and is_trusted and task.quorum > 1 and kernel.verify is None
+                and self.trust.single_ok(worker_id, kernel_key, job.price)
+                and auditing.bond_covers(self.audits, bonded=self.book.accounts.bonded(worker_id),
+                                         exposure=0 if worker is None else worker.exposure, price=job.price)
+                and self._rand() >= self.trust.spot_check_probability(worker_id, kernel_key)):
+            # Adaptive replication: a trusted worker takes this task alone; the spot check said no replica.
+            task.quorum, task.single, task.wanted = 1, lease.lease_id, 0
+            self._changes.tasks[task.task_id] = task
+        if job.state == "queued":
+            job.state = states.move(states.JOB, job.state, "running")
+            self._changes.jobs[job.job_id] = job
+        return LeaseGrant(lease.lease_id, lease.expires_ms, task.payload, task.sig)
+
+    def _move_lease(self: Scheduler, lease: Lease, state: str) -> None:  # type: ignore[misc]
+        if lease.state == "active":
+            worker = self.workers.get(lease.worker_id)
+            if worker is not None:
+                worker.active -= 1
+        lease.state = states.move(states.LEASE, lease.state, state)
+        self._changes.leases[lease.lease_id] = lease
+
+    def _mark_holder(self: Scheduler, task: Task, worker_id: str) -> None:  # type: ignore[misc]
+        task.workers.add(worker_id)
+        w = self.workers.get(worker_id)
+        if w is not None and w.owner is not None:
+            task.owners.add(w.owner)
+        if w is not None and w.address is not None:
+            task.addresses.add(w.address)
+
+    def _members(self: Scheduler, task: Task) -> list[str]:  # type: ignore[misc]
+        # Workers whose result may still count: active leases and non-error results.
+        out = [self.leases[lid].worker_id for lid in task.leases if self.leases[lid].state == "active"]
+        out += [self.results[lid].worker_id for lid in task.results
+                if self.results[lid].error is None and self.results[lid].verified is not False]
+        return out
+
+    def _counts_as_trusted(self: Scheduler, task: Task, worker_id: str) -> bool:  # type: ignore[misc]
+        job = self.jobs[task.job_id]
+        return self.trust.trusted(worker_id, f"{job.kernel}@{job.kernel_version}")
+
+    def release(self: Scheduler, *, now: int, worker_id: str, lease_ids: Iterable[str]) -> int:  # type: ignore[misc]
+        """The worker gives back leases it will not compute; their tasks are offered again at once."""
+        count = 0
+        for lease_id in lease_ids:
+            lease = self.leases.get(lease_id)
+            if lease is None or lease.worker_id != worker_id or lease.state != "active":
+                continue
+            self._move_lease(lease, "released")
+            task = self.tasks[lease.task_id]
+            self._recompute_holders(task)
+            self._lease_ended_empty(task, lease)
+            self._reconsider(task, now)
+            count += 1
+        return count
+
+    def _recompute_holders(self: Scheduler, task: Task) -> None:  # type: ignore[misc]
+        # Holders are everyone with a lease on the task that was not given back.
+        task.workers.clear()
+        task.owners.clear()
+        task.addresses.clear()
+        for lid in task.leases:
+            if self.leases[lid].state != "released":
+                self._mark_holder(task, self.leases[lid].worker_id)
+
+    def _reconsider(self: Scheduler, task: Task, now: int) -> None:  # type: ignore[misc]
+        # After a lease ends or a result is set aside the task may be decidable (or need new leases).
+        if task.state == "pending":
+            job = self.jobs[task.job_id]
+            self._settle(task, job, kernels.get(job.kernel, job.kernel_version), now)
+
+    def expire(self: Scheduler, now: int) -> int:  # type: ignore[misc]
+        """Expire every active lease whose time is up, and reconsider every task whose grace, reservation or wait
+        for a trusted worker ended; return how many of either (each may have made work for waiting workers)."""
+        count = 0
+        while self._expiry and self._expiry[0][0] <= now:
+            _, lease_id = heapq.heappop(self._expiry)
+            lease = self.leases.get(lease_id)
+            if lease is None or lease.state != "active":
+                continue
+            self._move_lease(lease, "expired")
+            worker = self.workers.get(lease.worker_id)
+            if worker is not None:
+                worker.expired += 1
+                worker.capacity = placement.shrunk(worker.capacity)
+                self._changes.workers[worker.worker_id] = worker
+            task = self.tasks[lease.task_id]
+            self._lease_ended_empty(task, lease)
+            self._reconsider(task, now)
+            count += 1
+        while self._wakeups and self._wakeups[0][0] <= now:
+            _, task_id = heapq.heappop(self._wakeups)
+            woken = self.tasks.get(task_id)
+            if woken is not None and woken.state == "pending":
+                self._reconsider(woken, now)
+                count += 1
+            elif woken is not None and woken.audit in states.OPEN_AUDIT:
+                count += 1  # a trusted-only audit may now go to any seasoned worker, or it waited too long
+                idle = not any(self.leases[lid].state == "active" for lid in woken.leases)
+                if idle and not self._seasoned(woken, self.jobs[woken.job_id], now):
+                    self._close_audit(woken, self.jobs[woken.job_id], "skipped", now)  # nobody left who could
+                elif now - woken.audit_since >= self.audits.give_up_ms:
+                    running = [self.leases[lid].expires_ms for lid in woken.leases
+                               if self.leases[lid].state == "active"]
+                    if running:  # an auditor holds it: decide when its lease is over
+                        heapq.heappush(self._wakeups, (max(running), task_id))
+                    else:
+                        self._close_audit(woken, self.jobs[woken.job_id], "skipped", now)  # no auditor came
+        return count
+
+    def _lease_ended_empty(self: Scheduler, task: Task, lease: Lease) -> None:  # type: ignore[misc]
+        # A single lease that ends without a result leaves the task replicated again.
+        if task.single == lease.lease_id:
+            task.quorum, task.single = self.jobs[task.job_id].quorum, None
+            self._changes.tasks[task.task_id] = task
+
+    def next_expiry_ms(self: Scheduler) -> int | None:  # type: ignore[misc]
+        """When the earliest active lease expires, if any."""
+        while self._expiry:
+            when, lease_id = self._expiry[0]
+            lease = self.leases.get(lease_id)
+            if lease is not None and lease.state == "active":
+                return when
+            heapq.heappop(self._expiry)
+        return None
+
+    def _refresh_wanted(self: Scheduler, task: Task, now: int) -> None:  # type: ignore[misc]
+        # How many more leases to hand out: what quorum still lacks, minus leases still holding a slot. A
+        # probationary worker's lease holds its slot only for the grace period (placement).
+        job = self.jobs[task.job_id]
+        decision = self._decide(task, job, now)
+        kernel = kernels.get(job.kernel, job.kernel_version)
+        grace: int | None = None
+        active = 0
+        for lid in task.leases:
+            lease = self.leases[lid]
+            if lease.state != "active":
+                continue
+            if self.on_probation(lease.worker_id):
+                if grace is None:
+                    grace = placement.grace_ms(self.placement, self.lease_timeout_ms, self.speed.typical(
+                        f"{job.kernel}@{job.kernel_version}", kernel.work(task.params)))
+                if now >= lease.issued_ms + grace:
+                    continue
+            active += 1
+        room = job.max_results - sum(1 for lid in task.results if self._counts(self.results[lid])) - active
+        usable = any(self.results[lid].error is None and self.results[lid].verified is not False
+                     for lid in task.results)
+        if usable:
+            want = decision.more
+        else:  # nothing to agree with yet (no results, or only errors): ask as for a fresh task
+            want = 1 if task.single or kernel.verify is not None else job.replicas
+        task.wanted = max(0, min(want - active, room))
+        task.needs_trusted = decision.needs_trusted
+        self._wait_for_trusted(task, job, now, usable and self._need_trusted(task, job, now))
+
+    def _wait_for_trusted(self: Scheduler, task: Task, job: Job, now: int, waiting: bool) -> None:  # type: ignore[misc]
+        # A task that has results but waits for a trusted member waits at most trusted_wait_ms; then it falls back
+        # to a quorum one larger, of any independent workers (placement), and says so in its job's view.
+        if not waiting:
+            task.waiting_since = None
+            return
+        if task.waiting_since is None:
+            task.waiting_since = now
+            heapq.heappush(self._wakeups, (now + self.trust.policy.trusted_wait_ms, task.task_id))
+        elif now - task.waiting_since >= self.trust.policy.trusted_wait_ms and not task.fell_back:
+            task.fell_back, task.waiting_since = True, None
+            task.quorum = min(task.quorum + 1, job.max_results)
+            self._changes.tasks[task.task_id] = task
+            self._settle(task, job, kernels.get(job.kernel, job.kernel_version), now)
