@@ -704,7 +704,12 @@ def min_price_stall(cluster: Cluster, *, tasks: int = 4, price: int = 10, bound:
     `price`, whose last quorum slots are kept for the trusted workers that will never take them."""
     params = params or JOB
     # Three picky workers: two alone are always each other's partner, and a pair cannot make each other trusted.
+    # Each bonds credits first, which makes it trusted after 3 independent agreements instead of 10.
     s = start(cluster, "minprice", 3, worker_extra=("--min-price", "100"))
+    for w in s.honest:
+        s.coord.grant(w.worker_id, 1000)
+        bonded = cluster.cli("bond", "1000", "--data-dir", str(w.data_dir), "--coordinator", s.coord.url)
+        assert bonded.returncode == 0, bonded.stderr
     rounds = warm(s, s.honest_ids, price=100)
     picky = list(s.honest)
     fresh_workers = [cluster.worker(s.coord, f"minprice-fresh-{i}") for i in range(2)]
