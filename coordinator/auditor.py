@@ -81,12 +81,7 @@ class Auditor:
                     kernel: Kernel, wire: bytes, output: Any) -> AckItem:
         """An audit result: it confirms the task's output, disputes it, or settles a dispute."""
         array, error = _check_output(kernel, task.params, output)
-        self._move_lease(lease, "returned")
-        result = Result(
-            lease_id=lease.lease_id, task_id=task.task_id, job_id=job.job_id, worker_id=lease.worker_id,
-            digest=wire_digest(wire), output=None if error else wire, verdict="pending", received_ms=now,
-            error=error,
-        )
+        result = self._returned(now, lease, wire, error)
         self.results[result.lease_id] = result
         self._changes.results[result.lease_id] = result
         if error:

@@ -93,12 +93,7 @@ class Judging:
         """Record one result with everything known about it at arrival: shape, kernel check, speed, trust."""
         kernel_key = f"{job.kernel}@{job.kernel_version}"
         array, error = _check_output(kernel, task.params, output)
-        self._move_lease(lease, "returned")
-        result = Result(
-            lease_id=lease.lease_id, task_id=task.task_id, job_id=job.job_id, worker_id=lease.worker_id,
-            digest=wire_digest(wire), output=None if error else wire, verdict="pending", received_ms=now,
-            error=error,
-        )
+        result = self._returned(now, lease, wire, error)
         if array is not None and kernel.verify is not None:
             result.verified = kernel.verify(task.params, array)
         if array is not None and self.speed.too_fast(kernel_key, kernel.work(task.params), lease.worker_id,
@@ -119,6 +114,16 @@ class Judging:
         if error or result.verified is False:
             self._judge(result, "invalid", job, now)
         return result
+
+    def _returned(self: Scheduler, now: int, lease: Lease, wire: bytes,  # type: ignore[misc]
+                  error: str | None) -> Result:
+        """The lease's result as it arrived (pending, its output kept unless malformed); the lease is returned."""
+        self._move_lease(lease, "returned")
+        return Result(
+            lease_id=lease.lease_id, task_id=lease.task_id, job_id=lease.job_id, worker_id=lease.worker_id,
+            digest=wire_digest(wire), output=None if error else wire, verdict="pending", received_ms=now,
+            error=error,
+        )
 
     def _decide(self: Scheduler, task: Task, job: Job, now: int) -> Decision:  # type: ignore[misc]
         kernel = kernels.get(job.kernel, job.kernel_version)

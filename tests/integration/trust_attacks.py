@@ -474,6 +474,9 @@ def patient_cheater(cluster: Cluster, *, honest: int = 2, tasks: int = 60, param
     s = start(cluster, "patient", honest)
     with Net(s.coord.url) as net:
         c = Agent(net, "patient C")
+        # Everyone bonds first (C too: a bond is how a stranger becomes trusted sooner, after 3 independent
+        # agreements instead of 10), so the warm-up is one or two jobs.
+        bond(s, cluster, s.honest, [c])
         with Background(honest_loop(c), "patient-warmup"):
             rounds = warm(s, [c.id, *s.honest_ids])
         say(f"  patient: C and honest trusted after {rounds} warm-up jobs: {len(s.trusted([c.id]))}, "
@@ -592,6 +595,20 @@ def ban_newcomer(cluster: Cluster, *, tasks: int = 3, params: dict[str, Any] | N
 # ---- 4. killing a job with error results ---------------------------------------------------------------------
 
 
+def bond(s: Setup, cluster: Cluster, workers: Sequence[Worker], agents: Sequence[Agent] = (),
+         credits: int = 1000) -> None:
+    """Grant each honest worker process and each agent `credits` and bond them all (depin bond, POST /v1/bond)."""
+    for w in workers:
+        s.coord.grant(w.worker_id, credits)
+        bonded = cluster.cli("bond", str(credits), "--data-dir", str(w.data_dir), "--coordinator", s.coord.url)
+        assert bonded.returncode == 0, bonded.stderr
+    for a in agents:
+        s.coord.grant(a.id, credits)
+        client = a.net.client
+        assert client is not None
+        a.net.run(client.post_signed("/v1/bond", a.key, "bond", {"amount": credits}))
+
+
 @contextlib.contextmanager
 def paused(workers: Sequence[Worker]) -> Iterator[None]:
     """Stop the worker processes (SIGSTOP) for the block, then let them go on (SIGCONT)."""
@@ -706,10 +723,7 @@ def min_price_stall(cluster: Cluster, *, tasks: int = 4, price: int = 10, bound:
     # Three picky workers: two alone are always each other's partner, and a pair cannot make each other trusted.
     # Each bonds credits first, which makes it trusted after 3 independent agreements instead of 10.
     s = start(cluster, "minprice", 3, worker_extra=("--min-price", "100"))
-    for w in s.honest:
-        s.coord.grant(w.worker_id, 1000)
-        bonded = cluster.cli("bond", "1000", "--data-dir", str(w.data_dir), "--coordinator", s.coord.url)
-        assert bonded.returncode == 0, bonded.stderr
+    bond(s, cluster, s.honest)
     rounds = warm(s, s.honest_ids, price=100)
     picky = list(s.honest)
     fresh_workers = [cluster.worker(s.coord, f"minprice-fresh-{i}") for i in range(2)]
