@@ -37,11 +37,10 @@ def job_view(job: Job, escrow: int | None = None) -> dict[str, Any]:
 
 
 def worker_view(w: Worker, now: int, online_ms: int, trust: TrustBook | None = None, balance: int = 0,
-                bond: int = 0) -> dict[str, Any]:
+                bond: int = 0, probation: bool = False) -> dict[str, Any]:
     """One worker's row (the `depin earnings --json` contract), with its standing and trust per kernel."""
     records = [] if trust is None else trust.records_of(w.worker_id)
     standing = None if trust is None else trust.standing.get(w.worker_id)
-    probation = trust is not None and w.validated < trust.policy.probation_valid
     return {
         "worker_id": w.worker_id,
         "balance": balance,
@@ -101,7 +100,7 @@ def jobs_view(s: Scheduler) -> list[dict[str, Any]]:
 def workers_view(s: Scheduler, now: int, online_ms: int) -> list[dict[str, Any]]:
     """Every worker, biggest balance first."""
     rows = [worker_view(w, now, online_ms, s.trust, s.book.accounts.balance(w.worker_id),
-                        s.book.accounts.bonded(w.worker_id)) for w in s.workers.values()]
+                        s.book.accounts.bonded(w.worker_id), s.on_probation(w.worker_id)) for w in s.workers.values()]
     return sorted(rows, key=lambda r: (-r["balance"], r["worker_id"]))
 
 
