@@ -25,6 +25,8 @@ from tests.coordinator.sched_support import (
     COORDINATOR,
     FUNDS,
     KERNELS,
+    NO_AUDITS,
+    OPEN_PLACEMENT,
     OTHER,
     PRICE,
     SUBMITTER,
@@ -511,6 +513,7 @@ class Market(RuleBasedStateMachine):
         self.store = Store(self.dir / "coordinator.sqlite3")
         self.s = Scheduler.restore(key=COORDINATOR, lease_timeout_ms=TIMEOUT, new_id=self.ids,
                                    archive=self.store.result_verdict, policy=self.policy, rand=self.dice.random,
+                                   pick=lambda n: 0, placement_policy=OPEN_PLACEMENT, audit_policy=NO_AUDITS,
                                    now=self.now, **self.store.load())
         assert (self.s.book.head, self.s.book.root(), self.s.book.accounts.balances) == before
         self.restarts += 1
