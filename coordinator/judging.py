@@ -175,7 +175,7 @@ class Judging:
         task.state = states.move(states.TASK, task.state, "validated")
         assert decision.canonical is not None
         task.canonical = self.results[decision.canonical].output
-        task.wanted = 0
+        task.wanted = task.backups = 0
         task.reserved, task.waiting_since = None, None
         self._changes.tasks[task.task_id] = task
         winners = [self.results[lid] for lid in decision.valid]

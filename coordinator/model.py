@@ -59,6 +59,7 @@ class Task:
     owners: set[str] = field(default_factory=set)
     addresses: set[str] = field(default_factory=set)
     wanted: int = 0
+    backups: int = 0  # further slots held only by probationary leases past their backup time (placement: backups)
     needs_trusted: bool = False
     # Placement (coordinator.placement), in memory only: the worker drawn for the next replica slot, until when it
     # is kept for it, and the workers drawn before who did not come for it.

@@ -23,6 +23,7 @@ from coordinator.scheduler import Job, Scheduler
 from coordinator.trust import TrustPolicy
 from coordinator.views import waiting_view
 from depin import accounts, codec
+from depin import kernels as kernel_registry
 from depin.crypto import SigningKey
 from depin.errors import Conflict
 from depin.protocol import AckItem, LeaseGrant
@@ -234,6 +235,69 @@ def test_probation_a_probationary_lease_stops_holding_its_slot_after_the_grace()
     s.expire(grace)
     (gc,) = ask(s, "C", grace)  # A and B are on probation: their leases no longer hold the slots
     assert task(s, gc) is task(s, ga) and s.leases[ga.lease_id].state == "active"
+
+
+def _backup_time(s: Scheduler, grant: LeaseGrant) -> int:
+    """The task's backup time under the real rules (placement.backup_ms), with what the scheduler measured."""
+    t = task(s, grant)
+    return placement.backup_ms(PLACE, TIMEOUT, s.speed.typical(K, kernel_registry.get("mandelbrot", 1).work(t.params)))
+
+
+def test_backup_an_idle_worker_past_probation_backs_up_an_abandoned_probationary_lease_after_the_backup_time(
+) -> None:
+    s, _ = real()
+    now = make_seasoned(s, "WX")
+    job = submit(s, now=now, tasks=1, replicas=2)
+    (gp,) = ask(s, "sybil", now)  # a fresh identity takes the first slot and will never answer
+    (gw,) = ask(s, "W", now)  # the second slot: drawn among workers past probation
+    backup = _backup_time(s, gp)
+    assert 0 < backup < placement.grace_ms(PLACE, TIMEOUT, backup)
+    assert ask(s, "X", now + backup - 1) == []  # the probationary lease still holds its slot
+    assert s.expire(now + backup) == 1  # the backup wake-up: waiting lease requests are woken
+    (gx,) = ask(s, "X", now + backup)  # X has nothing else to do: it backs the abandoned lease up
+    assert task(s, gx) is task(s, gp) and s.leases[gp.lease_id].state == "active"
+    for n, g in (("W", gw), ("X", gx)):
+        assert send(s, n, g, good(g), now + backup + ELAPSED).status == "accepted"
+    assert job.state == "done" and job.tasks_validated == 1
+    assert send(s, "sybil", gp, good(gp), now + backup + 2 * ELAPSED).status == "rejected"  # too late: not paid
+
+
+def test_backup_the_backup_time_is_the_fastest_measured_time_for_the_same_work_or_min_grace_unmeasured() -> None:
+    s, _ = real()
+    submit(s, now=0, tasks=1, replicas=2)
+    (fresh,) = ask(s, "A", 0)
+    assert _backup_time(s, fresh) == PLACE.min_grace_ms  # nothing measured yet
+    now = make_seasoned(s, "WX", 1)  # measures ELAPSED (or less) for this work on the way
+    submit(s, now=now, tasks=1, replicas=2)
+    (gp,) = ask(s, "sybil", now)
+    measured = s.speed.typical(K, kernel_registry.get("mandelbrot", 1).work(task(s, gp).params))
+    assert measured is not None and _backup_time(s, gp) == measured <= ELAPSED
+
+
+def test_backup_never_goes_to_a_worker_on_probation() -> None:
+    s, _ = real()
+    now = make_seasoned(s, "WX")
+    submit(s, now=now, tasks=1, replicas=2)
+    (gp,) = ask(s, "sybil", now)
+    (gw,) = ask(s, "W", now)
+    later = now + _backup_time(s, gp)
+    s.expire(later)
+    assert ask(s, "newcomer", later) == []  # the slot is a backup: only for a worker past probation
+    assert len(ask(s, "X", later)) == 1
+
+
+def test_backup_only_once_the_walk_found_nothing_else_for_the_worker() -> None:
+    s, _ = real()
+    now = make_seasoned(s, "WX")
+    submit(s, now=now, tasks=2, replicas=1, quorum=1)  # the walk starts at task 0 (the dice say 0)
+    (gp,) = ask(s, "sybil", now, max_tasks=1)
+    assert task(s, gp).index == 0
+    later = now + _backup_time(s, gp)
+    s.expire(later)
+    (first,) = ask(s, "W", later, max_tasks=1)
+    assert task(s, first).index == 1  # the free task first, though the walk met the sybil's task before it
+    (second,) = ask(s, "W", later, max_tasks=1)
+    assert task(s, second) is task(s, gp)  # then the backup
 
 
 # ---- 3. free identities cannot kill a job ----------------------------------------------------------------------------
