@@ -388,10 +388,13 @@ class Leasing:
         # A task that has results but waits for a trusted member waits at most trusted_wait_ms; then it falls back
         # to a quorum one larger, of any independent workers (placement), and says so in its job's view.
         if not waiting:
-            task.waiting_since = None
+            if task.waiting_since is not None:
+                task.waiting_since = None
+                self._changes.tasks[task.task_id] = task
             return
         if task.waiting_since is None:
             task.waiting_since = now
+            self._changes.tasks[task.task_id] = task
             heapq.heappush(self._wakeups, (now + self.trust.policy.trusted_wait_ms, task.task_id))
         elif now - task.waiting_since >= self.trust.policy.trusted_wait_ms and not task.fell_back:
             task.fell_back, task.waiting_since = True, None

@@ -66,9 +66,10 @@ class Task:
     reserved: str | None = None
     reserved_until: int = 0
     passed: set[str] = field(default_factory=set)
+    # Persisted (schema 5), so that a restart neither restarts these waits nor lets a task fall back twice.
     waiting_since: int | None = None  # since when the task has waited for a trusted worker
     fell_back: bool = False  # it waited too long, and a larger quorum of untrusted workers stands in
-    audit_since: int = 0  # when its audit was drawn (or the coordinator restarted)
+    audit_since: int = 0  # when its audit was drawn
 
 
 @dataclass

@@ -159,14 +159,22 @@ class Scheduler(Leasing, Judging, Auditor):
             if accounts.is_bond(account):
                 s.trust.set_bond(account[len(accounts.BOND_PREFIX):], credits)
         for task in s.tasks.values():
-            if task.audit in states.OPEN_AUDIT:  # its audit starts again: the wait for an auditor counts from now
+            if task.audit in states.OPEN_AUDIT:  # its waits go on from when it opened (schema 5; before: from now)
                 s.jobs[task.job_id].audits_open += 1
-                task.audit_since = now
-                heapq.heappush(s._wakeups, (now + s.audits.give_up_ms, task.task_id))
+                task.audit_since = task.audit_since or now
+                heapq.heappush(s._wakeups, (task.audit_since + s.audits.fallback_ms, task.task_id))
+                heapq.heappush(s._wakeups, (task.audit_since + s.audits.give_up_ms, task.task_id))
+            if task.waiting_since is not None:  # likewise its wait for a trusted worker
+                heapq.heappush(s._wakeups, (task.waiting_since + s.trust.policy.trusted_wait_ms, task.task_id))
         s._order = sorted((-s.jobs[j].price, s.jobs[j].created_ms, j) for j in s._job_tasks)
         for task in s.tasks.values():
             if task.state == "pending":
+                began = task.waiting_since
                 s._refresh_wanted(task, now)
+                # Nobody is present right after a restart, so the wait for a trusted worker would end here; keep when
+                # it began, so that it goes on from then once a trusted worker asks again (not from the restart).
+                if began is not None and task.waiting_since is None and not task.fell_back:
+                    task.waiting_since = began
         return s
 
     # ---- jobs ------------------------------------------------------------------------------------------

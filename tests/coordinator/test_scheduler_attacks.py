@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from coordinator.auditing import AuditPolicy
 from coordinator.model import Result, Task
 from coordinator.placement import PlacementPolicy
 from coordinator.scheduler import Job, Scheduler
+from coordinator.store import Store
 from coordinator.trust import TrustPolicy
 from coordinator.views import waiting_view
 from depin import accounts, codec
@@ -28,11 +30,13 @@ from depin.crypto import SigningKey
 from depin.errors import Conflict
 from depin.protocol import AckItem, LeaseGrant
 from tests.coordinator.sched_support import (
+    COORDINATOR,
     KERNELS,
     PARAMS,
     PRICE,
     SUBMITTER,
     TIMEOUT,
+    Ids,
     bad,
     good,
     item,
@@ -487,6 +491,57 @@ def test_stall_a_task_waiting_for_a_trusted_member_falls_back_to_a_quorum_one_la
     # memory: read them from the change set.
     results = s.take_changes().results
     assert t.state == "validated" and len(t.results) == 3 and not any(results[lid].trusted for lid in t.results)
+
+
+def _restarted(s: Scheduler, store: Store, ids: Ids, now: int) -> Scheduler:
+    """Save what `s` changed, then restart from the store under the real rules (the shell's restart)."""
+    store.save(s.take_changes())
+    return Scheduler.restore(key=COORDINATOR, lease_timeout_ms=TIMEOUT, new_id=ids, policy=TrustPolicy(),
+                             placement_policy=PlacementPolicy(), audit_policy=AuditPolicy(), pick=lambda n: 0,
+                             rand=lambda: 0.5, now=now, **store.load())
+
+
+def test_stall_a_restart_neither_restarts_the_trusted_wait_nor_lets_a_task_fall_back_twice(tmp_path: Path) -> None:
+    ids = Ids()
+    s = new_scheduler(ids, policy=TrustPolicy(), placement=PlacementPolicy(), audits=AuditPolicy(),
+                      pick=lambda n: 0, rand=lambda: 0.5)
+    store = Store(tmp_path / "coordinator.sqlite3")
+    now = make_trusted(s, "ABCD") + AWAY
+    ask(s, "A", now, max_tasks=0)  # present, and could take it, but does not come
+    job = submit(s, now=now, tasks=1, replicas=2)
+    (g1,) = ask(s, "U1", now)
+    send(s, "U1", g1, good(g1), now + ELAPSED)
+    began = now + ELAPSED
+    assert task(s, g1).waiting_since == began
+    half = began + TRUST.trusted_wait_ms // 2
+    s = _restarted(s, store, ids, half)
+    ask(s, "A", half, max_tasks=0)  # still present after the restart
+    s.expire(began + TRUST.trusted_wait_ms)  # the wait ends when it would have without the restart
+    t = task(s, g1)
+    assert t.fell_back and t.quorum == job.quorum + 1
+    later = began + TRUST.trusted_wait_ms + 1
+    s = _restarted(s, store, ids, later)
+    ask(s, "A", later, max_tasks=0)
+    s.expire(later + 3 * TRUST.trusted_wait_ms)
+    t = task(s, g1)
+    assert t.fell_back and t.quorum == job.quorum + 1 and t.waiting_since is None  # not once more after a restart
+
+
+def test_audit_a_restart_does_not_restart_an_open_audits_wait(tmp_path: Path) -> None:
+    ids = Ids()
+    dice = Dice(rand_default=0.99)
+    s = new_scheduler(ids, policy=TrustPolicy(), placement=PlacementPolicy(), audits=AuditPolicy(),
+                      pick=dice.pick, rand=dice.rand)
+    store = Store(tmp_path / "coordinator.sqlite3")
+    now = make_trusted(s, "ABCD") + AWAY
+    job, t, _ = _audited_single(s, dice, now)
+    opened = t.audit_since
+    assert t.audit == "due" and opened > 0
+    s = _restarted(s, store, ids, opened + AUDIT.give_up_ms // 2)
+    restored = s.tasks[t.task_id]
+    assert restored.audit == "due" and restored.audit_since == opened
+    s.expire(opened + AUDIT.give_up_ms)  # nobody audited it: skipped when it would have been without the restart
+    assert restored.audit == "skipped" and s.jobs[job.job_id].state == "done"
 
 
 # ---- 8. bonds and single issue ---------------------------------------------------------------------------------------
