@@ -113,10 +113,11 @@ class Leasing:
             kernel_key = f"{job.kernel}@{job.kernel_version}"
             if kernel_key not in accepted:
                 continue
+            slots = self._open.get(job_id)
+            if not slots:
+                continue
             is_trusted = self.trust.trusted(worker_id, kernel_key)
-            tasks = self._job_tasks.get(job_id, [])
-            start = self._pick(len(tasks)) if tasks else 0
-            for task in tasks[start:] + tasks[:start]:
+            for task in slots.walk(self._pick):
                 if len(grants) >= room:
                     break
                 if task.state == "validated" and task.audit in states.OPEN_AUDIT:
@@ -173,7 +174,7 @@ class Leasing:
             return True
         task.reserved, task.reserved_until = drawn, now + self.placement.reserve_ms
         heapq.heappush(self._wakeups, (task.reserved_until, task.task_id))
-        self.drawn = True
+        self._drawn_for.add(drawn)
         return False
 
     def _candidates(self: Scheduler, task: Task, job: Job, now: int) -> list[str]:  # type: ignore[misc]
@@ -275,6 +276,7 @@ class Leasing:
             self._recompute_holders(task)
             self._lease_ended_empty(task, lease)
             self._reconsider(task, now)
+            self._freed += task.audit in states.OPEN_AUDIT  # an audit slot is offered again
             count += 1
         return count
 
@@ -311,14 +313,18 @@ class Leasing:
             task = self.tasks[lease.task_id]
             self._lease_ended_empty(task, lease)
             self._reconsider(task, now)
+            self._freed += task.audit in states.OPEN_AUDIT  # an audit slot is offered again
             count += 1
         while self._wakeups and self._wakeups[0][0] <= now:
             _, task_id = heapq.heappop(self._wakeups)
             woken = self.tasks.get(task_id)
             if woken is not None and woken.state == "pending":
+                # A reservation that ran out leaves its slot to be drawn again, for whoever asks next.
+                self._freed += woken.reserved is not None and woken.reserved_until <= now
                 self._reconsider(woken, now)
                 count += 1
             elif woken is not None and woken.audit in states.OPEN_AUDIT:
+                self._freed += 1
                 count += 1  # a trusted-only audit may now go to any seasoned worker, or it waited too long
                 idle = not any(self.leases[lid].state == "active" for lid in woken.leases)
                 if idle and not self._seasoned(woken, self.jobs[woken.job_id], now):
@@ -355,6 +361,7 @@ class Leasing:
         job = self.jobs[task.job_id]
         decision = self._decide(task, job, now)
         kernel = kernels.get(job.kernel, job.kernel_version)
+        before = (task.wanted, task.backups)
         times: tuple[int, int] | None = None
         active = tentative = 0
         for lid in task.leases:
@@ -381,6 +388,10 @@ class Leasing:
         task.wanted = max(0, min(want - active, job.max_results - n - active))
         firm = active - tentative
         task.backups = max(0, min(want - firm, job.max_results - n - firm)) - task.wanted
+        if task.wanted > 0 or task.backups > 0:
+            self._open[job.job_id].add(task)
+        # A rise in either is new work: a backup turning into a plain slot opens it to workers on probation too.
+        self._freed += max(0, task.wanted - before[0]) + max(0, task.backups - before[1])
         task.needs_trusted = decision.needs_trusted
         self._wait_for_trusted(task, job, now, usable and self._need_trusted(task, job, now))
 

@@ -29,6 +29,7 @@ from coordinator.auditor import Auditor
 from coordinator.judging import Judging
 from coordinator.leasing import Leasing
 from coordinator.model import Changes, Job, Lease, Result, Task, Worker
+from coordinator.open_slots import OpenSlots
 from coordinator.placement import PlacementPolicy
 from coordinator.speed import SpeedBook
 from coordinator.trust import Trust, TrustBook, TrustPolicy
@@ -89,6 +90,7 @@ class Scheduler(Leasing, Judging, Auditor):
         self.jobs: dict[str, Job] = {}
         self.tasks: dict[str, Task] = {}  # only tasks of unfinished jobs, in job then index order
         self._job_tasks: dict[str, list[Task]] = {}  # unfinished job id -> its tasks in index order
+        self._open: dict[str, OpenSlots] = {}  # unfinished job id -> its tasks that may have a slot to lease
         self.leases: dict[str, Lease] = {}  # only leases of unfinished jobs
         self.results: dict[str, Result] = {}  # only results of unfinished jobs
         self.workers: dict[str, Worker] = {}
@@ -99,7 +101,9 @@ class Scheduler(Leasing, Judging, Auditor):
         self._trust_version = 0  # bumped on every verdict, so cached trust views know they are stale
         self._online_cache: tuple[tuple[int, int], dict[str, list[str]]] | None = None
         self._changes = Changes()
-        self.drawn = False  # a replica slot was drawn for a worker since the shell last asked (take_drawn)
+        # Work made since the shell last asked (take_wakes): slots any worker may take, and workers drawn for one.
+        self._freed = 0
+        self._drawn_for: set[str] = set()
 
     # ---- restore ---------------------------------------------------------------------------------------
 
@@ -139,6 +143,7 @@ class Scheduler(Leasing, Judging, Auditor):
         s.tasks = {t.task_id: t for t in sorted(tasks, key=lambda t: (s.jobs[t.job_id].created_ms, t.job_id, t.index))}
         for t in s.tasks.values():
             s._job_tasks.setdefault(t.job_id, []).append(t)
+            s._open.setdefault(t.job_id, OpenSlots())
         for lease in leases:
             s.leases[lease.lease_id] = lease
             task = s.tasks[lease.task_id]
@@ -161,6 +166,7 @@ class Scheduler(Leasing, Judging, Auditor):
         for task in s.tasks.values():
             if task.audit in states.OPEN_AUDIT:  # its waits go on from when it opened (schema 5; before: from now)
                 s.jobs[task.job_id].audits_open += 1
+                s._open[task.job_id].add(task)
                 task.audit_since = task.audit_since or now
                 heapq.heappush(s._wakeups, (task.audit_since + s.audits.fallback_ms, task.task_id))
                 heapq.heappush(s._wakeups, (task.audit_since + s.audits.give_up_ms, task.task_id))
@@ -215,6 +221,7 @@ class Scheduler(Leasing, Judging, Auditor):
         self.jobs[job.job_id] = job
         self._changes.jobs[job.job_id] = job
         self._job_tasks[job.job_id] = []
+        self._open[job.job_id] = slots = OpenSlots()
         bisect.insort(self._order, (-job.price, job.created_ms, job.job_id))
         self._append(now, "escrow", submitter, accounts.escrow_account(job.job_id), job.max_cost, job.job_id)
         for index, task_params in enumerate(pieces):
@@ -231,6 +238,8 @@ class Scheduler(Leasing, Judging, Auditor):
             )
             self.tasks[task_id] = task
             self._job_tasks[job.job_id].append(task)
+            slots.add(task)
+            self._freed += task.wanted
             self._changes.tasks[task_id] = task
         return job
 
@@ -303,6 +312,7 @@ class Scheduler(Leasing, Judging, Auditor):
         job.state = states.move(states.JOB, job.state, state)
         job.finished_ms, job.error, job.audits_open = now, error, 0
         self._changes.jobs[job.job_id] = job
+        self._open.pop(job.job_id, None)
         for task in self._job_tasks.pop(job.job_id, []):
             if task.state == "pending":
                 task.state = states.move(states.TASK, task.state, "cancelled")
@@ -359,10 +369,13 @@ class Scheduler(Leasing, Judging, Auditor):
 
     # ---- persistence hand-off ----------------------------------------------------------------------------
 
-    def take_drawn(self) -> bool:
-        """Whether a replica slot was reserved for some worker since the last call (its long-poll must wake)."""
-        drawn, self.drawn = self.drawn, False
-        return drawn
+    def take_wakes(self) -> tuple[int, set[str]]:
+        """The work made since the last call, for waking just as many waiting lease requests: how many slots became
+        takeable by any eligible worker (new tasks, a rise in `wanted` or `backups`, an audit slot offered, a
+        reservation run out), and which workers a slot was drawn for (their requests must wake)."""
+        wakes = (self._freed, self._drawn_for)
+        self._freed, self._drawn_for = 0, set()
+        return wakes
 
     def take_changes(self) -> Changes:
         """Everything touched since the last call; the caller must persist it before answering anyone."""

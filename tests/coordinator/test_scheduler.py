@@ -322,8 +322,8 @@ def test_too_many_disagreeing_results_fail_the_task_and_the_job() -> None:
     s = new_scheduler()
     job = submit(s, tasks=2, replicas=2, max_results=3)
     (ga,), (gb,) = lease(s, "A", now=0, max_tasks=1), lease(s, "B", now=0, max_tasks=1)
-    (gd,) = lease(s, "D", now=0, max_tasks=1)
-    assert task_of(gd)["task_id"] == "id0001-1"
+    (gd,), (ge,) = lease(s, "D", now=0, max_tasks=1), lease(s, "E", now=0, max_tasks=1)
+    assert task_of(gd)["task_id"] == task_of(ge)["task_id"] == "id0001-1"  # task 1 is fully leased
     _accepted(report(s, "A", ga, good(ga), now=10))
     _accepted(report(s, "B", gb, bad(gb, 1), now=20))
     (gc,) = lease(s, "C", now=30, max_tasks=1)
