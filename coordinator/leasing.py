@@ -13,6 +13,7 @@ checks what it reads and calls on the other mixins (coordinator.judging, coordin
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -114,15 +115,16 @@ class Leasing:
             if kernel_key not in accepted:
                 continue
             slots = self._open.get(job_id)
-            if not slots:
+            if slots is None or not (slots or job.materialized < job.n_tasks):
                 continue
             is_trusted = self.trust.trusted(worker_id, kernel_key)
-            for task in slots.walk(self._pick):
-                if len(grants) >= room:
-                    break
+            # The room is checked right after each grant, never before the walk goes on: going on may make a task.
+            for task in slots.walk(self._pick, job.n_tasks - job.materialized, functools.partial(self._make_task, job)):
                 if task.state == "validated" and task.audit in states.OPEN_AUDIT:
                     if self._may_audit(task, job, worker_id, is_trusted, now):
                         grants.append(self._grant(task, job, kernel_key, worker_id, False, now))
+                        if len(grants) >= room:
+                            break
                     continue
                 if task.state != "pending":
                     continue
@@ -137,6 +139,8 @@ class Leasing:
                     continue
                 if self._slot_for(task, job, worker_id, is_trusted, now):
                     grants.append(self._grant(task, job, kernel_key, worker_id, is_trusted, now))
+                    if len(grants) >= room:
+                        break
         for task, job, kernel_key, is_trusted in backups:
             if len(grants) >= room:
                 break

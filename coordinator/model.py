@@ -31,6 +31,8 @@ class Job:
     finished_ms: int | None = None
     error: str | None = None
     tasks_validated: int = 0
+    materialized: int = 0  # how many of its tasks were made so far (coordinator.fresh)
+    order_key: bytes = b""  # the secret order in which they are made (coordinator.fresh); b"": index order
     audits_open: int = 0  # in memory: its validated tasks whose audit is due or disputed (they keep it open)
 
     @property

@@ -139,7 +139,7 @@ class Service:
             raise NotFound(f"no job {job_id}")
         return {**views.job_view(job, self.scheduler.book.accounts.held(job_id)),
                 "waiting": views.waiting_view(self.scheduler, job_id),
-                "task_states": self.store.state_counts("tasks", job_id),
+                "task_states": views.task_states(job, self.store.state_counts("tasks", job_id)),
                 "audits": self.store.audit_counts(job_id),
                 "lease_states": self.store.state_counts("leases", job_id)}
 

@@ -103,7 +103,12 @@ UPDATE meta SET value = '4' WHERE key = 'schema_version';
 
 # Schema 5: the waits of placement and audits survive a restart: whether a task fell back to a larger untrusted
 # quorum (so it never falls back twice), since when it waits for a trusted worker, and since when its audit is open.
+# And a job's tasks are made as workers reach them: how many were made, in what secret order (coordinator.fresh);
+# a job from before had all its tasks made at submission, in index order.
 _MIGRATE_5 = """
+ALTER TABLE jobs ADD COLUMN materialized INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN order_key BLOB NOT NULL DEFAULT x'';
+UPDATE jobs SET materialized = n_tasks;
 ALTER TABLE tasks ADD COLUMN fell_back INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE tasks ADD COLUMN waiting_since INTEGER;
 ALTER TABLE tasks ADD COLUMN audit_since INTEGER NOT NULL DEFAULT 0;
@@ -111,7 +116,8 @@ UPDATE meta SET value = '5' WHERE key = 'schema_version';
 """
 
 _JOB_COLS = ("job_id", "kernel", "kernel_version", "params", "n_tasks", "replicas", "quorum", "max_errors",
-             "max_results", "price", "submitter", "state", "created_ms", "finished_ms", "error", "tasks_validated")
+             "max_results", "price", "submitter", "state", "created_ms", "finished_ms", "error", "tasks_validated",
+             "materialized", "order_key")
 _TASK_COLS = ("task_id", "job_id", "idx", "params", "payload", "sig", "quorum", "state", "canonical", "single",
               "audit", "fell_back", "waiting_since", "audit_since")
 _LEASE_COLS = ("lease_id", "task_id", "job_id", "worker_id", "issued_ms", "expires_ms", "state")
@@ -209,10 +215,10 @@ class Store:
         try:
             # A job row never changes its definition; only its progress columns are updated.
             db.executemany(
-                _upsert("jobs", _JOB_COLS, ("state", "finished_ms", "error", "tasks_validated")),
+                _upsert("jobs", _JOB_COLS, ("state", "finished_ms", "error", "tasks_validated", "materialized")),
                 [(j.job_id, j.kernel, j.kernel_version, codec.encode(j.params), j.n_tasks, j.replicas, j.quorum,
                   j.max_errors, j.max_results, j.price, j.submitter, j.state, j.created_ms, j.finished_ms, j.error,
-                  j.tasks_validated) for j in ch.jobs.values()],
+                  j.tasks_validated, j.materialized, j.order_key) for j in ch.jobs.values()],
             )
             db.executemany("UPDATE jobs SET result = ? WHERE job_id = ?",
                            [(data, job_id) for job_id, data in ch.merged.items()])

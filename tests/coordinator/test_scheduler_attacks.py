@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from coordinator import placement
+from coordinator import fresh, placement
 from coordinator.auditing import AuditPolicy
 from coordinator.model import Result, Task
 from coordinator.placement import PlacementPolicy
@@ -194,12 +194,23 @@ def test_placement_the_draw_is_made_again_without_a_worker_that_did_not_come_the
     assert ask(s, "B", now) != []  # max_draws draws came to nothing: the slot is open
 
 
-def test_placement_leasing_starts_at_a_random_offset_in_the_job() -> None:
+def test_placement_leasing_starts_at_a_random_offset_among_the_open_tasks() -> None:
     s, dice = real()
-    job = submit(s, now=0, tasks=4, replicas=2)
-    dice.picks = [2]
-    (g,) = ask(s, "A", 0, max_tasks=1)
-    assert dice.asked == [4] and task(s, g) is s.job_tasks(job.job_id)[2]
+    job = submit(s, now=0, tasks=4, replicas=2, params={**PARAMS, "height": 8})
+    assert len(ask(s, "A", 0, max_tasks=4)) == 2  # its capacity: two tasks made (index order in these tests)
+    dice.picks = [3]
+    (g,) = ask(s, "B", 0, max_tasks=1)
+    # Two made tasks and two to make: position 3 of 4 is a task not made yet, so B's walk makes the next one.
+    assert dice.asked[-1] == 4 and task(s, g).index == 2 and job.materialized == 3
+
+
+def test_placement_a_jobs_tasks_are_made_in_its_own_secret_order() -> None:
+    key = b"a secret key....."
+    s = new_scheduler(policy=TrustPolicy(), placement=PlacementPolicy(), audits=AuditPolicy(), order_key=lambda: key)
+    job = submit(s, now=0, tasks=50, replicas=1, quorum=1, params={**PARAMS, "height": 50})
+    made = [task(s, g).index for g in ask(s, "A", 0, max_tasks=2)]
+    assert made == [fresh.nth(key, 50, 0), fresh.nth(key, 50, 1)] and made != [0, 1]
+    assert job.order_key == key
 
 
 # ---- 2. probation and capacity ---------------------------------------------------------------------------------------

@@ -472,7 +472,8 @@ def test_a_schema_2_database_with_money_is_refused_and_left_unchanged(tmp_path: 
 
 # The columns each schema added, newest first: dropping them takes a current database back to an older schema.
 _ADDED = {
-    5: (("tasks", "fell_back"), ("tasks", "waiting_since"), ("tasks", "audit_since")),
+    5: (("tasks", "fell_back"), ("tasks", "waiting_since"), ("tasks", "audit_since"), ("jobs", "materialized"),
+        ("jobs", "order_key")),
     4: (("workers", "capacity"), ("workers", "expired"), ("workers", "exposure"), ("workers", "audits_passed"),
         ("workers", "audits_failed"), ("tasks", "audit"), ("trust", "disputed"), ("trust", "earned"),
         ("trust", "partners")),
@@ -515,11 +516,15 @@ def test_a_schema_4_database_keeps_its_tasks_and_gains_the_schema_5_waits(tmp_pa
     store = Store(path)
     s = new_scheduler()
     job = submit(s, now=1, tasks=1, replicas=2)
+    assert len(lease(s, "A", now=2)) == 1  # the task is made
     store.save(s.take_changes())
     store.close()
     _back_to(path, 4)
     store = Store(path)
     _migrated_to_current(store)
-    (t,) = store.load()["tasks"]
+    rows = store.load()
+    (t,) = rows["tasks"]
     assert (t.job_id, t.fell_back, t.waiting_since, t.audit_since) == (job.job_id, False, None, 0)
+    (j,) = rows["jobs"]
+    assert (j.materialized, j.order_key) == (j.n_tasks, b"")  # a job from before had every task made, in order
     store.close()
