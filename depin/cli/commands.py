@@ -268,6 +268,8 @@ def _worker_status(data_dir: Path, as_json: bool) -> int:
              if task else "task     none",
              f"results  {snap['computed']} computed, {snap['accepted']} accepted, {snap['rejected']} rejected",
              f"cpu      {snap['cpu_seconds'] / 3600:.2f} CPU hours in kernels"]
+    if isinstance(snap.get("bond"), dict):  # a status.json from before auto-bonding has none
+        lines.append(f"bond     {snap['bond']['summary']}")
     output.emit(as_json, {**snap, "alive": alive}, "\n".join(lines))
     return 0
 
