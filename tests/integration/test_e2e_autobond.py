@@ -15,7 +15,7 @@ from tests.integration.hostile import JOB, KERNEL_KEY
 from tests.integration.support import Cluster, read_db, submit, wait_until
 
 MIN_BOND, BOND_PER_PRICE = 100, 20  # the reference coordinator's rules (PROTOCOL.md 12.6), as /v1/info gives them
-MAX_BOND = 1000  # the worker's default max_bond: the target at price 50 (2 x 20 x 50 = 2000, capped)
+MAX_BOND = 1000  # the worker's default max_bond: the target at price 50 (3 x 20 x 50 = 3000, capped)
 ROUNDS = 6
 EARN_PRICE = 50  # two results pay a worker min_bond: a first job of 6 tasks on 2 workers pays each 300
 SINGLE_PRICE = 5  # a bond of min_bond covers a task at this price alone: 20 x 5 = 100

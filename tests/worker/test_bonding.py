@@ -64,8 +64,9 @@ def test_prices_hold_one_number_per_hour() -> None:
 
 @pytest.mark.parametrize(("max_bond", "price", "goal"), [
     (1000, 0, 100),  # no price seen yet: min_bond, for the shorter road to trust
-    (1000, 1, 100),  # 2 x 20 x 1 = 40 is below min_bond
-    (1000, 10, 400),  # 2 x 20 x 10: room for about 40 single results at price 10 awaiting their audit
+    (1000, 1, 100),  # 3 x 20 x 1 = 60 is below min_bond
+    (1000, 10, 600),  # 3 x 20 x 10: room for about 60 single results at price 10 awaiting their audit
+    (1000, 16, 960),
     (1000, 25, 1000),
     (1000, 500, 1000),  # capped by the owner's max_bond
     (250, 10, 250),
@@ -75,23 +76,23 @@ def test_prices_hold_one_number_per_hour() -> None:
 ])
 def test_target(max_bond: int, price: int, goal: int) -> None:
     assert target(RULES, max_bond, price) == goal
-    assert HEADROOM == 2
+    assert HEADROOM == 3
 
 
 # ---- plan --------------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("bonded", "balance", "expected"), [
-    (0, 0, Plan(400, 0, "waiting for 100 spendable credits to bond")),
-    (0, 99, Plan(400, 0, "waiting for 100 spendable credits to bond")),  # never a first bond below min_bond
-    (0, 100, Plan(400, 100, "bonding 100 credits")),
-    (0, 150, Plan(400, 150, "bonding 150 credits")),
-    (0, 5000, Plan(400, 400, "bonding 400 credits")),  # never past the target
-    (150, 30, Plan(400, 0, "waiting for 100 spendable credits to bond")),  # steps of at least min_bond...
-    (350, 60, Plan(400, 50, "bonding 50 credits")),  # ...or the last one, to the target
-    (350, 30, Plan(400, 0, "waiting for 50 spendable credits to bond")),
-    (400, 1000, Plan(400, 0, "at its target")),
-    (1200, 1000, Plan(400, 0, "at its target")),  # bonded by hand beyond it: left alone (never unbonds)
+    (0, 0, Plan(600, 0, "waiting for 100 spendable credits to bond")),
+    (0, 99, Plan(600, 0, "waiting for 100 spendable credits to bond")),  # never a first bond below min_bond
+    (0, 100, Plan(600, 100, "bonding 100 credits")),
+    (0, 150, Plan(600, 150, "bonding 150 credits")),
+    (0, 5000, Plan(600, 600, "bonding 600 credits")),  # never past the target
+    (150, 30, Plan(600, 0, "waiting for 100 spendable credits to bond")),  # steps of at least min_bond...
+    (550, 60, Plan(600, 50, "bonding 50 credits")),  # ...or the last one, to the target
+    (550, 30, Plan(600, 0, "waiting for 50 spendable credits to bond")),
+    (600, 1000, Plan(600, 0, "at its target")),
+    (1200, 1000, Plan(600, 0, "at its target")),  # bonded by hand beyond it: left alone (never unbonds)
 ])
 def test_plan_at_price_10(bonded: int, balance: int, expected: Plan) -> None:
     assert plan(RULES, max_bond=1000, price=10, bonded=bonded, balance=balance) == expected

@@ -366,7 +366,7 @@ async def test_auto_bond_bonds_on_a_change_at_most_once_per_interval(tmp_path: P
     assert "bonded 100 credits (ledger entry 1): bond 100, balance 50, target 100" in caplog.text
     await w._autobond(bank)  # type: ignore[arg-type]
     assert bank.reads == 2  # nothing changed: not even a look
-    w._prices.note(int(time.time() * 1000), 10)  # a task at price 10 (noted by _compute): the target rises to 400...
+    w._prices.note(int(time.time() * 1000), 10)  # a task at price 10 (noted by _compute): the target rises to 600...
     w._bond_due = True
     await w._autobond(bank)  # type: ignore[arg-type]
     assert bank.reads == 2  # ...but the audit interval has not passed
@@ -374,7 +374,7 @@ async def test_auto_bond_bonds_on_a_change_at_most_once_per_interval(tmp_path: P
     await w._autobond(bank)  # type: ignore[arg-type]
     assert bank.bonds == [100]  # 50 spendable: not a step of min_bond
     assert w.board.bond.note == "waiting for 100 spendable credits to bond"
-    assert w.board.bond.summary() == ("100 credits bonded, 50 spendable; auto-bond (target 400, max 1000): waiting for "
+    assert w.board.bond.summary() == ("100 credits bonded, 50 spendable; auto-bond (target 600, max 1000): waiting for "
                                       "100 spendable credits to bond")
     w.journal.close()
 
