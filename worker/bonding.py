@@ -14,8 +14,8 @@ to spare: every single result adds its price to the exposure, and only a passed 
 per single result, then computed by another worker) clears it, so with HEADROOM 3 about 3 x `bond_per_price` single
 results may wait for their audit before the worker drops back to replicated work. Measured on 4 trusted workers
 running 300-task jobs at price 10 (benchmarks/RESULTS.md, section 6): 1.30 results per task at HEADROOM 2 (bond 400),
-1.18 at 3 (600), 1.17 at 4 (800), 1.19 with 1000 bonded by hand, 2.02 with no bond. A `max_bond` below `min_bond`
-means no auto-bond at all: a bond that small buys neither trust nor (at usual prices) single issue.
+1.18 and 1.21 at 3 (600), 1.17 at 4 (800), 1.17-1.19 with 1000 bonded by hand, 2.02 with no bond. A `max_bond`
+below `min_bond` means no auto-bond at all: a bond that small buys neither trust nor (at usual prices) single issue.
 
 The step: bond what the balance allows towards the target, but in steps of at least `min_bond` credits (or what is
 left to reach the target), so the first bond already reaches `min_bond` and the ledger gets a few entries, not one
