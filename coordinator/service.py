@@ -124,6 +124,9 @@ class Service:
             "kernels": [k.key for k in kernels.all_kernels()],
             "lease_timeout_ms": self.config.lease_timeout_ms,
             "time_ms": self.clock(),
+            # The bond rules (PROTOCOL.md 12.6), for a worker that bonds on its own (worker/bonding.py).
+            "min_bond": self.scheduler.trust.policy.min_bond,
+            "bond_per_price": self.scheduler.audits.bond_per_price if self.scheduler.audits.bond_required else 0,
         }
 
     def status(self) -> dict[str, Any]:

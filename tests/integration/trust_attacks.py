@@ -389,10 +389,11 @@ class Setup:
 
 
 def start(cluster: Cluster, name: str, honest: int, *, lease_timeout: float = 3.0,
-          worker_extra: tuple[str, ...] = ()) -> Setup:
-    """A coordinator and `honest` worker processes, registered."""
+          worker_extra: tuple[str, ...] = (), worker_env: dict[str, str] | None = None) -> Setup:
+    """A coordinator and `honest` worker processes (in `worker_env`, default the cluster's), registered."""
     coord = cluster.coordinator(f"{name}-coordinator", lease_timeout=lease_timeout)
-    workers = [cluster.worker(coord, f"{name}-honest-{i}", extra=worker_extra) for i in range(honest)]
+    workers = [cluster.worker(coord, f"{name}-honest-{i}", extra=worker_extra, env=worker_env)
+               for i in range(honest)]
     add_workers(coord, workers)
     return Setup(coord, workers, SigningKey.generate())
 
