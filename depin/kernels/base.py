@@ -50,7 +50,8 @@ class Pieces(Sequence[Params]):
         return self._piece(i % self._n)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Sequence) and len(other) == self._n and all(a == b for a, b in zip(self, other, strict=True))
+        return (isinstance(other, Sequence) and len(other) == self._n
+                and all(a == b for a, b in zip(self, other, strict=True)))
 
     __hash__ = None  # type: ignore[assignment]
 
