@@ -280,7 +280,7 @@ class Leasing:
             self._recompute_holders(task)
             self._lease_ended_empty(task, lease)
             self._reconsider(task, now)
-            self._freed += task.audit in states.OPEN_AUDIT  # an audit slot is offered again
+            self._freed[task.job_id] += task.audit in states.OPEN_AUDIT  # an audit slot is offered again
             count += 1
         return count
 
@@ -317,18 +317,18 @@ class Leasing:
             task = self.tasks[lease.task_id]
             self._lease_ended_empty(task, lease)
             self._reconsider(task, now)
-            self._freed += task.audit in states.OPEN_AUDIT  # an audit slot is offered again
+            self._freed[task.job_id] += task.audit in states.OPEN_AUDIT  # an audit slot is offered again
             count += 1
         while self._wakeups and self._wakeups[0][0] <= now:
             _, task_id = heapq.heappop(self._wakeups)
             woken = self.tasks.get(task_id)
             if woken is not None and woken.state == "pending":
                 # A reservation that ran out leaves its slot to be drawn again, for whoever asks next.
-                self._freed += woken.reserved is not None and woken.reserved_until <= now
+                self._freed[woken.job_id] += woken.reserved is not None and woken.reserved_until <= now
                 self._reconsider(woken, now)
                 count += 1
             elif woken is not None and woken.audit in states.OPEN_AUDIT:
-                self._freed += 1
+                self._freed[woken.job_id] += 1
                 count += 1  # a trusted-only audit may now go to any seasoned worker, or it waited too long
                 idle = not any(self.leases[lid].state == "active" for lid in woken.leases)
                 if idle and not self._seasoned(woken, self.jobs[woken.job_id], now):
@@ -395,7 +395,7 @@ class Leasing:
         if task.wanted > 0 or task.backups > 0:
             self._open[job.job_id].add(task)
         # A rise in either is new work: a backup turning into a plain slot opens it to workers on probation too.
-        self._freed += max(0, task.wanted - before[0]) + max(0, task.backups - before[1])
+        self._freed[task.job_id] += max(0, task.wanted - before[0]) + max(0, task.backups - before[1])
         task.needs_trusted = decision.needs_trusted
         self._wait_for_trusted(task, job, now, usable and self._need_trusted(task, job, now))
 

@@ -20,6 +20,7 @@ import heapq
 import ipaddress
 import random
 import secrets
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -104,7 +105,7 @@ class Scheduler(Leasing, Judging, Auditor):
         self._online_cache: tuple[tuple[int, int], dict[str, list[str]]] | None = None
         self._changes = Changes()
         # Work made since the shell last asked (take_wakes): slots any worker may take, and workers drawn for one.
-        self._freed = 0
+        self._freed: Counter[str] = Counter()  # job id -> slots made takeable
         self._drawn_for: set[str] = set()
 
     # ---- restore ---------------------------------------------------------------------------------------
@@ -229,7 +230,7 @@ class Scheduler(Leasing, Judging, Auditor):
         self._open[job.job_id] = OpenSlots()
         bisect.insort(self._order, (-job.price, job.created_ms, job.job_id))
         self._append(now, "escrow", submitter, accounts.escrow_account(job.job_id), job.max_cost, job.job_id)
-        self._freed += job.n_tasks * (1 if kernel.verify is not None else r)
+        self._freed[job.job_id] += job.n_tasks * (1 if kernel.verify is not None else r)
         return job
 
     def _make_task(self, job: Job) -> Task:
@@ -379,13 +380,16 @@ class Scheduler(Leasing, Judging, Auditor):
 
     # ---- persistence hand-off ----------------------------------------------------------------------------
 
-    def take_wakes(self) -> tuple[int, set[str]]:
-        """The work made since the last call, for waking just as many waiting lease requests: how many slots became
-        takeable by any eligible worker (new tasks, a rise in `wanted` or `backups`, an audit slot offered, a
-        reservation run out), and which workers a slot was drawn for (their requests must wake)."""
-        wakes = (self._freed, self._drawn_for)
-        self._freed, self._drawn_for = 0, set()
-        return wakes
+    def take_wakes(self) -> tuple[list[tuple[str, int, int]], set[str]]:
+        """The work made since the last call, for waking just as many waiting lease requests: per unfinished job,
+        (its kernel `name@version`, its price, how many slots became takeable by an eligible worker: new tasks, a
+        rise in `wanted` or `backups`, an audit slot offered, a reservation run out), and which workers a slot was
+        drawn for (their requests must wake)."""
+        freed = [(f"{j.kernel}@{j.kernel_version}", j.price, n) for job_id, n in self._freed.items()
+                 if n > 0 and (j := self.jobs.get(job_id)) is not None and j.state not in states.FINISHED_JOB]
+        drawn = self._drawn_for
+        self._freed, self._drawn_for = Counter(), set()
+        return freed, drawn
 
     def take_changes(self) -> Changes:
         """Everything touched since the last call; the caller must persist it before answering anyone."""

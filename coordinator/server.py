@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from coordinator.service import Service
-from coordinator.waiters import Waiters
+from coordinator.waiters import Wake, Waiters
 from depin import accounts, codec
 from depin.config import CoordinatorConfig
 from depin.errors import DepinError, PeerProtocolError, TooLarge, UserError
@@ -236,21 +236,23 @@ class Server:
     async def lease(self, request: web.Request) -> web.Response:
         worker_id, req = self.service.open_lease_request(await self._body(request, "lease"), request.remote)
         deadline = asyncio.get_running_loop().time() + req.wait_ms / 1000
-        hops = 0  # how many more waiting requests a wake this request got may be passed on to (coordinator.waiters)
+        kernels, min_price = frozenset(req.kernels), req.min_price or 0
+        woken = Wake()  # what woke this request last (coordinator.waiters)
         while True:
             leases = self.service.try_lease(worker_id, req)
             self._wake()
-            if not leases and hops > 1:
-                self.work.wake(1, hops - 1)  # the work this request was woken for is not for it: pass the wake on
+            if not leases and woken.hops > 1:  # the work it was woken for is not for it: pass the wake on
+                self.work.wake(1, woken.kernel, woken.price, woken.hops - 1)
             remaining = deadline - asyncio.get_running_loop().time()
             if leases or remaining <= 0 or self.closing:
                 return _msgpack({"leases": leases})
-            hops = await self.work.wait(worker_id, remaining)
+            woken = await self.work.wait(worker_id, kernels, min_price, remaining)
 
     def _wake(self) -> None:
         # Wake as many waiting lease requests as the last change made work for, and those of drawn workers.
         freed, drawn = self.service.take_wakes()
-        self.work.wake(freed)
+        for kernel, price, n in freed:
+            self.work.wake(n, kernel, price)
         for worker_id in drawn:
             self.work.wake_worker(worker_id)
 

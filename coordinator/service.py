@@ -258,7 +258,7 @@ class Service:
         self.save()
         return [g.to_payload() for g in grants]
 
-    def take_wakes(self) -> tuple[int, set[str]]:
+    def take_wakes(self) -> tuple[list[tuple[str, int, int]], set[str]]:
         """How many waiting lease requests the work made since the last call can serve, and which workers a slot
         was drawn for (Scheduler.take_wakes)."""
         return self.scheduler.take_wakes()

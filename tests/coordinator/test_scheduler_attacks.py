@@ -315,25 +315,29 @@ def test_backup_only_once_the_walk_found_nothing_else_for_the_worker() -> None:
     assert task(s, second) is task(s, gp)  # then the backup
 
 
-def test_wakes_count_the_slots_a_change_made_and_name_the_drawn_worker() -> None:
+def _freed(s: Scheduler) -> int:
+    return sum(n for _, _, n in s.take_wakes()[0])
+
+
+def test_wakes_count_the_slots_a_change_made_per_job_and_name_the_drawn_worker() -> None:
     s, _ = real()
     now = make_seasoned(s, "WX")
     s.take_wakes()
-    submit(s, now=now, tasks=3, replicas=2)
-    assert s.take_wakes() == (6, set())  # three tasks, two slots each
+    job = submit(s, now=now, tasks=3, replicas=2)
+    assert s.take_wakes() == ([(K, job.price, 6)], set())  # three tasks, two slots each, of this kernel and price
     (gp,) = ask(s, "sybil", now, max_tasks=1)
-    assert s.take_wakes() == (0, set())  # a first slot taken: no new work
+    assert s.take_wakes() == ([], set())  # a first slot taken: no new work
     assert ask(s, "newcomer", now, max_tasks=1) != []  # a free first slot of another task
     s.take_wakes()
     grants = ask(s, "W", now, max_tasks=1)  # W is drawn for a second slot, or takes one
     freed, drawn = s.take_wakes()
-    assert freed == 0 and drawn <= {wid("X")} and (grants or drawn)
+    assert freed == [] and drawn <= {wid("X")} and (grants or drawn)
     backup = _backup_time(s, gp)
     s.expire(now + backup)
-    assert s.take_wakes()[0] >= 1  # the sybil's lease can be backed up: new work for workers past probation
+    assert _freed(s) >= 1  # the sybil's lease can be backed up: new work for workers past probation
     s.expire(now + placement.grace_ms(PLACE, TIMEOUT, backup or None))
     # The backup became a plain slot (the grace ended): new work for workers on probation too.
-    assert s.take_wakes()[0] >= 1
+    assert _freed(s) >= 1
 
 
 # ---- 3. free identities cannot kill a job ----------------------------------------------------------------------------
