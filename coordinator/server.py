@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from coordinator.service import Service
-from coordinator.waiters import Wake, Waiters
+from coordinator.waiters import Waiters, Wake
 from depin import accounts, codec
 from depin.config import CoordinatorConfig
 from depin.errors import DepinError, PeerProtocolError, TooLarge, UserError

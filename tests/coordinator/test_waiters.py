@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from coordinator.waiters import Wake, Waiters
+from coordinator.waiters import Waiters, Wake
 
 K = "mandelbrot@1"
 ANY = frozenset({K})
