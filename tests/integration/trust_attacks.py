@@ -491,11 +491,14 @@ def patient_cheater(cluster: Cluster, *, honest: int = 2, tasks: int = 60, param
         bond(s, cluster, s.honest, [c])
         with Background(honest_loop(c), "patient-warmup"):
             rounds = warm(s, [c.id, *s.honest_ids])
-        say(f"  patient: C and honest trusted after {rounds} warm-up jobs: {len(s.trusted([c.id]))}, "
-            f"{len(s.trusted())}/{honest}")
-        c_trusted = bool(s.trusted([c.id]))
+            say(f"  patient: C and honest trusted after {rounds} warm-up jobs: {len(s.trusted([c.id]))}, "
+                f"{len(s.trusted())}/{honest}")
+            c_trusted = bool(s.trusted([c.id]))
+            # C is still honest during the baseline job: were C gone, an audit of a task both honest workers held
+            # would have no auditor left who asks for work, and the job would wait for the audit's give-up time,
+            # past run_job's bound (the victim phase then started with the baseline job still open).
+            _, baseline = run_job(s, params, tasks)
         c.seen = Seen("patient C", c.id)  # count the attack only
-        _, baseline = run_job(s, params, tasks)
         before = s.too_fast()
         p = Agent(net, "sybil P")
         job_id = first_leases(s, p, params, tasks)
