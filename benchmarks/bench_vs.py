@@ -131,7 +131,7 @@ class Run:
 
     seconds: float
     output: np.ndarray
-    others: float = 0.0  # cores other processes used meanwhile
+    others: float | None = None  # cores other processes used meanwhile
     detail: dict[str, Any] = field(default_factory=dict)  # depin: counts and CPU of the job
 
 
@@ -164,12 +164,14 @@ def _cpu_of(pids: list[int]) -> dict[int, float]:
 
 
 def timed(go: Callable[[], Run]) -> Run:
-    """Run `go`, adding the CPU that processes outside this script's family used meanwhile (in cores)."""
+    """Run `go`, adding the CPU that processes outside this script's family used meanwhile (in cores), unless `go`
+    measured it itself (processes it starts and stops are not in the family before or after)."""
     before, busy0, wall0 = _cpu_of(_family()), machine_busy_seconds(), time.perf_counter()
     run = go()
     after, wall = _cpu_of(_family()), time.perf_counter() - wall0
     ours = sum(after[p] - before.get(p, 0.0) for p in after)
-    run.others = (machine_busy_seconds() - busy0 - ours) / max(wall, 1e-9)
+    if run.others is None:
+        run.others = (machine_busy_seconds() - busy0 - ours) / max(wall, 1e-9)
     return run
 
 
@@ -339,7 +341,7 @@ class Depin:
             return self._job(self.nodes, work)
         nodes = self._start()
         try:
-            run = self._job(nodes, work)
+            run = timed(lambda: self._job(nodes, work))  # while the new processes are alive, so they are ours
             self.last_flags = nodes.flags()
             return run
         finally:
@@ -412,7 +414,7 @@ class Depin:
                          "--nonblocking", "--format", "raw", "--output", str(directory / f"{name}.txt")],
                         stdout=subprocess.DEVNULL, stderr=log))
             time.sleep(1.0)  # let py-spy attach before the job
-            run = self._job(nodes, work)
+            run = timed(lambda: self._job(nodes, work))
             for spy in spies:
                 spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
             for spy in spies:
@@ -447,7 +449,7 @@ def _print_profile(directory: pathlib.Path, work: Work, run: Run, results: list[
           f"{d['results']} results ({' + '.join(map(str, results))}), {d['single']} tasks single; CPU: coordinator "
           f"{d['coordinator_cpu']:.2f} s ({d['coordinator_cpu'] / run.seconds:.0%} of one core, "
           f"{d['coordinator_cpu'] / d['results'] * 1e3:.3f} ms per result), workers {d['workers_cpu']:.2f} s "
-          f"({d['workers_cpu'] / d['results'] * 1e3:.3f} ms per result); other load {run.others:.2f} cores")
+          f"({d['workers_cpu'] / d['results'] * 1e3:.3f} ms per result); other load {run.others or 0.0:.2f} cores")
     coordinator = parse(str(directory / "coordinator.txt"), "MainThread")
     print(f"\n### Coordinator, main thread (ms = wall ms per result, {d['results']} results)\n")
     print(summarise(coordinator, 30, PROFILE_HZ, d["results"]))
@@ -530,7 +532,7 @@ def measure(factory: Callable[[], Any], label: str, works: list[Work], warm: dic
                         out.notes.append(f"{w.name}: OUTPUT DIFFERS from the serial reference")
                     out.runs.setdefault(w.name, []).append(run)
                 say(f"  {label}: {w.name}: " + ", ".join(f"{r.seconds:.3f} s" for r in out.runs[w.name])
-                    + f" (other load {max(r.others for r in out.runs[w.name]):.2f} cores at most)")
+                    + f" (other load {max(r.others or 0.0 for r in out.runs[w.name]):.2f} cores at most)")
             except Exception as exc:  # reported in the table, not fatal to the other works and systems
                 out.errors[w.name] = f"{type(exc).__name__}: {exc}"
                 say(f"  {label}: {w.name} FAILED: {out.errors[w.name]}")
@@ -608,7 +610,7 @@ def report(measured: list[Measured], works: list[Work], runs: int, argv: str) ->
                 cells += [_cell(m, w, None), "–"]
                 continue
             cells.append(f"{_cell(m, w, None)} ({', '.join(f'{r.seconds:.2f}' for r in rs)} s)")
-            cells.append(f"{max(r.others for r in rs):.2f}")
+            cells.append(f"{max(r.others or 0.0 for r in rs):.2f}")
         notes = "; ".join(m.notes + [f"{w} FAILED: {e}" for w, e in m.errors.items()]
                           + ([f"FAILED: {m.error}"] if m.error else []))
         print(f"| {m.label} | " + " | ".join(cells) + f" | {notes} |")
