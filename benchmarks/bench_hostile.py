@@ -36,6 +36,8 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _common import loadavg  # noqa: E402
+
 from tests.integration.hostile import JOB, Phase, Scenario, ScenarioOutcome, markdown, run_scenario  # noqa: E402
 from tests.integration.support import Cluster, compile_numba_cache  # noqa: E402
 
@@ -69,10 +71,6 @@ SCENARIOS = {
 }
 
 
-def _loadavg() -> str:
-    return " ".join(pathlib.Path("/proc/loadavg").read_text().split()[:3])
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--scenarios", default="a,b,c,d", help="comma-separated subset of a,b,c,d")
@@ -85,7 +83,7 @@ def main() -> int:
     commit = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
                             text=True).stdout.strip()
     print(f"# bench_hostile: Python {platform.python_version()}, {os.cpu_count()} cores, code {commit}, "
-          f"load average {_loadavg()}\n")
+          f"load average {loadavg()}\n")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="depin-bench-hostile-") as tmp:
         root = pathlib.Path(args.keep) if args.keep else pathlib.Path(tmp)
@@ -103,7 +101,7 @@ def main() -> int:
             outcomes.append(outcome)
             print(markdown(outcome))
             print(f"\nScenario {name}: {time.monotonic() - t0:.0f} s.\n", flush=True)
-    print(f"Whole run: {time.monotonic() - started:.0f} s; load average after: {_loadavg()}.")
+    print(f"Whole run: {time.monotonic() - started:.0f} s; load average after: {loadavg()}.")
     return 0
 
 

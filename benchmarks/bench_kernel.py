@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 _NUMBA_CACHE = tempfile.TemporaryDirectory(prefix="depin-bench-numba-")
 os.environ["NUMBA_CACHE_DIR"] = _NUMBA_CACHE.name
 
-from _common import machine, revision  # noqa: E402
+from _common import machine, machine_busy_seconds, revision  # noqa: E402
 
 from depin.kernels.mandelbrot import KERNEL  # noqa: E402
 from tests.reference import cref  # noqa: E402
@@ -234,13 +234,6 @@ def _fmt_rate(r: float) -> str:
 
 
 
-def _machine_busy_seconds() -> float:
-    """CPU seconds every core has spent busy since boot, from /proc/stat."""
-    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, pathlib.Path("/proc/stat").read_text()
-                                                                  .split("\n", 1)[0].split()[1:9])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
 def _own_cpu_seconds() -> float:
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system
@@ -254,7 +247,7 @@ def main() -> int:
         print("gcc not found: the C baseline needs it", file=sys.stderr)
         return 1
     print(f"machine: {machine(with_gcc=True)}; {revision()}")
-    wall0, busy0, own0 = time.perf_counter(), _machine_busy_seconds(), _own_cpu_seconds()
+    wall0, busy0, own0 = time.perf_counter(), machine_busy_seconds(), _own_cpu_seconds()
     started = time.perf_counter()
     KERNEL.warmup()
     print(f"KERNEL.warmup (cold numba compile, empty cache): {time.perf_counter() - started:.2f} s")
@@ -264,7 +257,7 @@ def main() -> int:
         binary = build_driver(tmp)
         rows = [measure(case, binary, tmp, args.repeats) for case in CASES]
     per_call = call_overhead()
-    others = (_machine_busy_seconds() - busy0 - (_own_cpu_seconds() - own0)) / (time.perf_counter() - wall0)
+    others = (machine_busy_seconds() - busy0 - (_own_cpu_seconds() - own0)) / (time.perf_counter() - wall0)
 
     print()
     print("| case | pixel-iterations | depin kernel (numba) | numpy | C -O2 (compute loop) "

@@ -48,8 +48,7 @@ from typing import Any
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import machine, revision  # noqa: E402
-from bench_pipeline import _cpu_seconds, _machine_busy_seconds  # noqa: E402  (shared, not copied; belongs in _common)
+from _common import cpu_seconds, machine, machine_busy_seconds, revision  # noqa: E402
 
 from coordinator.audit import Audit  # noqa: E402
 from coordinator.model import Changes  # noqa: E402
@@ -146,14 +145,14 @@ class Load:
 
     def _mine(self) -> float:
         t = os.times()
-        return _cpu_seconds(os.getpid()) + t.children_user + t.children_system
+        return cpu_seconds(os.getpid()) + t.children_user + t.children_system
 
     def start(self) -> None:
-        self._t, self._busy, self._mine0 = time.perf_counter(), _machine_busy_seconds(), self._mine()
+        self._t, self._busy, self._mine0 = time.perf_counter(), machine_busy_seconds(), self._mine()
 
     def stop(self, name: str) -> None:
         wall = time.perf_counter() - self._t
-        self.phases[name] = (_machine_busy_seconds() - self._busy - (self._mine() - self._mine0)) / max(wall, 1e-9)
+        self.phases[name] = (machine_busy_seconds() - self._busy - (self._mine() - self._mine0)) / max(wall, 1e-9)
 
 
 @dataclass

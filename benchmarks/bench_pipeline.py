@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import os
 import pathlib
-import shutil
 import signal
 import sqlite3
 import statistics
@@ -40,7 +39,7 @@ from typing import Any
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import machine, revision  # noqa: E402
+from _common import cpu_seconds, loadavg, machine, machine_busy_seconds, py_spy, revision  # noqa: E402
 
 from depin.cli.demo import start_coordinator, start_worker, stop  # noqa: E402
 from depin.client import Client  # noqa: E402
@@ -89,19 +88,6 @@ class JobRun:
 
 
 # ---- measuring --------------------------------------------------------------------------------------------------
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a live process (all its threads), from /proc."""
-    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _machine_busy_seconds() -> float:
-    """CPU seconds every core of the machine has spent busy since boot, from /proc/stat."""
-    first = pathlib.Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, first[1:9])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def baseline(repeats: int) -> float:
@@ -172,12 +158,12 @@ async def _drive(url: str, data: pathlib.Path, procs: list[subprocess.Popen[byte
         await _one_job(c, key, 2 * (len(procs) - 1))  # every worker has leased, computed and reported once
         on_ready()
         for _ in range(jobs):
-            before = [_cpu_seconds(p.pid) for p in procs]
-            machine_before, self_before = _machine_busy_seconds(), _cpu_seconds(os.getpid())
+            before = [cpu_seconds(p.pid) for p in procs]
+            machine_before, self_before = machine_busy_seconds(), cpu_seconds(os.getpid())
             job, client_s = await _one_job(c, key, TASKS)
-            cpu = [_cpu_seconds(p.pid) - b for p, b in zip(procs, before, strict=True)]
-            others = (_machine_busy_seconds() - machine_before - sum(cpu)
-                      - (_cpu_seconds(os.getpid()) - self_before))
+            cpu = [cpu_seconds(p.pid) - b for p, b in zip(procs, before, strict=True)]
+            others = (machine_busy_seconds() - machine_before - sum(cpu)
+                      - (cpu_seconds(os.getpid()) - self_before))
             valid, leases, by_worker = _counts(data / "coordinator" / "coordinator.sqlite3", job["job_id"])
             runs.append(JobRun(job["job_id"], (job["finished_ms"] - job["created_ms"]) / 1000, client_s,
                                sum(by_worker.values()), valid, leases, cpu[0], sum(cpu[1:]), others, by_worker))
@@ -202,7 +188,7 @@ def run_config(cfg: Config, root: pathlib.Path, jobs: int, profile: pathlib.Path
         # thread waits (epoll, fsync), so shares are of wall time. strace counts fsync-family calls of every process.
         if profile is not None:
             for label, proc in (("coordinator", procs[0]), ("worker-0", procs[1])):
-                attach([_py_spy(), "record", "--pid", str(proc.pid), "--rate", str(PROFILE_HZ), "--threads", "--idle",
+                attach([py_spy(), "record", "--pid", str(proc.pid), "--rate", str(PROFILE_HZ), "--threads", "--idle",
                      "--format", "raw", "--output", str(profile / f"{label}.txt"), "--nonblocking"],
                     profile / f"{label}.py-spy.log")
         if syscalls is not None:
@@ -263,13 +249,6 @@ def _print_syscalls(directory: pathlib.Path, runs: list[JobRun], workers: int) -
           "strace slows every process: this run's job times are not comparable with the others.")
 
 
-def _py_spy() -> str:
-    found = shutil.which("py-spy") or str(pathlib.Path(sys.executable).with_name("py-spy"))
-    if not pathlib.Path(found).exists():
-        raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
-    return found
-
-
 def _print_profile(profile: pathlib.Path, runs: list[JobRun], worker0: str) -> None:
     from profile_summary import callers, parse, summarise
 
@@ -292,10 +271,6 @@ def _print_profile(profile: pathlib.Path, runs: list[JobRun], worker0: str) -> N
 # ---- report -----------------------------------------------------------------------------------------------------
 
 
-
-
-def _loadavg() -> str:
-    return " ".join(pathlib.Path("/proc/loadavg").read_text().split()[:3])
 
 
 def _row(label: str, runs: list[JobRun], base_s: float) -> str:
@@ -331,7 +306,7 @@ def main() -> int:
         configs += [Config(w, int(b), True) for w in counts for b in tmpfs_batches.split(",") if b]
 
     wall = time.perf_counter()
-    load_before = _loadavg()
+    load_before = loadavg()
     rows: list[tuple[Config, list[JobRun]]] = []
     with tempfile.TemporaryDirectory(prefix="depin-bench-") as disk, \
             tempfile.TemporaryDirectory(prefix="depin-bench-", dir=TMPFS if TMPFS.is_dir() else None) as shm:
@@ -379,7 +354,7 @@ def main() -> int:
           "thread). 'other load' = CPU used meanwhile by processes outside this benchmark, in cores: well above 0 "
           "means the row is disturbed. Client-observed submit-to-done (polling every 100 ms): "
           + "; ".join(f"{c.name}: " + ", ".join(f"{r.client_seconds:.2f}s" for r in runs) for c, runs in rows) + ".")
-    print(f"Load average before/after: {load_before} / {_loadavg()}. Whole benchmark: "
+    print(f"Load average before/after: {load_before} / {loadavg()}. Whole benchmark: "
           f"{time.perf_counter() - wall:.0f} s wall.")
     return 0
 

@@ -58,7 +58,7 @@ from typing import IO, Any
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import machine, revision  # noqa: E402
+from _common import cpu_seconds, loadavg, machine, machine_busy_seconds, revision  # noqa: E402
 
 from depin.cli.demo import start_coordinator, stop  # noqa: E402
 
@@ -102,19 +102,6 @@ def memory(pid: int) -> dict[str, float]:
     except (OSError, KeyError, ValueError):
         pass  # smaps_rollup needs Linux 4.14 and ptrace access to the process
     return out
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a live process, from /proc."""
-    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds every core has spent busy since boot, from /proc/stat."""
-    first = pathlib.Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, first[1:9])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 class Tail:
@@ -646,10 +633,6 @@ def print_profile(path: pathlib.Path, lf: Life) -> None:
     print(f"\nOther threads (the executor computing): {sum(n for _, n in others) / PROFILE_HZ:.2f} s busy.")
 
 
-def _loadavg() -> str:
-    return " ".join(pathlib.Path("/proc/loadavg").read_text().split()[:3])
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--reps", type=int, default=5, help="cold and warm start-ups, and baseline runs (default 5)")
@@ -662,7 +645,7 @@ def main() -> int:
     profile = pathlib.Path(args.profile).resolve() if args.profile else None
     if profile is not None:
         profile.mkdir(parents=True, exist_ok=True)
-    wall, load_before = time.perf_counter(), _loadavg()
+    wall, load_before = time.perf_counter(), loadavg()
     busy_before, self_before = machine_busy_seconds(), sum(os.times()[:4])
     print(f"machine: {machine()}; {revision()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="depin-bench-worker-") as scratch:
@@ -693,7 +676,7 @@ def main() -> int:
     if profile is not None:
         print_profile(profile / "worker.txt", lives[1])
     print(f"\nOther load: {others / elapsed:.2f} cores on average, used by processes outside this benchmark "
-          f"during its {elapsed:.0f} s. Load average before/after: {load_before} / {_loadavg()}.")
+          f"during its {elapsed:.0f} s. Load average before/after: {load_before} / {loadavg()}.")
     return 0
 
 

@@ -24,8 +24,9 @@ def _frame(raw: str) -> str:
     return _LINE.sub(")", raw.strip())
 
 
-def parse(path: str, thread: str | None) -> list[tuple[list[str], int]]:
-    """(frames outermost first, sample count) for every stack of the chosen thread (all threads if None)."""
+def parse(path: str, thread: str | None, *, exclude: bool = False) -> list[tuple[list[str], int]]:
+    """(frames outermost first, sample count) for every stack of the chosen thread (all threads if None; with
+    `exclude`, every thread but that one)."""
     stacks = []
     with open(path) as f:
         for line in f:
@@ -35,7 +36,7 @@ def parse(path: str, thread: str | None) -> list[tuple[list[str], int]]:
             body, _, count = line.rpartition(" ")
             parts = body.split(";")
             label, frames = parts[0], parts[1:]
-            if thread is not None and not label.endswith(f": {thread}"):
+            if thread is not None and label.endswith(f": {thread}") == exclude:
                 continue
             stacks.append(([_frame(p) for p in frames], int(count)))
     return stacks
