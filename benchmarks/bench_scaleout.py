@@ -67,8 +67,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import msgpack  # noqa: E402
-from _common import machine, revision  # noqa: E402
-from bench_pipeline import _cpu_seconds, _machine_busy_seconds  # noqa: E402  (shared, as bench_ledger does)
+from _common import cpu_seconds, machine, machine_busy_seconds, revision  # noqa: E402
 
 from depin import ledger, merkle  # noqa: E402
 
@@ -316,7 +315,7 @@ def _pg_cpu() -> dict[int, float]:
     out = {}
     for pid in _pg_pids():
         try:
-            out[pid] = _cpu_seconds(pid)
+            out[pid] = cpu_seconds(pid)
         except (OSError, IndexError):
             pass
     return out
@@ -363,9 +362,9 @@ def run_procs(bodies: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]], seco
         p.start()
     wal0 = _wal()
     start.wait()
-    t0, busy0, pg0 = time.monotonic(), _machine_busy_seconds(), _pg_cpu()
+    t0, busy0, pg0 = time.monotonic(), machine_busy_seconds(), _pg_cpu()
     reports = dict(out.get(timeout=seconds + 120) for _ in procs)
-    wall, busy1, pg1 = time.monotonic() - t0, _machine_busy_seconds(), _pg_cpu()
+    wall, busy1, pg1 = time.monotonic() - t0, machine_busy_seconds(), _pg_cpu()
     done.wait()
     for p in procs:
         p.join()
@@ -671,7 +670,7 @@ def reachable() -> str | None:
     try:
         _admin("SELECT 1")
     except Exception as e:  # noqa: BLE001  (any failure to reach the server means: skip)
-        return f"PostgreSQL is not reachable on {HOST}:{PORT} as {' or '.join(USERS)} ({str(e).strip()})"
+        return f"PostgreSQL is not reachable on {HOST}:{PORT} as {' or '.join(USERS)} ({' '.join(str(e).split())})"
     return None
 
 
