@@ -17,10 +17,12 @@ same figure unless a coordinator re-checks later); credits kept by attacker ids 
 honest minimum is 1.0, every task run single), also over the job's replicas.
 
 Row `cost` ("done means" of issue 9: extra compute on replication and audits <= 1.3x the honest minimum for a
-network of trusted workers): two clusters of 4 honest workers with no attacker, trusted after warm-up jobs; on one
+network of trusted workers): three clusters of 4 honest workers with no attacker, trusted after warm-up jobs; on one
 the operator grants each worker id credits and each bonds them with `depin bond` (single issue needs a bond of at
-least bond_per_price x price); results recorded per task over two 300-task jobs, replicas 2, audits included; the
-bonded cluster's job time is given over the unbonded one's.
+least bond_per_price x price); one runs its workers with auto-bonding off, the suite's setting (no bond); on the
+third the workers run with the default settings, so they bond what the warm-up jobs pay them (worker/bonding.py),
+and more warm-up jobs run until each has bonded its target for the jobs' price; results recorded per task over two
+300-task jobs, replicas 2, audits included; the bonded clusters' job times are given over the unbonded one's.
 """
 
 from __future__ import annotations
@@ -101,17 +103,37 @@ def newcomer(c: Cluster, say: Callable[[str], None]) -> list[Row]:
     return [_row(o, f"honest newcomer (protocol client) banned: {o.notes['newcomer_banned']!r}")]
 
 
+REPEATS = 3  # the kill and stall rows time a job of some 60 ms: each is run this many times, the median shown
+
+
+def _median(runs: list[ta.Outcome]) -> tuple[ta.Outcome, str]:
+    # The run with the median time ratio (a run that did not end counts as the slowest), and every run's ratio.
+    def ratio(o: ta.Outcome) -> float:
+        return o.seconds / o.baseline_seconds if o.seconds is not None and o.baseline_seconds else float("inf")
+    runs = sorted(runs, key=ratio)
+    return runs[len(runs) // 2], "time ratios of the runs: " + ", ".join(f"{ratio(o):.1f}x" for o in runs)
+
+
 def kill(c: Cluster, say: Callable[[str], None]) -> list[Row]:
-    o = ta.kill_job(c, honest=2, tasks=6, say=say)
+    o, ratios = _median([ta.kill_job(c, honest=2, tasks=6, say=say, name=f"kill{i}") for i in range(REPEATS)])
     [job] = o.jobs
     return [_row(o, f"job {job['state']} {job.get('error') or ''}; honest correct results unpaid: "
-                    f"{len(o.notes['unpaid_honest'])}")]
+                    f"{len(o.notes['unpaid_honest'])}; {_paused(o)}; {ratios}")]
+
+
+def _paused(o: ta.Outcome) -> str:
+    # The kill and stall rows pause the honest workers while the attackers take the first slots; their baseline is
+    # the same job with the same pause and no attacker (trust_attacks.paused_job).
+    # Times are from the honest workers' resume to the job's end.
+    return (f"times from the honest workers' resume (paused {o.notes['pause']:.1f} s at submission in both runs; "
+            f"unpaused, no attacker, from submission: {o.notes['unpaused']:.2f} s)")
 
 
 def stall(c: Cluster, say: Callable[[str], None]) -> list[Row]:
-    o = ta.stall_job(c, honest=2, tasks=6, bound=70.0, say=say)
+    o, ratios = _median([ta.stall_job(c, honest=2, tasks=6, bound=70.0, say=say, name=f"stall{i}")
+                                for i in range(REPEATS)])
     return [_row(o, f"lease timeout {o.notes['lease_timeout']:.0f} s; abandoners took "
-                    f"{sum(a.seen.leases for a in o.agents)} leases")]
+                    f"{sum(a.seen.leases for a in o.agents)} leases; {_paused(o)}; {ratios}")]
 
 
 def minprice(c: Cluster, say: Callable[[str], None]) -> list[Row]:
@@ -131,21 +153,60 @@ COST_JOBS = 2
 COST_BOND = 1000  # per worker: 100 x the price, so exposure (single results since a clean audit) never runs out
 
 
-def _cost_cluster(c: Cluster, name: str, bond: int, say: Callable[[str], None]) -> dict[str, Any]:
-    """4 honest `depin worker` processes, trusted (and bonded with `bond` credits each via `depin bond`, if any),
-    then COST_JOBS jobs of COST_TASKS tasks, replicas 2, price 10: what they cost in results, singles and audits."""
-    s = ta.start(c, name, 4)
+COST_PRICE = 10
+AUTO_BOND_WAIT_S = 300.0  # the most the auto-bond cluster waits for its bonds (they follow the 30 s ledger audits)
+
+
+def _auto_bonded(s: ta.Setup, say: Callable[[str], None]) -> tuple[int, int]:
+    """Warm-up jobs and waits until every worker of `s` has auto-bonded its target at COST_PRICE (what a worker with
+    the default settings holds once it has earned enough at that price); (extra jobs run, the target)."""
+    from depin.config import BondSettings
+    from worker import bonding
+
+    rules = bonding.Rules.from_info(s.coord.api.info())
+    assert rules is not None
+    goal = bonding.target(rules, BondSettings().max_bond, COST_PRICE)
+    deadline, jobs = time.monotonic() + AUTO_BOND_WAIT_S, 0
+    while True:
+        workers = s.coord.api.workers()
+        short = {w: workers[w] for w in s.honest_ids if workers[w]["bond"] < goal}
+        if not short:
+            return jobs, goal
+        if time.monotonic() > deadline:
+            raise AssertionError(f"bonds below the target {goal} after {AUTO_BOND_WAIT_S:.0f} s: {short}")
+        if all(w["balance"] < min(rules.min_bond, goal - w["bond"]) for w in short.values()):
+            ta.run_job(s, JOB, 40, price=COST_PRICE)  # too little to bond: earn more, as the warm-up does
+            jobs += 1
+        else:
+            time.sleep(1.0)  # earned enough: the workers bond it at their next ledger audit
+
+
+def _cost_cluster(c: Cluster, name: str, bond: int, say: Callable[[str], None], *,
+                  auto: bool = False) -> dict[str, Any]:
+    """4 honest `depin worker` processes, trusted (and bonded with `bond` credits each via `depin bond`, if any; or,
+    with `auto`, running with the default settings, which bond on their own), then COST_JOBS jobs of COST_TASKS
+    tasks, replicas 2, price COST_PRICE: what they cost in results, singles and audits."""
+    env = None
+    if auto:
+        env = c.env()
+        del env["DEPIN_WORKER_AUTO_BOND"]  # the tests' setting (off): here the default, on
+    s = ta.start(c, name, 4, worker_env=env)
     if bond:
         for w in s.honest:
             s.coord.grant(w.worker_id, bond)  # the operator's grant, signed with the coordinator's key
             got = c.cli("bond", str(bond), "--data-dir", str(w.data_dir), "--coordinator", s.coord.url)
             assert got.returncode == 0, got.stderr
-    rounds = ta.warm(s, s.honest_ids)
+    rounds = ta.warm(s, s.honest_ids, price=COST_PRICE)
+    target = 0
+    if auto:
+        extra, target = _auto_bonded(s, say)
+        rounds += extra
+    bonds_before = [s.coord.api.workers()[w]["bond"] for w in s.honest_ids]
     trusted = len(s.trusted())
     before = s.too_fast()
     jobs, seconds = [], []
     for _ in range(COST_JOBS):
-        job, t = ta.run_job(s, BIG_JOB, COST_TASKS, timeout=120)
+        job, t = ta.run_job(s, BIG_JOB, COST_TASKS, price=COST_PRICE, timeout=120)
         jobs.append(job)
         seconds.append(t)
     ids = tuple(j["job_id"] for j in jobs)
@@ -160,9 +221,11 @@ def _cost_cluster(c: Cluster, name: str, bond: int, say: Callable[[str], None]) 
     wrong = sum(ta.wrong_in_output(s.coord, s.key, j, BIG_JOB) for j in jobs if j["state"] == "done")
     tasks = sum(j["tasks_total"] for j in jobs)
     done = [t for t in seconds if t is not None]
-    say(f"  {name}: warm-up {rounds} jobs, trusted {trusted}/4; {results} results for {tasks} tasks, {single} "
-        f"single, audits {audits}; job times {seconds}")
-    return dict(tasks=tasks, results=results, single=single, audits=audits, wrong=wrong, jobs=jobs,
+    bonds_after = [workers[w]["bond"] for w in s.honest_ids]
+    say(f"  {name}: warm-up {rounds} jobs, trusted {trusted}/4, bonds {bonds_before} -> {bonds_after}; {results} "
+        f"results for {tasks} tasks, {single} single, audits {audits}; job times {seconds}")
+    return dict(tasks=tasks, results=results, single=single, audits=audits, wrong=wrong, jobs=jobs, target=target,
+                bonds_before=bonds_before, bonds_after=bonds_after,
                 seconds=sum(done) / len(done) if done else None, stalled=len(seconds) - len(done),
                 banned=sum(1 for w in s.honest_ids if workers.get(w, {}).get("banned")),
                 too_fast=sum(after[w] - before.get(w, 0) for w in after), trusted=trusted, rounds=rounds)
@@ -173,10 +236,14 @@ def cost(c: Cluster, say: Callable[[str], None]) -> list[Row]:
     out = {}
     for name, bond in (("unbonded", 0), ("bonded", COST_BOND)):
         out[name] = _cost_cluster(c, f"cost-{name}", bond, say)
+    out["auto"] = _cost_cluster(c, "cost-auto", 0, say, auto=True)
     rows = []
     for name, label in (("bonded", f"4 trusted, each bonded {COST_BOND} (100 x price)"),
+                        ("auto", "4 trusted, default settings (auto-bond)"),
                         ("unbonded", "4 trusted, no bond")):
         o = out[name]
+        bonds = (f"; auto-bonded {o['bonds_before']} before the jobs (target {o['target']}), {o['bonds_after']} "
+                 f"after" if name == "auto" else "")
         per_task = o["results"] / o["tasks"]
         audits = ", ".join(f"{n} {k}" for k, n in sorted(o["audits"].items())) or "none"
         rows.append(Row(
@@ -185,11 +252,11 @@ def cost(c: Cluster, say: Callable[[str], None]) -> list[Row]:
             honest=f"{o['banned']} / {o['too_fast']}",
             jobs=f"{sum(1 for j in o['jobs'] if j['state'] in ('failed', 'cancelled'))} / {o['stalled']} of "
                  f"{len(o['jobs'])}",
-            time=(_ratio(o["seconds"], out["unbonded"]["seconds"]) if name == "bonded"
+            time=(_ratio(o["seconds"], out["unbonded"]["seconds"]) if name != "unbonded"
                   else f"{o['seconds']:.2f} s (the baseline)" if o["seconds"] else "not ended"),
             compute=f"{per_task:.2f} ({per_task:.2f}x; {per_task / 2:.2f}x of 2 replicas)",
             note=f"{COST_JOBS} jobs of {COST_TASKS} tasks after {o['rounds']} warm-up jobs ({o['trusted']}/4 "
-                 f"trusted): {o['single']} tasks single ({o['single'] / o['tasks']:.0%}); audits: {audits}"))
+                 f"trusted): {o['single']} tasks single ({o['single'] / o['tasks']:.0%}); audits: {audits}{bonds}"))
     return rows
 
 

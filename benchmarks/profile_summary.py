@@ -24,9 +24,11 @@ def _frame(raw: str) -> str:
     return _LINE.sub(")", raw.strip())
 
 
-def parse(path: str, thread: str | None, *, exclude: bool = False) -> list[tuple[list[str], int]]:
+def parse(path: str, thread: str | None, *, exclude: bool = False,
+          lines: bool = False) -> list[tuple[list[str], int]]:
     """(frames outermost first, sample count) for every stack of the chosen thread (all threads if None; with
-    `exclude`, every thread but that one)."""
+    `exclude`, every thread but that one); frames name their line too with `lines`, else they are aggregated over
+    lines."""
     stacks = []
     with open(path) as f:
         for line in f:
@@ -38,7 +40,7 @@ def parse(path: str, thread: str | None, *, exclude: bool = False) -> list[tuple
             label, frames = parts[0], parts[1:]
             if thread is not None and label.endswith(f": {thread}") == exclude:
                 continue
-            stacks.append(([_frame(p) for p in frames], int(count)))
+            stacks.append(([p.strip() if lines else _frame(p) for p in frames], int(count)))
     return stacks
 
 
@@ -89,12 +91,13 @@ def main() -> int:
     ap.add_argument("path")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--thread", help="only this thread name (e.g. MainThread); default all threads")
+    ap.add_argument("--lines", action="store_true", help="keep line numbers: a row per line, not per function")
     ap.add_argument("--rate", type=float, help="py-spy sampling rate in Hz (with --units: ms per unit)")
     ap.add_argument("--units", type=int, help="how many units (e.g. results) were processed while sampling")
     ap.add_argument("--callers", metavar="FUNC", help="instead: where time in FUNC (name prefix) is spent from")
     ap.add_argument("--depth", type=int, default=3, help="frames above FUNC to show with --callers (default 3)")
     args = ap.parse_args()
-    stacks = parse(args.path, args.thread)
+    stacks = parse(args.path, args.thread, lines=args.lines)
     if args.callers:
         print(callers(stacks, args.callers, args.depth))
     else:

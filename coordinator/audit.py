@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from coordinator import views
+from coordinator import states, views
 from coordinator.model import Job
 from coordinator.store import Store
 from depin import ledger, merkle
@@ -131,8 +131,15 @@ class Audit:
             results.setdefault(r["task_id"], []).append(
                 {"worker_id": r["worker_id"], "lease_id": r["lease_id"], "digest": r["digest"].hex(),
                  "verdict": r["verdict"], "received_ms": r["received_ms"], "error": r["error"]})
+        made = {t["idx"]: t for t in self.store.job_tasks(job.job_id)}
         tasks = []
-        for t in self.store.job_tasks(job.job_id):
+        for index in range(job.n_tasks):
+            t = made.get(index)
+            if t is None:  # not made yet (coordinator.fresh): nobody has worked on it
+                state = "cancelled" if job.state in states.FINISHED_JOB else "pending"
+                tasks.append({"task_id": f"{job.job_id}-{index}", "index": index, "state": state, "digest": None,
+                              "agreed": [], "results": [], "audit": None})
+                continue
             mine = results.get(t["task_id"], [])
             tasks.append({
                 "task_id": t["task_id"], "index": t["idx"], "state": t["state"],

@@ -60,6 +60,8 @@ class Auditor:
         task.audit = states.move(states.AUDIT, task.audit, "due")
         task.audit_since = now
         job.audits_open += 1
+        self._open[job.job_id].add(task)
+        self._freed[job.job_id] += 1
         self._changes.tasks[task.task_id] = task
         heapq.heappush(self._wakeups, (now + self.audits.fallback_ms, task.task_id))
         heapq.heappush(self._wakeups, (now + self.audits.give_up_ms, task.task_id))
@@ -84,6 +86,7 @@ class Auditor:
         result = self._returned(now, lease, wire, error)
         self.results[result.lease_id] = result
         self._changes.results[result.lease_id] = result
+        self._freed[task.job_id] += 1  # unless this settles it, the audit slot is offered again
         if error:
             self._judge(result, "invalid", job, now)  # another auditor is drawn
             return AckItem(lease.lease_id, "rejected", f"malformed output: {error}")

@@ -175,7 +175,7 @@ class Judging:
         task.state = states.move(states.TASK, task.state, "validated")
         assert decision.canonical is not None
         task.canonical = self.results[decision.canonical].output
-        task.wanted = 0
+        task.wanted = task.backups = 0
         task.reserved, task.waiting_since = None, None
         self._changes.tasks[task.task_id] = task
         winners = [self.results[lid] for lid in decision.valid]
@@ -208,7 +208,7 @@ class Judging:
         if job.tasks_validated == job.n_tasks and job.audits_open == 0 and job.state not in states.FINISHED_JOB:
             outputs = [
                 codec.array_from_wire(codec.decode(t.canonical))
-                for t in self._job_tasks[job.job_id] if t.canonical is not None
+                for t in sorted(self._job_tasks[job.job_id], key=lambda t: t.index) if t.canonical is not None
             ]
             merged = kernel.merge(job.params, outputs)
             self._changes.merged[job.job_id] = codec.encode(codec.array_to_wire(merged))

@@ -13,6 +13,7 @@ checks what it reads and calls on the other mixins (coordinator.judging, coordin
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -104,6 +105,8 @@ class Leasing:
         else:
             room = min(max_tasks, self.placement.start_capacity)
         grants: list[LeaseGrant] = []
+        seasoned = not self.on_probation(worker_id)
+        backups: list[tuple[Task, Job, str, bool]] = []  # slots it may back up once nothing else is left (placement)
         for neg_price, _, job_id in list(self._order):
             if len(grants) >= room or -neg_price < min_price:
                 break  # jobs are in price order: the rest pay less
@@ -111,15 +114,17 @@ class Leasing:
             kernel_key = f"{job.kernel}@{job.kernel_version}"
             if kernel_key not in accepted:
                 continue
+            slots = self._open.get(job_id)
+            if slots is None or not (slots or job.materialized < job.n_tasks):
+                continue
             is_trusted = self.trust.trusted(worker_id, kernel_key)
-            tasks = self._job_tasks.get(job_id, [])
-            start = self._pick(len(tasks)) if tasks else 0
-            for task in tasks[start:] + tasks[:start]:
-                if len(grants) >= room:
-                    break
+            # The room is checked right after each grant, never before the walk goes on: going on may make a task.
+            for task in slots.walk(self._pick, job.n_tasks - job.materialized, functools.partial(self._make_task, job)):
                 if task.state == "validated" and task.audit in states.OPEN_AUDIT:
                     if self._may_audit(task, job, worker_id, is_trusted, now):
                         grants.append(self._grant(task, job, kernel_key, worker_id, False, now))
+                        if len(grants) >= room:
+                            break
                     continue
                 if task.state != "pending":
                     continue
@@ -128,18 +133,33 @@ class Leasing:
                     self._settle(task, job, kernels.get(job.kernel, job.kernel_version), now)
                     if task.state != "pending":
                         continue
-                if task.wanted <= 0 or not self._eligible(task, worker_id, trusted=is_trusted):
+                if task.wanted <= 0:
+                    if seasoned and task.backups > 0:
+                        backups.append((task, job, kernel_key, is_trusted))
                     continue
-                if not is_trusted and task.quorum > 1 and self._trusted_could_help(task, job, now):
-                    members = self._members(task)
-                    last_slot = len(members) + 1 >= task.quorum
-                    if task.needs_trusted or (last_slot and not any(self._counts_as_trusted(task, m)
-                                                                    for m in members)):
-                        continue
-                if not self._placed_here(task, job, worker_id, now):
-                    continue
+                if self._slot_for(task, job, worker_id, is_trusted, now):
+                    grants.append(self._grant(task, job, kernel_key, worker_id, is_trusted, now))
+                    if len(grants) >= room:
+                        break
+        for task, job, kernel_key, is_trusted in backups:
+            if len(grants) >= room:
+                break
+            if task.state == "pending" and task.backups > 0 and self._slot_for(task, job, worker_id, is_trusted, now):
                 grants.append(self._grant(task, job, kernel_key, worker_id, is_trusted, now))
         return grants
+
+    def _slot_for(self: Scheduler, task: Task, job: Job, worker_id: str, is_trusted: bool,  # type: ignore[misc]
+                  now: int) -> bool:
+        # Steps 4 to 6 of the walk (PROTOCOL.md 12.1) for a task that wants a lease (or a backup) from this worker:
+        # eligible, not kept for a trusted worker, and its slot placed here.
+        if not self._eligible(task, worker_id, trusted=is_trusted):
+            return False
+        if not is_trusted and task.quorum > 1 and self._trusted_could_help(task, job, now):
+            members = self._members(task)
+            last_slot = len(members) + 1 >= task.quorum
+            if task.needs_trusted or (last_slot and not any(self._counts_as_trusted(task, m) for m in members)):
+                return False
+        return self._placed_here(task, job, worker_id, now)
 
     def _placed_here(self: Scheduler, task: Task, job: Job, worker_id: str, now: int) -> bool:  # type: ignore[misc]
         # Whether this worker may fill the task's next slot (placement: drawn replica slots). A task nobody holds is
@@ -158,7 +178,7 @@ class Leasing:
             return True
         task.reserved, task.reserved_until = drawn, now + self.placement.reserve_ms
         heapq.heappush(self._wakeups, (task.reserved_until, task.task_id))
-        self.drawn = True
+        self._drawn_for.add(drawn)
         return False
 
     def _candidates(self: Scheduler, task: Task, job: Job, now: int) -> list[str]:  # type: ignore[misc]
@@ -197,12 +217,17 @@ class Leasing:
             worker.active += 1
         if task.state == "validated":  # an audit lease
             return LeaseGrant(lease.lease_id, lease.expires_ms, task.payload, task.sig)
-        task.wanted -= 1
+        if task.wanted > 0:
+            task.wanted -= 1
+        else:  # a backup of a probationary lease (placement)
+            task.backups = max(0, task.backups - 1)
         kernel = kernels.get(job.kernel, job.kernel_version)
-        if self.on_probation(worker_id):  # its slot is held only for the grace period (placement)
-            grace = placement.grace_ms(self.placement, self.lease_timeout_ms,
-                                       self.speed.typical(kernel_key, kernel.work(task.params)))
-            heapq.heappush(self._wakeups, (now + grace, task.task_id))
+        if self.on_probation(worker_id):  # its slot may be backed up, then is held only for the grace (placement)
+            typical = self.speed.typical(kernel_key, kernel.work(task.params))
+            heapq.heappush(self._wakeups,
+                           (now + placement.backup_ms(self.placement, self.lease_timeout_ms, typical), task.task_id))
+            heapq.heappush(self._wakeups,
+                           (now + placement.grace_ms(self.placement, self.lease_timeout_ms, typical), task.task_id))
         if (alone and is_trusted and task.quorum > 1 and kernel.verify is None
                 and self.trust.single_ok(worker_id, kernel_key, job.price)
                 and auditing.bond_covers(self.audits, bonded=self.book.accounts.bonded(worker_id),
@@ -255,6 +280,7 @@ class Leasing:
             self._recompute_holders(task)
             self._lease_ended_empty(task, lease)
             self._reconsider(task, now)
+            self._freed[task.job_id] += task.audit in states.OPEN_AUDIT  # an audit slot is offered again
             count += 1
         return count
 
@@ -291,14 +317,18 @@ class Leasing:
             task = self.tasks[lease.task_id]
             self._lease_ended_empty(task, lease)
             self._reconsider(task, now)
+            self._freed[task.job_id] += task.audit in states.OPEN_AUDIT  # an audit slot is offered again
             count += 1
         while self._wakeups and self._wakeups[0][0] <= now:
             _, task_id = heapq.heappop(self._wakeups)
             woken = self.tasks.get(task_id)
             if woken is not None and woken.state == "pending":
+                # A reservation that ran out leaves its slot to be drawn again, for whoever asks next.
+                self._freed[woken.job_id] += woken.reserved is not None and woken.reserved_until <= now
                 self._reconsider(woken, now)
                 count += 1
             elif woken is not None and woken.audit in states.OPEN_AUDIT:
+                self._freed[woken.job_id] += 1
                 count += 1  # a trusted-only audit may now go to any seasoned worker, or it waited too long
                 idle = not any(self.leases[lid].state == "active" for lid in woken.leases)
                 if idle and not self._seasoned(woken, self.jobs[woken.job_id], now):
@@ -330,31 +360,42 @@ class Leasing:
 
     def _refresh_wanted(self: Scheduler, task: Task, now: int) -> None:  # type: ignore[misc]
         # How many more leases to hand out: what quorum still lacks, minus leases still holding a slot. A
-        # probationary worker's lease holds its slot only for the grace period (placement).
+        # probationary worker's lease holds its slot only for the grace period, and past its backup time a worker
+        # past probation with nothing else to do may take the slot beside it (placement: backups).
         job = self.jobs[task.job_id]
         decision = self._decide(task, job, now)
         kernel = kernels.get(job.kernel, job.kernel_version)
-        grace: int | None = None
-        active = 0
+        before = (task.wanted, task.backups)
+        times: tuple[int, int] | None = None
+        active = tentative = 0
         for lid in task.leases:
             lease = self.leases[lid]
             if lease.state != "active":
                 continue
             if self.on_probation(lease.worker_id):
-                if grace is None:
-                    grace = placement.grace_ms(self.placement, self.lease_timeout_ms, self.speed.typical(
-                        f"{job.kernel}@{job.kernel_version}", kernel.work(task.params)))
-                if now >= lease.issued_ms + grace:
+                if times is None:
+                    typical = self.speed.typical(f"{job.kernel}@{job.kernel_version}", kernel.work(task.params))
+                    times = (placement.backup_ms(self.placement, self.lease_timeout_ms, typical),
+                             placement.grace_ms(self.placement, self.lease_timeout_ms, typical))
+                if now >= lease.issued_ms + times[1]:
                     continue
+                if now >= lease.issued_ms + times[0]:
+                    tentative += 1
             active += 1
-        room = job.max_results - sum(1 for lid in task.results if self._counts(self.results[lid])) - active
+        n = sum(1 for lid in task.results if self._counts(self.results[lid]))
         usable = any(self.results[lid].error is None and self.results[lid].verified is not False
                      for lid in task.results)
         if usable:
             want = decision.more
         else:  # nothing to agree with yet (no results, or only errors): ask as for a fresh task
             want = 1 if task.single or kernel.verify is not None else job.replicas
-        task.wanted = max(0, min(want - active, room))
+        task.wanted = max(0, min(want - active, job.max_results - n - active))
+        firm = active - tentative
+        task.backups = max(0, min(want - firm, job.max_results - n - firm)) - task.wanted
+        if task.wanted > 0 or task.backups > 0:
+            self._open[job.job_id].add(task)
+        # A rise in either is new work: a backup turning into a plain slot opens it to workers on probation too.
+        self._freed[task.job_id] += max(0, task.wanted - before[0]) + max(0, task.backups - before[1])
         task.needs_trusted = decision.needs_trusted
         self._wait_for_trusted(task, job, now, usable and self._need_trusted(task, job, now))
 
@@ -362,10 +403,13 @@ class Leasing:
         # A task that has results but waits for a trusted member waits at most trusted_wait_ms; then it falls back
         # to a quorum one larger, of any independent workers (placement), and says so in its job's view.
         if not waiting:
-            task.waiting_since = None
+            if task.waiting_since is not None:
+                task.waiting_since = None
+                self._changes.tasks[task.task_id] = task
             return
         if task.waiting_since is None:
             task.waiting_since = now
+            self._changes.tasks[task.task_id] = task
             heapq.heappush(self._wakeups, (now + self.trust.policy.trusted_wait_ms, task.task_id))
         elif now - task.waiting_since >= self.trust.policy.trusted_wait_ms and not task.fell_back:
             task.fell_back, task.waiting_since = True, None

@@ -31,6 +31,8 @@ class Job:
     finished_ms: int | None = None
     error: str | None = None
     tasks_validated: int = 0
+    materialized: int = 0  # how many of its tasks were made so far (coordinator.fresh)
+    order_key: bytes = b""  # the secret order in which they are made (coordinator.fresh); b"": index order
     audits_open: int = 0  # in memory: its validated tasks whose audit is due or disputed (they keep it open)
 
     @property
@@ -59,15 +61,17 @@ class Task:
     owners: set[str] = field(default_factory=set)
     addresses: set[str] = field(default_factory=set)
     wanted: int = 0
+    backups: int = 0  # further slots held only by probationary leases past their backup time (placement: backups)
     needs_trusted: bool = False
     # Placement (coordinator.placement), in memory only: the worker drawn for the next replica slot, until when it
     # is kept for it, and the workers drawn before who did not come for it.
     reserved: str | None = None
     reserved_until: int = 0
     passed: set[str] = field(default_factory=set)
+    # Persisted (schema 5), so that a restart neither restarts these waits nor lets a task fall back twice.
     waiting_since: int | None = None  # since when the task has waited for a trusted worker
     fell_back: bool = False  # it waited too long, and a larger quorum of untrusted workers stands in
-    audit_since: int = 0  # when its audit was drawn (or the coordinator restarted)
+    audit_since: int = 0  # when its audit was drawn
 
 
 @dataclass

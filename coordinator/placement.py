@@ -20,6 +20,13 @@ Three rules, all pure (the randomness is passed in):
 * **Grace.** A probationary lease holds its slot for `grace_factor` times the fastest time measured for the same
   work (coordinator.speed), at least `min_grace_ms`, or a quarter of the lease timeout while nothing has been
   measured, never more than the lease timeout.
+* **Backups.** A worker past probation that asks for work, once the rest of its walk found nothing for it, may
+  take a slot still held by a probationary lease that is older than the task's *backup time* (the fastest time
+  measured for the same work, at most the grace; `min_grace_ms` while nothing was measured): speculative
+  execution, as MapReduce and Spark do for stragglers. Identities that take leases and abandon them then delay a
+  task by about one honest computation, not by a grace per identity; the backup slot is drawn like any replica
+  slot, so a patient cheater cannot use it to sit beside its own Sybil. The price: while workers past probation
+  are idle, a newcomer's slow result may come in after the task was validated without it (and is not paid).
 """
 
 from __future__ import annotations
@@ -54,6 +61,12 @@ def shrunk(capacity: int) -> int:
 def draw(candidates: Sequence[str], pick: Callable[[int], int]) -> str | None:
     """One of `candidates`, uniformly by `pick(n)` (an integer in [0, n)); None if there are none."""
     return candidates[pick(len(candidates))] if candidates else None
+
+
+def backup_ms(policy: PlacementPolicy, lease_timeout_ms: int, typical_ms: int | None) -> int:
+    """How old a probationary lease must be before an idle worker past probation may back it up."""
+    grace = grace_ms(policy, lease_timeout_ms, typical_ms)
+    return min(grace, policy.min_grace_ms if typical_ms is None else max(1, typical_ms))
 
 
 def grace_ms(policy: PlacementPolicy, lease_timeout_ms: int, typical_ms: int | None) -> int:

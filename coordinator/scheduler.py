@@ -20,15 +20,17 @@ import heapq
 import ipaddress
 import random
 import secrets
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from coordinator import states
+from coordinator import fresh, states
 from coordinator.auditing import AuditPolicy
 from coordinator.auditor import Auditor
 from coordinator.judging import Judging
 from coordinator.leasing import Leasing
 from coordinator.model import Changes, Job, Lease, Result, Task, Worker
+from coordinator.open_slots import OpenSlots
 from coordinator.placement import PlacementPolicy
 from coordinator.speed import SpeedBook
 from coordinator.trust import Trust, TrustBook, TrustPolicy
@@ -71,8 +73,10 @@ class Scheduler(Leasing, Judging, Auditor):
         pick: Callable[[int], int] = secrets.randbelow,
         placement_policy: PlacementPolicy | None = None,
         audit_policy: AuditPolicy | None = None,
+        order_key: Callable[[], bytes] = lambda: secrets.token_bytes(16),
     ) -> None:
         self.key = key
+        self._order_key = order_key  # each job's secret order of making its tasks (coordinator.fresh)
         # Looks up (worker_id, task_id, digest, verdict) of a result whose job has left memory, so a resend after the
         # job ended still gets its original verdict.
         self._archive = archive
@@ -88,7 +92,8 @@ class Scheduler(Leasing, Judging, Auditor):
         self._wakeups: list[tuple[int, str]] = []  # (when, task id): a grace, reservation or trusted wait ends
         self.jobs: dict[str, Job] = {}
         self.tasks: dict[str, Task] = {}  # only tasks of unfinished jobs, in job then index order
-        self._job_tasks: dict[str, list[Task]] = {}  # unfinished job id -> its tasks in index order
+        self._job_tasks: dict[str, list[Task]] = {}  # unfinished job id -> the tasks made so far, in that order
+        self._open: dict[str, OpenSlots] = {}  # unfinished job id -> its tasks that may have a slot to lease
         self.leases: dict[str, Lease] = {}  # only leases of unfinished jobs
         self.results: dict[str, Result] = {}  # only results of unfinished jobs
         self.workers: dict[str, Worker] = {}
@@ -99,7 +104,9 @@ class Scheduler(Leasing, Judging, Auditor):
         self._trust_version = 0  # bumped on every verdict, so cached trust views know they are stale
         self._online_cache: tuple[tuple[int, int], dict[str, list[str]]] | None = None
         self._changes = Changes()
-        self.drawn = False  # a replica slot was drawn for a worker since the shell last asked (take_drawn)
+        # Work made since the shell last asked (take_wakes): slots any worker may take, and workers drawn for one.
+        self._freed: Counter[str] = Counter()  # job id -> slots made takeable
+        self._drawn_for: set[str] = set()
 
     # ---- restore ---------------------------------------------------------------------------------------
 
@@ -129,6 +136,9 @@ class Scheduler(Leasing, Judging, Auditor):
         s = cls(key=key, lease_timeout_ms=lease_timeout_ms, new_id=new_id, archive=archive, policy=policy,
                 rand=rand, pick=pick, placement_policy=placement_policy, audit_policy=audit_policy)
         s.jobs = {j.job_id: j for j in jobs}
+        for j in s.jobs.values():
+            if j.state not in states.FINISHED_JOB:
+                s._job_tasks[j.job_id], s._open[j.job_id] = [], OpenSlots()
         s.workers = {w.worker_id: w for w in workers}
         for w in s.workers.values():
             standing = s.trust.standing_of(w.worker_id)
@@ -138,7 +148,7 @@ class Scheduler(Leasing, Judging, Auditor):
         s.trust.refresh_outliers()
         s.tasks = {t.task_id: t for t in sorted(tasks, key=lambda t: (s.jobs[t.job_id].created_ms, t.job_id, t.index))}
         for t in s.tasks.values():
-            s._job_tasks.setdefault(t.job_id, []).append(t)
+            s._job_tasks[t.job_id].append(t)
         for lease in leases:
             s.leases[lease.lease_id] = lease
             task = s.tasks[lease.task_id]
@@ -159,14 +169,23 @@ class Scheduler(Leasing, Judging, Auditor):
             if accounts.is_bond(account):
                 s.trust.set_bond(account[len(accounts.BOND_PREFIX):], credits)
         for task in s.tasks.values():
-            if task.audit in states.OPEN_AUDIT:  # its audit starts again: the wait for an auditor counts from now
+            if task.audit in states.OPEN_AUDIT:  # its waits go on from when it opened (schema 5; before: from now)
                 s.jobs[task.job_id].audits_open += 1
-                task.audit_since = now
-                heapq.heappush(s._wakeups, (now + s.audits.give_up_ms, task.task_id))
+                s._open[task.job_id].add(task)
+                task.audit_since = task.audit_since or now
+                heapq.heappush(s._wakeups, (task.audit_since + s.audits.fallback_ms, task.task_id))
+                heapq.heappush(s._wakeups, (task.audit_since + s.audits.give_up_ms, task.task_id))
+            if task.waiting_since is not None:  # likewise its wait for a trusted worker
+                heapq.heappush(s._wakeups, (task.waiting_since + s.trust.policy.trusted_wait_ms, task.task_id))
         s._order = sorted((-s.jobs[j].price, s.jobs[j].created_ms, j) for j in s._job_tasks)
         for task in s.tasks.values():
             if task.state == "pending":
+                began = task.waiting_since
                 s._refresh_wanted(task, now)
+                # Nobody is present right after a restart, so the wait for a trusted worker would end here; keep when
+                # it began, so that it goes on from then once a trusted worker asks again (not from the restart).
+                if began is not None and task.waiting_since is None and not task.fell_back:
+                    task.waiting_since = began
         return s
 
     # ---- jobs ------------------------------------------------------------------------------------------
@@ -185,7 +204,8 @@ class Scheduler(Leasing, Judging, Auditor):
         quorum: int | None = None,
         max_errors: int | None = None,
     ) -> Job:
-        """Create a job and its signed tasks; UserError for anything the submitter got wrong."""
+        """Create a job; UserError for anything the submitter got wrong. Its tasks are made (given their parameters
+        and signed) as lease walks reach them (coordinator.fresh), so a submit costs the same for any job size."""
         kernel = kernels.get(kernel_name)
         checked = kernel.validate(params)
         q, r, errors, limit = _policy(replicas, quorum, max_errors, max_results)
@@ -195,7 +215,7 @@ class Scheduler(Leasing, Judging, Auditor):
         job = Job(
             job_id=self._new_id(), kernel=kernel.name, kernel_version=kernel.version, params=checked,
             n_tasks=len(pieces), replicas=r, quorum=q, max_errors=errors, max_results=limit, price=price,
-            submitter=submitter, state="queued", created_ms=now,
+            submitter=submitter, state="queued", created_ms=now, order_key=self._order_key(),
         )
         have = self.book.accounts.balance(submitter)
         if job.max_cost > have:
@@ -207,24 +227,32 @@ class Scheduler(Leasing, Judging, Auditor):
         self.jobs[job.job_id] = job
         self._changes.jobs[job.job_id] = job
         self._job_tasks[job.job_id] = []
+        self._open[job.job_id] = OpenSlots()
         bisect.insort(self._order, (-job.price, job.created_ms, job.job_id))
         self._append(now, "escrow", submitter, accounts.escrow_account(job.job_id), job.max_cost, job.job_id)
-        for index, task_params in enumerate(pieces):
-            task_id = f"{job.job_id}-{index}"
-            payload = codec.encode({
-                "task_id": task_id, "job_id": job.job_id, "kernel": kernel.name,
-                "kernel_version": kernel.version, "params": task_params, "coordinator": self.key.id,
-                "price": price,
-            })
-            task = Task(
-                task_id=task_id, job_id=job.job_id, index=index, params=task_params,
-                payload=payload, sig=self.key.sign("task", payload), quorum=q,
-                wanted=1 if kernel.verify is not None else r,
-            )
-            self.tasks[task_id] = task
-            self._job_tasks[job.job_id].append(task)
-            self._changes.tasks[task_id] = task
+        self._freed[job.job_id] += job.n_tasks * (1 if kernel.verify is not None else r)
         return job
+
+    def _make_task(self, job: Job) -> Task:
+        """Make the job's next task (coordinator.fresh): its parameters, its signed message, its row."""
+        kernel = kernels.get(job.kernel, job.kernel_version)
+        index = fresh.nth(job.order_key, job.n_tasks, job.materialized)
+        job.materialized += 1
+        self._changes.jobs[job.job_id] = job
+        task_params = kernel.split(job.params, job.n_tasks)[index]
+        task_id = f"{job.job_id}-{index}"
+        payload = codec.encode({
+            "task_id": task_id, "job_id": job.job_id, "kernel": kernel.name, "kernel_version": kernel.version,
+            "params": task_params, "coordinator": self.key.id, "price": job.price,
+        })
+        task = Task(task_id=task_id, job_id=job.job_id, index=index, params=task_params, payload=payload,
+                    sig=self.key.sign("task", payload), quorum=job.quorum,
+                    wanted=1 if kernel.verify is not None else job.replicas)
+        self.tasks[task_id] = task
+        self._job_tasks[job.job_id].append(task)
+        self._open[job.job_id].add(task)
+        self._changes.tasks[task_id] = task
+        return task
 
     def grant(self, *, now: int, account: str, amount: int) -> ledger.Entry:
         """Mint `amount` credits into a party's account (the operator's grant; the shell checks who asks)."""
@@ -295,6 +323,7 @@ class Scheduler(Leasing, Judging, Auditor):
         job.state = states.move(states.JOB, job.state, state)
         job.finished_ms, job.error, job.audits_open = now, error, 0
         self._changes.jobs[job.job_id] = job
+        self._open.pop(job.job_id, None)
         for task in self._job_tasks.pop(job.job_id, []):
             if task.state == "pending":
                 task.state = states.move(states.TASK, task.state, "cancelled")
@@ -342,8 +371,8 @@ class Scheduler(Leasing, Judging, Auditor):
         return worker
 
     def job_tasks(self, job_id: str) -> list[Task]:
-        """An unfinished job's tasks in index order (none for a finished job)."""
-        return self._job_tasks.get(job_id, [])
+        """An unfinished job's tasks made so far, in index order (none for a finished job)."""
+        return sorted(self._job_tasks.get(job_id, []), key=lambda t: t.index)
 
     def banned(self, worker_id: str) -> str | None:
         """Why this worker is banned, or None."""
@@ -351,10 +380,16 @@ class Scheduler(Leasing, Judging, Auditor):
 
     # ---- persistence hand-off ----------------------------------------------------------------------------
 
-    def take_drawn(self) -> bool:
-        """Whether a replica slot was reserved for some worker since the last call (its long-poll must wake)."""
-        drawn, self.drawn = self.drawn, False
-        return drawn
+    def take_wakes(self) -> tuple[list[tuple[str, int, int]], set[str]]:
+        """The work made since the last call, for waking just as many waiting lease requests: per unfinished job,
+        (its kernel `name@version`, its price, how many slots became takeable by an eligible worker: new tasks, a
+        rise in `wanted` or `backups`, an audit slot offered, a reservation run out), and which workers a slot was
+        drawn for (their requests must wake)."""
+        freed = [(f"{j.kernel}@{j.kernel_version}", j.price, n) for job_id, n in self._freed.items()
+                 if n > 0 and (j := self.jobs.get(job_id)) is not None and j.state not in states.FINISHED_JOB]
+        drawn = self._drawn_for
+        self._freed, self._drawn_for = Counter(), set()
+        return freed, drawn
 
     def take_changes(self) -> Changes:
         """Everything touched since the last call; the caller must persist it before answering anyone."""

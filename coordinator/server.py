@@ -2,7 +2,8 @@
 
 Protocol endpoints (worker and submitter) take and return msgpack; read-only endpoints return JSON; every error is
 JSON {"error": reason} with a 4xx status from the error tree. Lease requests long-poll: a worker with nothing to do
-waits on a broadcast that fires whenever something may have become leasable, up to the wait it asked for.
+waits, up to the wait it asked for, until a change made work it may take: as many waiting requests are woken as
+the change made slots for (coordinator.waiters).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from coordinator.service import Service
+from coordinator.waiters import Waiters, Wake
 from depin import accounts, codec
 from depin.config import CoordinatorConfig
 from depin.errors import DepinError, PeerProtocolError, TooLarge, UserError
@@ -38,23 +40,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def now_ms() -> int:
     """Wall-clock unix milliseconds: the one clock the coordinator uses."""
     return int(time.time() * 1000)
-
-
-class _Broadcast:
-    """Wake every waiting long-poll at once."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def fire(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
-
-    async def wait(self, timeout: float) -> None:
-        try:
-            await asyncio.wait_for(self._event.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
 
 
 def _msgpack(obj: Any, status: int = 200) -> web.Response:
@@ -114,7 +99,7 @@ class Server:
 
     def __init__(self, service: Service) -> None:
         self.service = service
-        self.work = _Broadcast()
+        self.work = Waiters()
         self.closing = False
         self.app = web.Application(middlewares=[_errors], client_max_size=max(LIMITS.values()))
         self.app.add_routes([
@@ -148,14 +133,14 @@ class Server:
     async def _wake_pollers(self, app: web.Application) -> None:
         # Long-polls answer "no leases" at once, so shutdown does not wait out their timeouts.
         self.closing = True
-        self.work.fire()
+        self.work.wake_all()
 
     async def _expiry_loop(self, app: web.Application) -> Any:
         async def loop() -> None:
             while True:
                 await asyncio.sleep(EXPIRY_TICK_S)
-                if self.service.expire():
-                    self.work.fire()
+                self.service.expire()
+                self._wake()
 
         task = asyncio.create_task(loop())
         yield
@@ -230,7 +215,7 @@ class Server:
 
     async def submit(self, request: web.Request) -> web.Response:
         answer = self.service.submit(await self._body(request, "submit"))
-        self.work.fire()
+        self._wake()
         return _msgpack(answer)
 
     async def result(self, request: web.Request) -> web.Response:
@@ -251,23 +236,34 @@ class Server:
     async def lease(self, request: web.Request) -> web.Response:
         worker_id, req = self.service.open_lease_request(await self._body(request, "lease"), request.remote)
         deadline = asyncio.get_running_loop().time() + req.wait_ms / 1000
+        kernels, min_price = frozenset(req.kernels), req.min_price or 0
+        woken = Wake()  # what woke this request last (coordinator.waiters)
         while True:
-            leases, expired = self.service.try_lease(worker_id, req)
-            if expired:
-                self.work.fire()
+            leases = self.service.try_lease(worker_id, req)
+            self._wake()
+            if not leases and woken.hops > 1:  # the work it was woken for is not for it: pass the wake on
+                self.work.wake(1, woken.kernel, woken.price, woken.hops - 1)
             remaining = deadline - asyncio.get_running_loop().time()
             if leases or remaining <= 0 or self.closing:
                 return _msgpack({"leases": leases})
-            await self.work.wait(remaining)
+            woken = await self.work.wait(worker_id, kernels, min_price, remaining)
+
+    def _wake(self) -> None:
+        # Wake as many waiting lease requests as the last change made work for, and those of drawn workers.
+        freed, drawn = self.service.take_wakes()
+        for kernel, price, n in freed:
+            self.work.wake(n, kernel, price)
+        for worker_id in drawn:
+            self.work.wake_worker(worker_id)
 
     async def release(self, request: web.Request) -> web.Response:
         answer = self.service.release(await self._body(request, "release"))
-        self.work.fire()
+        self._wake()
         return _msgpack(answer)
 
     async def results(self, request: web.Request) -> web.Response:
         answer = self.service.results(await self._body(request, "results"))
-        self.work.fire()  # a disagreement may have made a task want one more replica
+        self._wake()  # a disagreement may have made a task want one more replica
         return _msgpack(answer)
 
 

@@ -124,6 +124,9 @@ class Service:
             "kernels": [k.key for k in kernels.all_kernels()],
             "lease_timeout_ms": self.config.lease_timeout_ms,
             "time_ms": self.clock(),
+            # The bond rules (PROTOCOL.md 12.6), for a worker that bonds on its own (worker/bonding.py).
+            "min_bond": self.scheduler.trust.policy.min_bond,
+            "bond_per_price": self.scheduler.audits.bond_per_price if self.scheduler.audits.bond_required else 0,
         }
 
     def status(self) -> dict[str, Any]:
@@ -139,7 +142,7 @@ class Service:
             raise NotFound(f"no job {job_id}")
         return {**views.job_view(job, self.scheduler.book.accounts.held(job_id)),
                 "waiting": views.waiting_view(self.scheduler, job_id),
-                "task_states": self.store.state_counts("tasks", job_id),
+                "task_states": views.task_states(job, self.store.state_counts("tasks", job_id)),
                 "audits": self.store.audit_counts(job_id),
                 "lease_states": self.store.state_counts("leases", job_id)}
 
@@ -245,15 +248,20 @@ class Service:
         self.save()
         return signer.id, req
 
-    def try_lease(self, worker_id: str, req: protocol.LeaseRequest) -> tuple[list[dict[str, Any]], bool]:
-        """Lease what there is now (possibly nothing); also whether overdue leases expired on the way or replica
-        slots were drawn for other workers, either of which may have made work for the other waiting workers."""
+    def try_lease(self, worker_id: str, req: protocol.LeaseRequest) -> list[dict[str, Any]]:
+        """Lease what there is now (possibly nothing). Overdue leases expire on the way, and slots may be drawn for
+        other workers: take_wakes says whom that made work for."""
         now = self.clock()
-        expired = self.scheduler.expire(now) > 0
+        self.scheduler.expire(now)
         grants = self.scheduler.lease(now=now, worker_id=worker_id, max_tasks=req.max_tasks, kernels_ok=req.kernels,
                                       min_price=req.min_price or 0)
         self.save()
-        return [g.to_payload() for g in grants], self.scheduler.take_drawn() or expired
+        return [g.to_payload() for g in grants]
+
+    def take_wakes(self) -> tuple[list[tuple[str, int, int]], set[str]]:
+        """How many waiting lease requests the work made since the last call can serve, and which workers a slot
+        was drawn for (Scheduler.take_wakes)."""
+        return self.scheduler.take_wakes()
 
     def release(self, envelope: Any) -> dict[str, Any]:
         """POST /v1/release."""

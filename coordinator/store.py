@@ -20,7 +20,7 @@ from coordinator.trust import Trust
 from depin import codec
 from depin.errors import UserError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -101,10 +101,25 @@ ALTER TABLE trust ADD COLUMN partners BLOB;
 UPDATE meta SET value = '4' WHERE key = 'schema_version';
 """
 
+# Schema 5: the waits of placement and audits survive a restart: whether a task fell back to a larger untrusted
+# quorum (so it never falls back twice), since when it waits for a trusted worker, and since when its audit is open.
+# And a job's tasks are made as workers reach them: how many were made, in what secret order (coordinator.fresh);
+# a job from before had all its tasks made at submission, in index order.
+_MIGRATE_5 = """
+ALTER TABLE jobs ADD COLUMN materialized INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN order_key BLOB NOT NULL DEFAULT x'';
+UPDATE jobs SET materialized = n_tasks;
+ALTER TABLE tasks ADD COLUMN fell_back INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN waiting_since INTEGER;
+ALTER TABLE tasks ADD COLUMN audit_since INTEGER NOT NULL DEFAULT 0;
+UPDATE meta SET value = '5' WHERE key = 'schema_version';
+"""
+
 _JOB_COLS = ("job_id", "kernel", "kernel_version", "params", "n_tasks", "replicas", "quorum", "max_errors",
-             "max_results", "price", "submitter", "state", "created_ms", "finished_ms", "error", "tasks_validated")
+             "max_results", "price", "submitter", "state", "created_ms", "finished_ms", "error", "tasks_validated",
+             "materialized", "order_key")
 _TASK_COLS = ("task_id", "job_id", "idx", "params", "payload", "sig", "quorum", "state", "canonical", "single",
-              "audit")
+              "audit", "fell_back", "waiting_since", "audit_since")
 _LEASE_COLS = ("lease_id", "task_id", "job_id", "worker_id", "issued_ms", "expires_ms", "state")
 _RESULT_COLS = ("lease_id", "task_id", "job_id", "worker_id", "digest", "output", "verdict", "received_ms", "error",
                 "verified", "trusted", "too_fast")
@@ -155,6 +170,8 @@ class Store:
                     self.db.executescript("BEGIN IMMEDIATE;" + _MIGRATE_3 + "COMMIT;")
                 if self._version() == "3":
                     self.db.executescript("BEGIN IMMEDIATE;" + _MIGRATE_4 + "COMMIT;")
+                if self._version() == "4":
+                    self.db.executescript("BEGIN IMMEDIATE;" + _MIGRATE_5 + "COMMIT;")
             version = self._version()
             if version is None or int(version) != SCHEMA_VERSION:
                 raise UserError(f"{path} has schema version {version}, this depin needs {SCHEMA_VERSION}")
@@ -198,17 +215,18 @@ class Store:
         try:
             # A job row never changes its definition; only its progress columns are updated.
             db.executemany(
-                _upsert("jobs", _JOB_COLS, ("state", "finished_ms", "error", "tasks_validated")),
+                _upsert("jobs", _JOB_COLS, ("state", "finished_ms", "error", "tasks_validated", "materialized")),
                 [(j.job_id, j.kernel, j.kernel_version, codec.encode(j.params), j.n_tasks, j.replicas, j.quorum,
                   j.max_errors, j.max_results, j.price, j.submitter, j.state, j.created_ms, j.finished_ms, j.error,
-                  j.tasks_validated) for j in ch.jobs.values()],
+                  j.tasks_validated, j.materialized, j.order_key) for j in ch.jobs.values()],
             )
             db.executemany("UPDATE jobs SET result = ? WHERE job_id = ?",
                            [(data, job_id) for job_id, data in ch.merged.items()])
             db.executemany(
                 _upsert("tasks", _TASK_COLS),
                 [(t.task_id, t.job_id, t.index, codec.encode(t.params), t.payload, t.sig, t.quorum, t.state,
-                  t.canonical, t.single, t.audit) for t in ch.tasks.values()],
+                  t.canonical, t.single, t.audit, int(t.fell_back), t.waiting_since, t.audit_since)
+                 for t in ch.tasks.values()],
             )
             db.executemany(
                 _upsert("leases", _LEASE_COLS),
@@ -250,8 +268,8 @@ class Store:
                 for r in self._rows("jobs", _JOB_COLS, "ORDER BY created_ms, job_id")]
         open_ids = tuple(j.job_id for j in jobs if j.state not in _FINISHED)
         where = f"WHERE job_id IN ({','.join('?' * len(open_ids))})"
-        tasks = [Task(**{k: v for k, v in r.items() if k not in ("idx", "params")}, index=r["idx"],
-                      params=codec.decode(r["params"]))
+        tasks = [Task(**{k: v for k, v in r.items() if k not in ("idx", "params", "fell_back")}, index=r["idx"],
+                      params=codec.decode(r["params"]), fell_back=bool(r["fell_back"]))
                  for r in self._rows("tasks", _TASK_COLS, where, open_ids)]
         leases = [Lease(**r) for r in self._rows("leases", _LEASE_COLS, where, open_ids)]
         results = [Result(**{**r, "verified": None if r["verified"] is None else bool(r["verified"]),

@@ -36,6 +36,16 @@ def job_view(job: Job, escrow: int | None = None) -> dict[str, Any]:
     }
 
 
+def task_states(job: Job, made: dict[str, int]) -> dict[str, int]:
+    """How many of a job's tasks are in each state, from the counts of the tasks made so far: a task not made yet
+    (coordinator.fresh) is `pending` while the job runs and `cancelled` once it ended."""
+    left = job.n_tasks - job.materialized
+    if left <= 0:
+        return made
+    state = "cancelled" if job.state in states.FINISHED_JOB else "pending"
+    return {**made, state: made.get(state, 0) + left}
+
+
 def worker_view(w: Worker, now: int, online_ms: int, trust: TrustBook | None = None, balance: int = 0,
                 bond: int = 0, probation: bool = False) -> dict[str, Any]:
     """One worker's row (the `depin earnings --json` contract), with its standing and trust per kernel."""

@@ -10,14 +10,16 @@ import asyncio
 import json
 import secrets
 import time
+import urllib.parse
 from typing import Any
 
 import aiohttp
 
-from depin import codec
+from depin import codec, protocol
 from depin.crypto import SigningKey
 from depin.errors import (
     BadRequest,
+    Banned,
     Conflict,
     ConnectionFailed,
     DepinError,
@@ -111,3 +113,21 @@ class Client:
         """POST a freshly signed envelope of `kind`."""
         envelope = key.seal(kind, {**payload, **fresh()})
         return await self.post(path, envelope, read_timeout_s=read_timeout_s)
+
+    async def balance(self, account: str) -> int:
+        """GET /v1/accounts/{account}: the credits it holds (a party id, `escrow:<job>` or `bond:<party>`)."""
+        answer = await self.get_json(f"/v1/accounts/{urllib.parse.quote(account, safe='')}")
+        value = answer.get("balance") if isinstance(answer, dict) else None
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise PeerProtocolError(f"the balance of {account} is not a whole number of credits")
+        return value
+
+    async def move_bond(self, key: SigningKey, kind: str, amount: int) -> dict[str, Any]:
+        """POST /v1/bond or /v1/unbond (`kind`) for `amount` credits, signed by the worker's `key` (the bonded party);
+        the answer (`worker_id`, `amount`, `seq`, `bonded`, `balance`). A 403 is Banned: the only 403 of these
+        endpoints is a banned worker (PROTOCOL.md 7.22)."""
+        request = protocol.BondRequest(amount) if kind == "bond" else protocol.UnbondRequest(amount)
+        try:
+            return dict(await self.post_signed(f"/v1/{kind}", key, kind, request.to_payload()))
+        except Forbidden as exc:
+            raise Banned(str(exc)) from None

@@ -143,23 +143,56 @@ _POLICY_TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 
-def policy_settings(file: Mapping[str, Any], overrides: Mapping[str, Any]) -> PolicySettings:
-    """Settings from a parsed config file's [policy] table, then `overrides` (flags and environment) on top."""
-    table = file.get("policy", {})
+@dataclass(frozen=True)
+class BondSettings:
+    """Auto-bonding (worker/bonding.py), from [bond] in the config file, flags and environment."""
+
+    auto_bond: bool = True  # lock earned credits in the bond, so that single issue may pick this worker
+    max_bond: int = 1000  # the most credits auto-bonding keeps in the bond (its target follows prices up to this)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_bond <= 2**53 - 1:
+            raise UserError("worker bond: max_bond must be a whole number of credits from 0 to 2^53 - 1")
+
+
+_BOND_TYPES: dict[str, type | tuple[type, ...]] = {"auto_bond": bool, "max_bond": int}
+
+# The worker config file's tables. A setting's name is the same in its table, in DEPIN_WORKER_<NAME> and (with
+# dashes) in its flag, so names are unique across tables.
+_TABLES = {"policy": _POLICY_TYPES, "bond": _BOND_TYPES}
+
+
+def _table(file: Mapping[str, Any], name: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of table `name` from a parsed config file, then those of `overrides` that belong to it; checked
+    for unknown names (in the file) and types."""
+    kinds = _TABLES[name]
+    table = file.get(name, {})
     if not isinstance(table, dict):
-        raise UserError("worker config: policy must be a table ([policy])")
-    unknown = sorted(set(file) - {"policy"}) + sorted(set(table) - set(_POLICY_TYPES))
+        raise UserError(f"worker config: {name} must be a table ([{name}])")
+    unknown = sorted(set(file) - set(_TABLES)) + sorted(set(table) - set(kinds))
     if unknown:
         raise UserError(f"worker config: unknown setting {unknown[0]!r}")
     values: dict[str, Any] = {}
-    for key, value in {**table, **{k: v for k, v in overrides.items() if v is not None}}.items():
-        kind = _POLICY_TYPES[key]
+    mine = {k: v for k, v in overrides.items() if k in kinds and v is not None}
+    for key, value in {**table, **mine}.items():
+        kind = kinds[key]
         if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
             raise UserError(f"worker config: {key} has the wrong type ({type(value).__name__})")
         values[key] = value
+    return values
+
+
+def policy_settings(file: Mapping[str, Any], overrides: Mapping[str, Any]) -> PolicySettings:
+    """Settings from a parsed config file's [policy] table, then `overrides` (flags and environment) on top."""
+    values = _table(file, "policy", overrides)
     if "windows" in values:
         values["windows"] = tuple(Window.parse(str(w)) for w in values["windows"])
     return PolicySettings(**values)
+
+
+def bond_settings(file: Mapping[str, Any], overrides: Mapping[str, Any]) -> BondSettings:
+    """Settings from a parsed config file's [bond] table, then `overrides` (flags and environment) on top."""
+    return BondSettings(**_table(file, "bond", overrides))
 
 
 def read_toml(path: Path, required: bool) -> dict[str, Any]:
@@ -201,10 +234,11 @@ def probe_root(env: Mapping[str, str]) -> Path:
     return Path(env.get("DEPIN_WORKER_PROBE_ROOT") or "/")
 
 
-def policy_from_environment(env: Mapping[str, str]) -> dict[str, Any]:
-    """DEPIN_WORKER_<SETTING> variables as policy overrides (numbers, true/false, comma-separated windows)."""
+def settings_from_environment(env: Mapping[str, str]) -> dict[str, Any]:
+    """DEPIN_WORKER_<SETTING> variables as overrides of the config file's settings (numbers, true/false,
+    windows separated by ';')."""
     out: dict[str, Any] = {}
-    for key, kind in _POLICY_TYPES.items():
+    for key, kind in ((k, v) for kinds in _TABLES.values() for k, v in kinds.items()):
         raw = env.get(f"DEPIN_WORKER_{key.upper()}")
         if raw is None:
             continue
@@ -239,6 +273,7 @@ class WorkerConfig:
     min_price: int = 0  # lease only tasks of jobs paying at least this per validated result
     audit_interval_ms: int = 30_000  # how often to fetch a checkpoint and check credits and consistency
     policy: PolicySettings = PolicySettings()
+    bond: BondSettings = BondSettings()
     page_port: int | None = 8643  # the owner's page on 127.0.0.1 (None: no page; 0: any free port)
     probe_root: Path = Path("/")  # where /proc and /sys are read from
 

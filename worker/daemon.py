@@ -5,8 +5,9 @@ GIL, so the event loop keeps answering signals), journal every result before sen
 When the coordinator is unreachable the loop backs off (exponential, jittered, capped) and retries, and the journal
 keeps every finished result until a signed acknowledgement arrives. Every `audit_interval` the worker audits the
 ledger (worker.witness): a coordinator caught rewriting it, or lying about a credit, stops the worker with exit
-code 4 and an alarm in the journal. On SIGTERM it finishes the task in hand, gives back the leases it has not
-started, reports what it finished and exits.
+code 4 and an alarm in the journal. At the same pace, when credits came in, it locks them in its bond up to a target
+(worker.bonding), unless the owner turned auto-bonding off. On SIGTERM it finishes the task in hand, gives back the
+leases it has not started, reports what it finished and exits.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from depin.config import WorkerConfig
 from depin.crypto import SigningKey, VerifyKey, open_envelope
 from depin.errors import (
     BadRequest,
+    Banned,
     ConnectionFailed,
     DepinError,
     Forbidden,
@@ -35,7 +37,7 @@ from depin.errors import (
     VerificationError,
 )
 from depin.ledger_client import ForkEvidence
-from worker import pinning, policy, status, tasks, witness
+from worker import bonding, pinning, policy, status, tasks, witness
 from worker.journal import Journal
 from worker.page import OwnerPage
 from worker.probes import Probes
@@ -101,6 +103,13 @@ class Worker:
         self._memory = policy.Memory()
         self._allowed = asyncio.Event()  # set while the policy says run
         self._resumed = False  # interrupted tasks in the journal are finished once, after connecting
+        self._bond_rules: bonding.Rules | None = None  # the coordinator's, from /v1/info
+        self._prices = bonding.Prices()  # of the tasks computed lately: the bond target follows them
+        self._bond_on = config.bond.auto_bond  # until the owner's setting or a ban says otherwise
+        self._bond_due = True  # something changed that may call for a bond (a start, credits in, a higher price)
+        self._next_bond = 0.0  # monotonic time before which no bond is looked at again
+        self.board.bond = status.BondState(config.bond.auto_bond, config.bond.max_bond,
+                                           note="on" if config.bond.auto_bond else "off")
         if config.policy.always:
             self._allowed.set()
 
@@ -237,6 +246,7 @@ class Worker:
             if info.get("coordinator_id") != self.coordinator.id:
                 self.coordinator = None
                 raise PeerProtocolError("coordinator_id in /v1/info is not the id of its public_key")
+            self._bond_rules = bonding.Rules.from_info(info)
             log.info("connected to coordinator %s", self.coordinator.id)
         return self.coordinator
 
@@ -273,13 +283,62 @@ class Worker:
             return
         self._next_audit = now + self.config.audit_interval_ms / 1000
         try:
-            await witness.audit(client, self.coordinator, self.journal, self.key.id)
+            if await witness.audit(client, self.coordinator, self.journal, self.key.id):
+                self._bond_due = True  # new credits: perhaps enough for a bond
         except VerificationError as exc:
             raise LedgerAlarm(str(exc)) from exc
         except ConnectionFailed:
             raise
         except DepinError as exc:  # a refused or garbled answer: no verdict on the ledger; work on, retry later
             log.warning("ledger audit failed (%s); retrying in %.0fs", exc, self.config.audit_interval_ms / 1000)
+
+    async def _autobond(self, client: Client) -> None:
+        """Lock spendable credits in the bond, as worker.bonding plans it: when something changed (credits proved,
+        results accepted, a higher price), at most once per audit interval. A refusal is shown, logged once, and
+        tried again an interval later; a banned worker stops trying (its next lease request stops it); an
+        unreachable coordinator is the cycle's to back off from."""
+        view = self.board.bond
+        now = time.monotonic()
+        if view is None or not self._bond_on or not self._bond_due or now < self._next_bond:
+            return
+        self._next_bond = now + self.config.audit_interval_ms / 1000
+        self._bond_due = False
+        rules = self._bond_rules
+        if rules is None:
+            self._bond_note("idle: the coordinator does not publish its bond rules (min_bond, bond_per_price)", True)
+            return
+        try:
+            view.balance = await client.balance(self.key.id)
+            view.bonded = await client.balance(f"bond:{self.key.id}")
+            plan = bonding.plan(rules, max_bond=self.config.bond.max_bond, balance=view.balance, bonded=view.bonded,
+                                price=self._prices.highest(int(time.time() * 1000)))
+            view.target = plan.target
+            if plan.amount:
+                answer = await client.move_bond(self.key, "bond", plan.amount)
+                view.bonded, view.balance = int(answer["bonded"]), int(answer["balance"])
+                log.info("bonded %d credits (ledger entry %s): bond %d, balance %d, target %d", plan.amount,
+                         answer["seq"], view.bonded, view.balance, plan.target)
+        except ConnectionFailed:
+            self._bond_due = True
+            raise
+        except Banned as exc:
+            self._bond_on = False
+            self._bond_note(f"stopped: {exc}", True)
+            return
+        except (DepinError, KeyError, TypeError, ValueError) as exc:  # e.g. 402: the balance moved meanwhile
+            self._bond_due = True
+            self._bond_note(f"refused ({exc}); trying again in {self.config.audit_interval_ms / 1000:.0f}s", True)
+            return
+        self._bond_note(f"bonded {plan.amount} credits" if plan.amount else plan.note, False)
+
+    def _bond_note(self, note: str, problem: bool) -> None:
+        """Say why the bond is what it is: on the board always, in the log only a problem, and only when it is new."""
+        view = self.board.bond
+        assert view is not None
+        if problem and note != view.note:
+            log.warning("auto-bond %s", note)
+        view.note = note
+        self._publish()
 
     async def _resume(self, coordinator: VerifyKey) -> None:
         """Finish the tasks a crash or a stop interrupted, from their last saved chunk (once, after connecting)."""
@@ -303,6 +362,7 @@ class Worker:
             await self._resume(coordinator)
         await self._flush(client)
         await self._audit(client)
+        await self._autobond(client)
         if not self._allowed.is_set():  # paused: keep flushing and auditing, lease nothing
             waiting = asyncio.ensure_future(self._allowed.wait())
             await asyncio.wait({waiting, asyncio.ensure_future(self.stop.wait())},
@@ -355,7 +415,10 @@ class Worker:
             self.board.cpu_seconds += time.process_time() - cpu_before
             self.board.task = None
         if item is not None:
-            self.journal.add(item, int(time.time() * 1000), checked.task.job_id, checked.task.price)
+            now_ms = int(time.time() * 1000)
+            self.journal.add(item, now_ms, checked.task.job_id, checked.task.price)
+            if self._prices.note(now_ms, checked.task.price):
+                self._bond_due = True  # a higher price: perhaps a higher target
             self.stats.computed += 1
             self.board.computed = self.stats.computed
             log.info("computed %s in %d ms", item.task_id, item.elapsed_ms)
@@ -419,6 +482,7 @@ class Worker:
                     log.warning("result for lease %s rejected: %s", a.lease_id, a.reason)
                 else:
                     self.stats.accepted += 1
+                    self._bond_due = True  # a result accepted: its reward may be in
                 done.append(a.lease_id)
                 story.append((a.status, a.reason))
             self.journal.remove(done, story, int(time.time() * 1000))

@@ -2,8 +2,9 @@
 read it.
 
 `Board` is the single place the daemon records its state (running, paused with a reason, stopping, alarm), the task
-in hand, and its counters. `snapshot()` turns it into the JSON the owner's page serves at /api/status; the daemon
-also writes that snapshot to DATA_DIR/status.json (atomically) so `depin worker status` works without the page.
+in hand, its counters and its bond. `snapshot()` turns it into the JSON the owner's page serves at /api/status; the
+daemon also writes that snapshot to DATA_DIR/status.json (atomically) so `depin worker status` works without the
+page.
 """
 
 from __future__ import annotations
@@ -33,6 +34,26 @@ class CurrentTask:
 
 
 @dataclass
+class BondState:
+    """Auto-bonding as the owner sees it (worker.bonding): the bond and balance last read, the target, and why."""
+
+    auto_bond: bool
+    max_bond: int
+    target: int | None = None
+    bonded: int | None = None  # credits in bond:<worker id>
+    balance: int | None = None  # spendable credits
+    note: str = "not checked yet"
+
+    def summary(self) -> str:
+        """One line for the owner (depin worker status, the owner's page)."""
+        held = "bond not read yet" if self.bonded is None else f"{self.bonded} credits bonded, {self.balance} spendable"
+        if not self.auto_bond:
+            return f"{held}; auto-bond off"
+        goal = "no target yet" if self.target is None else f"target {self.target}"
+        return f"{held}; auto-bond ({goal}, max {self.max_bond}): {self.note}"
+
+
+@dataclass
 class Board:
     """The worker's live state."""
 
@@ -47,6 +68,7 @@ class Board:
     rejected: int = 0
     cpu_seconds: float = 0.0  # CPU time spent in kernels since this worker's data dir was created (persisted)
     readings: dict[str, Any] = field(default_factory=dict)  # the policy's last inputs (load, battery, temperature...)
+    bond: BondState | None = None
 
     def move(self, state: str, reason: str, now_ms: int | None = None) -> bool:
         """Enter `state` for `reason`; whether anything changed."""
@@ -62,6 +84,8 @@ class Board:
         """The JSON-ready view (the `state` part of /api/status and of status.json)."""
         out = asdict(self)
         out["task"] = None if self.task is None else asdict(self.task)
+        if self.bond is not None:
+            out["bond"]["summary"] = self.bond.summary()
         return out
 
 

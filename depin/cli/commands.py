@@ -210,16 +210,18 @@ def _worker(args: argparse.Namespace) -> int:
     file = config.read_toml(Path(args.config) if args.config else data_dir / "worker.toml", bool(args.config))
     flags = {k: getattr(args, k) for k in ("always", "idle_seconds", "max_other_load", "max_temperature_c",
                                             "run_on_battery", "windows", "threads", "duty_cycle", "on_pause",
-                                            "watts")}
+                                            "watts", "auto_bond", "max_bond")}
     given = {k: v for k, v in flags.items() if v is not None}  # a flag not given leaves the environment's value
     if args.once:  # a first test, typed at the keyboard: the machine is in use by definition, so run anyway
         given["always"] = True
-    settings = config.policy_settings(file, {**config.policy_from_environment(env), **given})
+    overrides = {**config.settings_from_environment(env), **given}
+    settings = config.policy_settings(file, overrides)
     page_port = config.page_port(args.page_port, args.no_page, env)
     cfg = config.WorkerConfig(
         coordinator=config.coordinator_url(args.coordinator, env), data_dir=data_dir,
         coordinator_key=args.coordinator_key, batch=args.batch, once=args.once, owner=args.owner,
         min_price=args.min_price, audit_interval_ms=int(args.audit_interval * 1000), policy=settings,
+        bond=config.bond_settings(file, overrides),
         page_port=page_port, probe_root=config.probe_root(env),
     )
     # numba reads its cache location from the environment when it is first imported: point it into the data dir.
@@ -266,6 +268,8 @@ def _worker_status(data_dir: Path, as_json: bool) -> int:
              if task else "task     none",
              f"results  {snap['computed']} computed, {snap['accepted']} accepted, {snap['rejected']} rejected",
              f"cpu      {snap['cpu_seconds'] / 3600:.2f} CPU hours in kernels"]
+    if isinstance(snap.get("bond"), dict):  # a status.json from before auto-bonding has none
+        lines.append(f"bond     {snap['bond']['summary']}")
     output.emit(as_json, {**snap, "alive": alive}, "\n".join(lines))
     return 0
 

@@ -149,7 +149,7 @@ async def _job(url: str, tmp: Path, picture: Path) -> int:
         print(f"done         in {elapsed:.1f}s; {await fetch_result(c, key, job_id, picture)}")
         workers = (await c.get_json("/v1/workers"))["workers"]
         left = (await c.get_json(f"/v1/accounts/{key.id}"))["balance"]
-        paid = sum(w["balance"] for w in workers)
+        paid = sum(w["balance"] + w["bond"] for w in workers)  # a worker may have bonded some of it already
         print(f"paid         {paid} credits for validated results; {left} of {DEMO_GRANT} back with the submitter")
         print("\nearnings\n" + output.earnings_table(workers))
         coordinator = await ledger_client.coordinator_key(c)

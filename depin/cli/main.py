@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--owner", metavar="ID", help="your id (depin keygen): your workers never cross-check each other")
     p.add_argument("--min-price", type=int, default=0, metavar="CREDITS",
                    help="only take tasks of jobs paying at least this per validated result (default 0: any)")
+    p.add_argument("--no-auto-bond", action="store_const", const=False, dest="auto_bond",
+                   help="do not lock earned credits in the bond (default: lock them, up to --max-bond)")
+    p.add_argument("--max-bond", type=int, metavar="CREDITS",
+                   help="the most credits auto-bonding keeps in the bond (default 1000)")
     p.add_argument("--audit-interval", type=float, default=30.0, metavar="SECONDS",
                    help="how often to check the ledger: new checkpoints, consistency, proofs of credits (default 30)")
 

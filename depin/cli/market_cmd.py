@@ -14,7 +14,7 @@ from depin.checkpoint import Checkpoint
 from depin.cli import output
 from depin.client import Client
 from depin.crypto import load_key
-from depin.errors import Banned, Forbidden, UserError
+from depin.errors import UserError
 
 PAGE = 1000
 
@@ -41,7 +41,7 @@ async def balance(cfg: config.ClientConfig, args: argparse.Namespace) -> int:
     """An account's balance; yours (the key in --home) by default."""
     account = args.account or load_key(cfg.home / "key").id
     async with Client(cfg.coordinator) as c:
-        answer = await c.get_json(f"/v1/accounts/{_q(account)}")
+        answer = {"account": account, "balance": await c.balance(account)}
     output.emit(cfg.json, answer, f"{answer['account']}  {answer['balance']} credits")
     return 0
 
@@ -51,11 +51,8 @@ async def bond(cfg: config.ClientConfig, args: argparse.Namespace) -> int:
     own key (DATA_DIR/worker.key, as `depin worker` uses it): the signer is the bonded party."""
     key = load_key(Path(args.data_dir) / "worker.key")
     kind = args.command  # "bond" or "unbond": the endpoint and the signature kind
-    try:
-        async with Client(cfg.coordinator) as c:
-            answer = await c.post_signed(f"/v1/{kind}", key, kind, {"amount": args.amount})
-    except Forbidden as exc:  # the only 403 of these endpoints: this worker is banned (PROTOCOL.md 7.22)
-        raise Banned(str(exc)) from None
+    async with Client(cfg.coordinator) as c:
+        answer = await c.move_bond(key, kind, args.amount)
     did = "bonded" if kind == "bond" else "unbonded"
     output.emit(cfg.json, answer,
                 f"{did} {answer['amount']} credits (ledger entry {answer['seq']}); bond {answer['bonded']},"

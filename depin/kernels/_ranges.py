@@ -6,8 +6,9 @@ from depin.errors import UserError
 from depin.protocol import MAX_TASKS  # a submit's `tasks` is at most this on the wire (PROTOCOL.md 7.5)
 
 
-def split_range(total: int, n_tasks: int, max_task: int, what: str, noun: str) -> list[tuple[int, int]]:
-    """Task i of n gets [i*total//n, (i+1)*total//n), each at most `max_task` items, or a UserError saying why not.
+def check_split(total: int, n_tasks: int, max_task: int, what: str, noun: str) -> None:
+    """Whether `total` items split into `n_tasks` ranges (nth_range) of at most `max_task` items; a UserError says why
+    not.
 
     `what` names `total` in the message ("the number of samples"); `noun` names the items ("samples").
     """
@@ -20,4 +21,9 @@ def split_range(total: int, n_tasks: int, max_task: int, what: str, noun: str) -
     if biggest > max_task:
         need = -(-total // max_task)
         raise UserError(f"a task of {biggest} {noun} exceeds {max_task}; use --tasks {need} or more")
-    return [(i * total // n_tasks, (i + 1) * total // n_tasks) for i in range(n_tasks)]
+
+
+def nth_range(total: int, n_tasks: int, i: int) -> tuple[int, int]:
+    """Task i's range [i*total//n, (i+1)*total//n), as even as integer division makes them (check_split says
+    whether the split is allowed)."""
+    return i * total // n_tasks, (i + 1) * total // n_tasks

@@ -17,7 +17,7 @@ import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -25,6 +25,35 @@ from depin import codec
 from depin.errors import PeerProtocolError, StateError, UserError
 
 Params = dict[str, Any]
+
+
+class Pieces(Sequence[Params]):
+    """A job's per-task parameters, made one at a time: `piece(i)` for i in 0..n-1 (an index space)."""
+
+    def __init__(self, n: int, piece: Callable[[int], Params]) -> None:
+        self._n, self._piece = n, piece
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, i: int) -> Params: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Params]: ...
+
+    def __getitem__(self, i: int | slice) -> Params | list[Params]:
+        if isinstance(i, slice):
+            return [self._piece(j) for j in range(*i.indices(self._n))]
+        if not -self._n <= i < self._n:
+            raise IndexError(i)
+        return self._piece(i % self._n)
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Sequence) and len(other) == self._n
+                and all(a == b for a, b in zip(self, other, strict=True)))
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -157,8 +186,9 @@ class Kernel:
     validate: Callable[[Params], Params]
     # Per-task parameters as a worker receives them -> checked parameters (raises UserError).
     validate_task: Callable[[Params], Params]
-    # Checked job parameters, number of tasks -> per-task parameters (raises UserError if it cannot split).
-    split: Callable[[Params, int], list[Params]]
+    # Checked job parameters, number of tasks -> per-task parameters (raises UserError if it cannot split), as a
+    # lazy sequence: task i's parameters are made when asked for, so a job of a million tasks costs nothing here.
+    split: Callable[[Params, int], Pieces]
     # Per-task parameters -> output array.
     run: Callable[[Params], np.ndarray]
     # Per-task parameters -> (dtype name, shape) every honest output must have.

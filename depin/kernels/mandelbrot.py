@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from depin.errors import StateError, UserError
-from depin.kernels.base import Chunks, Kernel, Param, Params, parse_params
+from depin.kernels._ranges import nth_range
+from depin.kernels.base import Chunks, Kernel, Param, Params, Pieces, parse_params
 
 MAX_TASK_PIXELS = 1 << 20  # 4 MiB of uint32 per result keeps every results request small
 MAX_WORK = 10**11  # pixel-iterations per job (an upper bound: every pixel at max_iter)
@@ -60,18 +61,21 @@ def validate_task(raw: dict[str, Any]) -> Params:
     return p
 
 
-def split(p: Params, n_tasks: int) -> list[Params]:
+def split(p: Params, n_tasks: int) -> Pieces:
     """`n_tasks` horizontal bands, as even as integer division makes them."""
     height, width = p["height"], p["width"]
     if not 1 <= n_tasks <= height:
         raise UserError(f"--tasks must be between 1 and {height} (the image height)")
-    bands = [(i * height // n_tasks, (i + 1) * height // n_tasks) for i in range(n_tasks)]
-    biggest = max(end - start for start, end in bands) * width
+    biggest = -(-height // n_tasks) * width  # the bands have floor or ceil(height / n) rows
     if biggest > MAX_TASK_PIXELS:
         # The largest band has ceil(height / n) rows, so n must be at least ceil(height / rows_that_fit).
         need = -(-height // (MAX_TASK_PIXELS // width))
         raise UserError(f"a task of {biggest} pixels exceeds {MAX_TASK_PIXELS}; use --tasks {need} or more")
-    return [dict(p, row_start=start, row_end=end) for start, end in bands]
+
+    def piece(i: int) -> Params:
+        start, end = nth_range(height, n_tasks, i)
+        return dict(p, row_start=start, row_end=end)
+    return Pieces(n_tasks, piece)
 
 
 def output_spec(t: Params) -> tuple[str, tuple[int, ...]]:

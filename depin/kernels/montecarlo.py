@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from depin.errors import StateError, UserError
-from depin.kernels._ranges import split_range
-from depin.kernels.base import Chunks, Kernel, Param, Params, Tolerance, parse_params
+from depin.kernels._ranges import check_split, nth_range
+from depin.kernels.base import Chunks, Kernel, Param, Params, Pieces, Tolerance, parse_params
 
 MAX_WORK = 10**10  # samples per job: the range of `samples` is the job's work limit
 MAX_TASK_SAMPLES = 1 << 24  # ~0.15 to 0.7 s of one core per task; TOLERANCE below is derived from this bound
@@ -63,10 +63,14 @@ def validate_task(raw: dict[str, Any]) -> Params:
     return p
 
 
-def split(p: Params, n_tasks: int) -> list[Params]:
+def split(p: Params, n_tasks: int) -> Pieces:
     """`n_tasks` contiguous sample ranges, as even as integer division makes them."""
-    ranges = split_range(p["samples"], n_tasks, MAX_TASK_SAMPLES, "the number of samples", "samples")
-    return [dict(p, sample_start=start, sample_end=end) for start, end in ranges]
+    check_split(p["samples"], n_tasks, MAX_TASK_SAMPLES, "the number of samples", "samples")
+
+    def piece(i: int) -> Params:
+        start, end = nth_range(p["samples"], n_tasks, i)
+        return dict(p, sample_start=start, sample_end=end)
+    return Pieces(n_tasks, piece)
 
 
 def output_spec(t: Params) -> tuple[str, tuple[int, ...]]:

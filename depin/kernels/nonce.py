@@ -18,8 +18,8 @@ import numpy as np
 
 from depin.errors import StateError, UserError
 from depin.kernels import splitmix
-from depin.kernels._ranges import split_range
-from depin.kernels.base import Kernel, Param, Params, parse_params
+from depin.kernels._ranges import check_split, nth_range
+from depin.kernels.base import Kernel, Param, Params, Pieces, parse_params
 
 MAX_START = 2**62
 MAX_WORK = 2**40  # nonces per job: the range of `count` is the job's work limit
@@ -56,10 +56,14 @@ def validate_task(raw: dict[str, Any]) -> Params:
     return p
 
 
-def split(p: Params, n_tasks: int) -> list[Params]:
+def split(p: Params, n_tasks: int) -> Pieces:
     """`n_tasks` contiguous nonce ranges of [start, start + count), as even as integer division makes them."""
-    ranges = split_range(p["count"], n_tasks, MAX_TASK_NONCES, "the nonce count", "nonces")
-    return [dict(p, nonce_start=p["start"] + a, nonce_end=p["start"] + b) for a, b in ranges]
+    check_split(p["count"], n_tasks, MAX_TASK_NONCES, "the nonce count", "nonces")
+
+    def piece(i: int) -> Params:
+        a, b = nth_range(p["count"], n_tasks, i)
+        return dict(p, nonce_start=p["start"] + a, nonce_end=p["start"] + b)
+    return Pieces(n_tasks, piece)
 
 
 def output_spec(t: Params) -> tuple[str, tuple[int, ...]]:

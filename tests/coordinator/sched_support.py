@@ -60,14 +60,16 @@ def open_policy(**constants: Any) -> TrustPolicy:
 
 def new_scheduler(ids: Ids | None = None, *, policy: TrustPolicy | None = None,
                   rand: Callable[[], float] | None = None, funds: int = FUNDS, pick: Callable[[int], int] | None = None,
-                  placement: PlacementPolicy | None = None, audits: AuditPolicy | None = None) -> Scheduler:
+                  placement: PlacementPolicy | None = None, audits: AuditPolicy | None = None,
+                  order_key: Callable[[], bytes] = lambda: b"") -> Scheduler:
     """A scheduler with the test key whose first ledger entry grants SUBMITTER `funds` credits (none if 0); `rand`
     defaults to 0.0, so a spot check always replicates, and `pick` to 0, so leasing walks a job from its first
-    task and a draw takes the first candidate; `policy`, `placement` and `audits` default to the open rules above.
-    The grant stays in the change set, for a store to save."""
+    task (`order_key` b"": its tasks are made in index order) and a draw takes the first candidate; `policy`,
+    `placement` and `audits` default to the open rules above. The grant stays in the change set, for a store to
+    save."""
     s = Scheduler(key=COORDINATOR, lease_timeout_ms=TIMEOUT, new_id=ids or Ids(), policy=policy or open_policy(),
                   rand=rand or (lambda: 0.0), pick=pick or (lambda n: 0), placement_policy=placement or OPEN_PLACEMENT,
-                  audit_policy=audits or NO_AUDITS)
+                  audit_policy=audits or NO_AUDITS, order_key=order_key)
     if funds:
         s.grant(now=0, account=SUBMITTER, amount=funds)
     return s

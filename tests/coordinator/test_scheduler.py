@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from coordinator import fresh
 from coordinator.scheduler import LAST_SEEN_PERSIST_MS, Changes, Scheduler
 from coordinator.store import Store
 from depin import accounts, codec, ledger
@@ -70,9 +71,11 @@ def test_submit_creates_signed_tasks() -> None:
     assert job.max_cost == PRICE * 3 * 5 and escrow(s, job) == job.max_cost
     assert balance(s, SUBMITTER) == FUNDS - job.max_cost
     bands = mandelbrot.split(job.params, 3)
-    assert list(s.tasks) == ["id0001-0", "id0001-1", "id0001-2"]
+    assert s.tasks == {} and job.materialized == 0  # tasks are made as lease walks reach them (coordinator.fresh)
+    assert len(lease(s, "A", now=6, max_tasks=3)) == 3
+    assert list(s.tasks) == ["id0001-0", "id0001-1", "id0001-2"] and job.materialized == 3
     for index, task in enumerate(s.tasks.values()):
-        assert (task.index, task.state, task.wanted, task.params) == (index, "pending", 2, bands[index])
+        assert (task.index, task.state, task.wanted, task.params) == (index, "pending", 1, bands[index])
         assert codec.decode_canonical(task.payload) == {
             "task_id": f"id0001-{index}", "job_id": "id0001", "kernel": "mandelbrot", "kernel_version": 1,
             "params": bands[index], "coordinator": COORDINATOR.id, "price": PRICE,
@@ -134,15 +137,16 @@ def test_protocol_md_task_and_lease_example() -> None:
                                                     ex["worker_id"])
     ids = iter([ex["job_id"], ex["lease_id"]])
     issued = ex["expires_ms"] - 60_000
-    s = Scheduler(key=key, lease_timeout_ms=60_000, new_id=lambda: next(ids), pick=lambda n: 0)  # task 0 first
+    s = Scheduler(key=key, lease_timeout_ms=60_000, new_id=lambda: next(ids), pick=lambda n: 0,
+                  order_key=lambda: b"")  # task 0 first
     s.grant(now=0, account=SUBMITTER, amount=8)  # exactly the job's max cost: 2 tasks x 4 results x 1 credit
     job = s.submit(now=issued - 1, submitter=SUBMITTER, kernel_name="mandelbrot", params=ex["params"],
                    n_tasks=ex["tasks"], replicas=1, max_results=None, price=1)
-    task = s.tasks[f"{job.job_id}-0"]
-    assert task.payload.hex() == ex["task0_payload_hex"]
-    assert task.sig.hex() == ex["task0_sig_hex"]
     s.touch_worker(now=issued, worker_id=worker.id, public_key=worker.public)
     grants = s.lease(now=issued, worker_id=worker.id, max_tasks=1, kernels_ok=KERNELS)
+    task = s.tasks[f"{job.job_id}-0"]  # made by the lease walk
+    assert task.payload.hex() == ex["task0_payload_hex"]
+    assert task.sig.hex() == ex["task0_sig_hex"]
     assert codec.encode({"leases": [g.to_payload() for g in grants]}).hex() == ex["lease_answer_hex"]
 
 
@@ -322,8 +326,8 @@ def test_too_many_disagreeing_results_fail_the_task_and_the_job() -> None:
     s = new_scheduler()
     job = submit(s, tasks=2, replicas=2, max_results=3)
     (ga,), (gb,) = lease(s, "A", now=0, max_tasks=1), lease(s, "B", now=0, max_tasks=1)
-    (gd,) = lease(s, "D", now=0, max_tasks=1)
-    assert task_of(gd)["task_id"] == "id0001-1"
+    (gd,), (ge,) = lease(s, "D", now=0, max_tasks=1), lease(s, "E", now=0, max_tasks=1)
+    assert task_of(gd)["task_id"] == task_of(ge)["task_id"] == "id0001-1"  # task 1 is fully leased
     _accepted(report(s, "A", ga, good(ga), now=10))
     _accepted(report(s, "B", gb, bad(gb, 1), now=20))
     (gc,) = lease(s, "C", now=30, max_tasks=1)
@@ -679,7 +683,7 @@ def test_take_changes_returns_the_touched_rows_once() -> None:
     assert not (ch.jobs or ch.tasks or ch.leases or ch.results or ch.workers or ch.merged)
     job = submit(s, tasks=2, replicas=1)
     ch = s.take_changes()
-    assert list(ch.jobs) == [job.job_id] and list(ch.tasks) == ["id0001-0", "id0001-1"]
+    assert list(ch.jobs) == [job.job_id] and not ch.tasks  # tasks are made as lease walks reach them
     (escrowed,) = ch.entries  # the escrow is written with the job, in the same change set
     assert (escrowed.seq, escrowed.kind, escrowed.amount) == (1, "escrow", job.max_cost)
     assert [(level, index) for level, index, _ in ch.nodes] == [(0, 1), (1, 0)]
@@ -690,7 +694,7 @@ def test_take_changes_returns_the_touched_rows_once() -> None:
     ch = s.take_changes()
     assert list(ch.workers) == [wid("A")] and ch.workers[wid("A")].first_seen_ms == 0
     assert list(ch.leases) == [grants[0].lease_id] and list(ch.jobs) == [job.job_id]  # queued -> running
-    assert not ch.tasks
+    assert list(ch.tasks) == ["id0001-0"] and job.materialized == 1  # the task leased was made
     report(s, "A", grants[0], good(grants[0]), now=1)
     ch = s.take_changes()
     assert list(ch.results) == list(ch.leases) == [grants[0].lease_id]
@@ -845,3 +849,24 @@ def test_restore_after_disagreement_still_wants_one_more(tmp_path: Path) -> None
     assert s2.workers[wid("A")].rejected == 1
     store2.save(changes)
     store2.close()
+
+
+def test_a_restart_goes_on_making_a_jobs_tasks_where_it_stopped_in_the_same_order(tmp_path: Path) -> None:
+    path = tmp_path / "coordinator.sqlite3"
+    ids = Ids()
+    s = new_scheduler(ids, order_key=lambda: b"the job's own secret order")
+    store = Store(path)
+    job = submit(s, tasks=6, replicas=1, quorum=1, params={**PARAMS, "height": 6})
+    untouched = submit(s, tasks=2, replicas=1, quorum=1)  # nothing of it is made before the restart
+    first = [task_of(g)["task_id"] for g in lease(s, "A", now=0, max_tasks=2)]
+    _save_all(store, s)
+    store.close()
+    store, s = _restore(path, ids)
+    assert s.jobs[job.job_id].materialized == 2 and s.jobs[untouched.job_id].materialized == 0
+    rest = [task_of(g)["task_id"] for g in lease(s, "B", now=1, max_tasks=8)]
+    made = first + [t for t in rest if t.startswith(job.job_id + "-")]
+    order = [f"{job.job_id}-{fresh.nth(job.order_key, 6, k)}" for k in range(6)]
+    assert made == order  # every task once, in the job's secret order, across the restart
+    assert sorted(t for t in rest if t.startswith(untouched.job_id + "-")) == [f"{untouched.job_id}-{i}"
+                                                                               for i in range(2)]
+    store.close()

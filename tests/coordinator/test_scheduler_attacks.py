@@ -10,28 +10,33 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from coordinator import placement
+from coordinator import fresh, placement
 from coordinator.auditing import AuditPolicy
 from coordinator.model import Result, Task
 from coordinator.placement import PlacementPolicy
 from coordinator.scheduler import Job, Scheduler
+from coordinator.store import Store
 from coordinator.trust import TrustPolicy
 from coordinator.views import waiting_view
 from depin import accounts, codec
+from depin import kernels as kernel_registry
 from depin.crypto import SigningKey
 from depin.errors import Conflict
 from depin.protocol import AckItem, LeaseGrant
 from tests.coordinator.sched_support import (
+    COORDINATOR,
     KERNELS,
     PARAMS,
     PRICE,
     SUBMITTER,
     TIMEOUT,
+    Ids,
     bad,
     good,
     item,
@@ -189,12 +194,23 @@ def test_placement_the_draw_is_made_again_without_a_worker_that_did_not_come_the
     assert ask(s, "B", now) != []  # max_draws draws came to nothing: the slot is open
 
 
-def test_placement_leasing_starts_at_a_random_offset_in_the_job() -> None:
+def test_placement_leasing_starts_at_a_random_offset_among_the_open_tasks() -> None:
     s, dice = real()
-    job = submit(s, now=0, tasks=4, replicas=2)
-    dice.picks = [2]
-    (g,) = ask(s, "A", 0, max_tasks=1)
-    assert dice.asked == [4] and task(s, g) is s.job_tasks(job.job_id)[2]
+    job = submit(s, now=0, tasks=4, replicas=2, params={**PARAMS, "height": 8})
+    assert len(ask(s, "A", 0, max_tasks=4)) == 2  # its capacity: two tasks made (index order in these tests)
+    dice.picks = [3]
+    (g,) = ask(s, "B", 0, max_tasks=1)
+    # Two made tasks and two to make: position 3 of 4 is a task not made yet, so B's walk makes the next one.
+    assert dice.asked[-1] == 4 and task(s, g).index == 2 and job.materialized == 3
+
+
+def test_placement_a_jobs_tasks_are_made_in_its_own_secret_order() -> None:
+    key = b"a secret key....."
+    s = new_scheduler(policy=TrustPolicy(), placement=PlacementPolicy(), audits=AuditPolicy(), order_key=lambda: key)
+    job = submit(s, now=0, tasks=50, replicas=1, quorum=1, params={**PARAMS, "height": 50})
+    made = [task(s, g).index for g in ask(s, "A", 0, max_tasks=2)]
+    assert made == [fresh.nth(key, 50, 0), fresh.nth(key, 50, 1)] and made != [0, 1]
+    assert job.order_key == key
 
 
 # ---- 2. probation and capacity ---------------------------------------------------------------------------------------
@@ -234,6 +250,94 @@ def test_probation_a_probationary_lease_stops_holding_its_slot_after_the_grace()
     s.expire(grace)
     (gc,) = ask(s, "C", grace)  # A and B are on probation: their leases no longer hold the slots
     assert task(s, gc) is task(s, ga) and s.leases[ga.lease_id].state == "active"
+
+
+def _backup_time(s: Scheduler, grant: LeaseGrant) -> int:
+    """The task's backup time under the real rules (placement.backup_ms), with what the scheduler measured."""
+    t = task(s, grant)
+    return placement.backup_ms(PLACE, TIMEOUT, s.speed.typical(K, kernel_registry.get("mandelbrot", 1).work(t.params)))
+
+
+def test_backup_an_idle_worker_past_probation_backs_up_an_abandoned_probationary_lease_after_the_backup_time(
+) -> None:
+    s, _ = real()
+    now = make_seasoned(s, "WX")
+    job = submit(s, now=now, tasks=1, replicas=2)
+    (gp,) = ask(s, "sybil", now)  # a fresh identity takes the first slot and will never answer
+    (gw,) = ask(s, "W", now)  # the second slot: drawn among workers past probation
+    backup = _backup_time(s, gp)
+    assert 0 < backup < placement.grace_ms(PLACE, TIMEOUT, backup)
+    assert ask(s, "X", now + backup - 1) == []  # the probationary lease still holds its slot
+    assert s.expire(now + backup) == 1  # the backup wake-up: waiting lease requests are woken
+    (gx,) = ask(s, "X", now + backup)  # X has nothing else to do: it backs the abandoned lease up
+    assert task(s, gx) is task(s, gp) and s.leases[gp.lease_id].state == "active"
+    for n, g in (("W", gw), ("X", gx)):
+        assert send(s, n, g, good(g), now + backup + ELAPSED).status == "accepted"
+    assert job.state == "done" and job.tasks_validated == 1
+    assert send(s, "sybil", gp, good(gp), now + backup + 2 * ELAPSED).status == "rejected"  # too late: not paid
+
+
+def test_backup_the_backup_time_is_the_fastest_measured_time_for_the_same_work_or_min_grace_unmeasured() -> None:
+    s, _ = real()
+    submit(s, now=0, tasks=1, replicas=2)
+    (fresh,) = ask(s, "A", 0)
+    assert _backup_time(s, fresh) == PLACE.min_grace_ms  # nothing measured yet
+    now = make_seasoned(s, "WX", 1)  # measures ELAPSED (or less) for this work on the way
+    submit(s, now=now, tasks=1, replicas=2)
+    (gp,) = ask(s, "sybil", now)
+    measured = s.speed.typical(K, kernel_registry.get("mandelbrot", 1).work(task(s, gp).params))
+    assert measured is not None and _backup_time(s, gp) == measured <= ELAPSED
+
+
+def test_backup_never_goes_to_a_worker_on_probation() -> None:
+    s, _ = real()
+    now = make_seasoned(s, "WX")
+    submit(s, now=now, tasks=1, replicas=2)
+    (gp,) = ask(s, "sybil", now)
+    (gw,) = ask(s, "W", now)
+    later = now + _backup_time(s, gp)
+    s.expire(later)
+    assert ask(s, "newcomer", later) == []  # the slot is a backup: only for a worker past probation
+    assert len(ask(s, "X", later)) == 1
+
+
+def test_backup_only_once_the_walk_found_nothing_else_for_the_worker() -> None:
+    s, _ = real()
+    now = make_seasoned(s, "WX")
+    submit(s, now=now, tasks=2, replicas=1, quorum=1)  # the walk starts at task 0 (the dice say 0)
+    (gp,) = ask(s, "sybil", now, max_tasks=1)
+    assert task(s, gp).index == 0
+    later = now + _backup_time(s, gp)
+    s.expire(later)
+    (first,) = ask(s, "W", later, max_tasks=1)
+    assert task(s, first).index == 1  # the free task first, though the walk met the sybil's task before it
+    (second,) = ask(s, "W", later, max_tasks=1)
+    assert task(s, second) is task(s, gp)  # then the backup
+
+
+def _freed(s: Scheduler) -> int:
+    return sum(n for _, _, n in s.take_wakes()[0])
+
+
+def test_wakes_count_the_slots_a_change_made_per_job_and_name_the_drawn_worker() -> None:
+    s, _ = real()
+    now = make_seasoned(s, "WX")
+    s.take_wakes()
+    job = submit(s, now=now, tasks=3, replicas=2)
+    assert s.take_wakes() == ([(K, job.price, 6)], set())  # three tasks, two slots each, of this kernel and price
+    (gp,) = ask(s, "sybil", now, max_tasks=1)
+    assert s.take_wakes() == ([], set())  # a first slot taken: no new work
+    assert ask(s, "newcomer", now, max_tasks=1) != []  # a free first slot of another task
+    s.take_wakes()
+    grants = ask(s, "W", now, max_tasks=1)  # W is drawn for a second slot, or takes one
+    freed, drawn = s.take_wakes()
+    assert freed == [] and drawn <= {wid("X")} and (grants or drawn)
+    backup = _backup_time(s, gp)
+    s.expire(now + backup)
+    assert _freed(s) >= 1  # the sybil's lease can be backed up: new work for workers past probation
+    s.expire(now + placement.grace_ms(PLACE, TIMEOUT, backup or None))
+    # The backup became a plain slot (the grace ended): new work for workers on probation too.
+    assert _freed(s) >= 1
 
 
 # ---- 3. free identities cannot kill a job ----------------------------------------------------------------------------
@@ -423,6 +527,57 @@ def test_stall_a_task_waiting_for_a_trusted_member_falls_back_to_a_quorum_one_la
     # memory: read them from the change set.
     results = s.take_changes().results
     assert t.state == "validated" and len(t.results) == 3 and not any(results[lid].trusted for lid in t.results)
+
+
+def _restarted(s: Scheduler, store: Store, ids: Ids, now: int) -> Scheduler:
+    """Save what `s` changed, then restart from the store under the real rules (the shell's restart)."""
+    store.save(s.take_changes())
+    return Scheduler.restore(key=COORDINATOR, lease_timeout_ms=TIMEOUT, new_id=ids, policy=TrustPolicy(),
+                             placement_policy=PlacementPolicy(), audit_policy=AuditPolicy(), pick=lambda n: 0,
+                             rand=lambda: 0.5, now=now, **store.load())
+
+
+def test_stall_a_restart_neither_restarts_the_trusted_wait_nor_lets_a_task_fall_back_twice(tmp_path: Path) -> None:
+    ids = Ids()
+    s = new_scheduler(ids, policy=TrustPolicy(), placement=PlacementPolicy(), audits=AuditPolicy(),
+                      pick=lambda n: 0, rand=lambda: 0.5)
+    store = Store(tmp_path / "coordinator.sqlite3")
+    now = make_trusted(s, "ABCD") + AWAY
+    ask(s, "A", now, max_tasks=0)  # present, and could take it, but does not come
+    job = submit(s, now=now, tasks=1, replicas=2)
+    (g1,) = ask(s, "U1", now)
+    send(s, "U1", g1, good(g1), now + ELAPSED)
+    began = now + ELAPSED
+    assert task(s, g1).waiting_since == began
+    half = began + TRUST.trusted_wait_ms // 2
+    s = _restarted(s, store, ids, half)
+    ask(s, "A", half, max_tasks=0)  # still present after the restart
+    s.expire(began + TRUST.trusted_wait_ms)  # the wait ends when it would have without the restart
+    t = task(s, g1)
+    assert t.fell_back and t.quorum == job.quorum + 1
+    later = began + TRUST.trusted_wait_ms + 1
+    s = _restarted(s, store, ids, later)
+    ask(s, "A", later, max_tasks=0)
+    s.expire(later + 3 * TRUST.trusted_wait_ms)
+    t = task(s, g1)
+    assert t.fell_back and t.quorum == job.quorum + 1 and t.waiting_since is None  # not once more after a restart
+
+
+def test_audit_a_restart_does_not_restart_an_open_audits_wait(tmp_path: Path) -> None:
+    ids = Ids()
+    dice = Dice(rand_default=0.99)
+    s = new_scheduler(ids, policy=TrustPolicy(), placement=PlacementPolicy(), audits=AuditPolicy(),
+                      pick=dice.pick, rand=dice.rand)
+    store = Store(tmp_path / "coordinator.sqlite3")
+    now = make_trusted(s, "ABCD") + AWAY
+    job, t, _ = _audited_single(s, dice, now)
+    opened = t.audit_since
+    assert t.audit == "due" and opened > 0
+    s = _restarted(s, store, ids, opened + AUDIT.give_up_ms // 2)
+    restored = s.tasks[t.task_id]
+    assert restored.audit == "due" and restored.audit_since == opened
+    s.expire(opened + AUDIT.give_up_ms)  # nobody audited it: skipped when it would have been without the restart
+    assert restored.audit == "skipped" and s.jobs[job.job_id].state == "done"
 
 
 # ---- 8. bonds and single issue ---------------------------------------------------------------------------------------

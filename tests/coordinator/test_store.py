@@ -14,7 +14,7 @@ import pytest
 from coordinator import store as store_module
 from coordinator.model import Job, Task, Worker
 from coordinator.scheduler import Changes, Scheduler
-from coordinator.store import Store
+from coordinator.store import SCHEMA_VERSION, Store
 from coordinator.trust import Trust
 from depin import accounts, codec, ledger, merkle
 from depin.errors import UserError
@@ -252,7 +252,7 @@ def test_wrong_schema_version_is_refused(tmp_path: Path) -> None:
     db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     db.commit()
     db.close()
-    with pytest.raises(UserError, match="has schema version 99, this depin needs 4"):
+    with pytest.raises(UserError, match=f"has schema version 99, this depin needs {SCHEMA_VERSION}"):
         Store(path)
 
 
@@ -332,18 +332,20 @@ def _version(store: Store) -> str:
     return str(store.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
 
 
-def _migrated_to_4(store: Store) -> None:
-    assert _version(store) == "4"
+def _migrated_to_current(store: Store) -> None:
+    assert _version(store) == str(SCHEMA_VERSION)
     tables = {r[0] for r in store.db.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")}
     assert {"merkle", "checkpoints", "ledger_to", "ledger_job", "results_worker", "trust"} <= tables
     assert {"min_price", "capacity", "expired"} <= {row[1] for row in store.db.execute("PRAGMA table_info(workers)")}
+    assert {"audit", "fell_back", "waiting_since", "audit_since"} <= {
+        row[1] for row in store.db.execute("PRAGMA table_info(tasks)")}
 
 
-def test_a_schema_1_database_is_migrated_to_4(tmp_path: Path) -> None:
+def test_a_schema_1_database_is_migrated_to_current(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     job, task = _schema_1_database(path)
     store = Store(path)
-    _migrated_to_4(store)
+    _migrated_to_current(store)
     rows = store.load()
     (j,) = rows["jobs"]
     assert (j.job_id, j.state, j.replicas, j.quorum, j.max_errors, j.max_results) == (
@@ -427,11 +429,11 @@ def _schema_2_database(path: Path, *, running: bool = False, entries: int = 0) -
     db.close()
 
 
-def test_an_empty_schema_2_database_is_migrated_to_4(tmp_path: Path) -> None:
+def test_an_empty_schema_2_database_is_migrated_to_current(tmp_path: Path) -> None:
     path = tmp_path / "two.sqlite3"
     _schema_2_database(path)
     store = Store(path)
-    _migrated_to_4(store)
+    _migrated_to_current(store)
     rows = store.load()
     assert [(j.job_id, j.state, j.quorum) for j in rows["jobs"]] == [("j-done", "done", 2)]
     (w,) = rows["workers"]
@@ -445,7 +447,7 @@ def test_an_empty_schema_2_database_is_migrated_to_4(tmp_path: Path) -> None:
     store.save(s.take_changes())
     assert [e.kind for e in store.ledger.entries()] == ["grant", "escrow"]
     store.close()
-    assert _version(again := Store(path)) == "4"
+    assert _version(again := Store(path)) == str(SCHEMA_VERSION)
     again.close()
 
 
@@ -464,8 +466,28 @@ def test_a_schema_2_database_with_money_is_refused_and_left_unchanged(tmp_path: 
             f"{path} holds a ledger from before escrow ({counts}), which this depin cannot carry forward; keep it"
             " with `depin ledger export` from the old version and start this one on a new data dir")
         assert _dump(path) == before
-    with pytest.raises(UserError, match="has schema version 2, this depin needs 4"):
+    with pytest.raises(UserError, match=f"has schema version 2, this depin needs {SCHEMA_VERSION}"):
         Store(path, readonly=True)
+
+
+# The columns each schema added, newest first: dropping them takes a current database back to an older schema.
+_ADDED = {
+    5: (("tasks", "fell_back"), ("tasks", "waiting_since"), ("tasks", "audit_since"), ("jobs", "materialized"),
+        ("jobs", "order_key")),
+    4: (("workers", "capacity"), ("workers", "expired"), ("workers", "exposure"), ("workers", "audits_passed"),
+        ("workers", "audits_failed"), ("tasks", "audit"), ("trust", "disputed"), ("trust", "earned"),
+        ("trust", "partners")),
+}
+
+
+def _back_to(path: Path, version: int) -> None:
+    db = sqlite3.connect(path)
+    for added in range(SCHEMA_VERSION, version, -1):
+        for table, col in _ADDED[added]:
+            db.execute(f"ALTER TABLE {table} DROP COLUMN {col}")
+    db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
+    db.commit()
+    db.close()
 
 
 def test_a_schema_3_database_keeps_its_workers_and_trust_and_gains_the_schema_4_columns(tmp_path: Path) -> None:
@@ -478,19 +500,31 @@ def test_a_schema_3_database_keeps_its_workers_and_trust_and_gains_the_schema_4_
                                                  disputed=1, earned=84, partners={wid("B"): 3})
     store.save(ch)
     store.close()
-    db = sqlite3.connect(path)  # back to what schema 3 had
-    for table, col in (("workers", "capacity"), ("workers", "expired"), ("workers", "exposure"),
-                       ("workers", "audits_passed"), ("workers", "audits_failed"), ("tasks", "audit"),
-                       ("trust", "disputed"), ("trust", "earned"), ("trust", "partners")):
-        db.execute(f"ALTER TABLE {table} DROP COLUMN {col}")
-    db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
-    db.commit()
-    db.close()
+    _back_to(path, 3)
     store = Store(path)
-    _migrated_to_4(store)
+    _migrated_to_current(store)
     rows = store.load()
     (w,) = rows["workers"]
     assert (w.validated, w.capacity, w.expired) == (12, 2, 0)  # capacity is earned again, from the start
     (t,) = rows["trust"]
     assert (t.consecutive_valid, t.valid, t.disputed, t.earned, t.partners) == (12, 12, 0, 0, {})
+    store.close()
+
+
+def test_a_schema_4_database_keeps_its_tasks_and_gains_the_schema_5_waits(tmp_path: Path) -> None:
+    path = tmp_path / "four.sqlite3"
+    store = Store(path)
+    s = new_scheduler()
+    job = submit(s, now=1, tasks=1, replicas=2)
+    assert len(lease(s, "A", now=2)) == 1  # the task is made
+    store.save(s.take_changes())
+    store.close()
+    _back_to(path, 4)
+    store = Store(path)
+    _migrated_to_current(store)
+    rows = store.load()
+    (t,) = rows["tasks"]
+    assert (t.job_id, t.fell_back, t.waiting_since, t.audit_since) == (job.job_id, False, None, 0)
+    (j,) = rows["jobs"]
+    assert (j.materialized, j.order_key) == (j.n_tasks, b"")  # a job from before had every task made, in order
     store.close()

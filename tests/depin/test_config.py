@@ -14,13 +14,15 @@ import pytest
 from depin import config
 from depin.config import (
     DEFAULT_PAGE_PORT,
+    BondSettings,
     PolicySettings,
     Window,
+    bond_settings,
     page_port,
-    policy_from_environment,
     policy_settings,
     probe_root,
     read_toml,
+    settings_from_environment,
 )
 from depin.errors import UserError
 
@@ -173,6 +175,38 @@ def test_a_worker_table_with_settings_is_not_silently_ignored() -> None:
         policy_settings({"worker": {"batch": 8, "bogus": 1}}, {})
 
 
+# ---- bond_settings: the file's [bond] table, then overrides ----------------------------------------------------------
+
+
+def test_bond_defaults_are_on_up_to_1000() -> None:
+    assert BondSettings() == BondSettings(auto_bond=True, max_bond=1000)
+    assert bond_settings({}, {}) == BondSettings()
+    assert bond_settings({"policy": {"idle_seconds": 1}}, {"idle_seconds": 2.0}) == BondSettings()  # not its keys
+
+
+def test_bond_file_then_overrides() -> None:
+    file = {"bond": {"auto_bond": False, "max_bond": 300}, "policy": {"watts": 2}}
+    assert bond_settings(file, {}) == BondSettings(auto_bond=False, max_bond=300)
+    assert bond_settings(file, {"max_bond": 500, "auto_bond": None}) == BondSettings(auto_bond=False, max_bond=500)
+    assert policy_settings(file, {}).watts == 2  # each table reads its own, and neither refuses the other
+
+
+@pytest.mark.parametrize(("file", "message"), [
+    ({"bond": {"max_bond": 1.5}}, "worker config: max_bond has the wrong type (float)"),
+    ({"bond": {"max_bond": True}}, "worker config: max_bond has the wrong type (bool)"),
+    ({"bond": {"auto_bond": "yes"}}, "worker config: auto_bond has the wrong type (str)"),
+    ({"bond": {"target": 5}}, "worker config: unknown setting 'target'"),
+    ({"bond": {"idle_seconds": 5}}, "worker config: unknown setting 'idle_seconds'"),  # a policy setting
+    ({"policy": {"max_bond": 5}}, "worker config: unknown setting 'max_bond'"),  # in the wrong table
+    ({"bond": 5}, "worker config: bond must be a table ([bond])"),
+    ({"bond": {"max_bond": -1}}, "worker bond: max_bond must be a whole number of credits from 0 to 2^53 - 1"),
+])
+def test_bond_settings_refused(file: dict[str, Any], message: str) -> None:
+    with pytest.raises(UserError) as caught:
+        (bond_settings if "policy" not in file else policy_settings)(file, {})
+    assert str(caught.value) == message
+
+
 # ---- read_toml ---------------------------------------------------------------------------------------------------
 
 
@@ -225,22 +259,22 @@ def test_a_directory_is_not_a_config_file(tmp_path: Path) -> None:
 
 
 def test_nothing_set_is_nothing() -> None:
-    assert policy_from_environment({}) == {}
-    assert policy_from_environment({"DEPIN_COORDINATOR": "http://x:1", "DEPIN_WORKER_PAGE_PORT": "off",
+    assert settings_from_environment({}) == {}
+    assert settings_from_environment({"DEPIN_COORDINATOR": "http://x:1", "DEPIN_WORKER_PAGE_PORT": "off",
                                     "DEPIN_WORKER_PROBE_ROOT": "/host"}) == {}  # not policy settings
 
 
 @pytest.mark.parametrize(("raw", "value"), [("1", True), ("true", True), ("TRUE", True), ("Yes", True),
                                             ("0", False), ("false", False), ("no", False), ("NO", False)])
 def test_booleans(raw: str, value: bool) -> None:
-    assert policy_from_environment({"DEPIN_WORKER_ALWAYS": raw, "DEPIN_WORKER_RUN_ON_BATTERY": raw}) == {
+    assert settings_from_environment({"DEPIN_WORKER_ALWAYS": raw, "DEPIN_WORKER_RUN_ON_BATTERY": raw}) == {
         "always": value, "run_on_battery": value}
 
 
 @pytest.mark.parametrize("raw", ["", "on", "off", "2", "y", " 1", "truee"])
 def test_bad_booleans(raw: str) -> None:
     with pytest.raises(UserError) as caught:
-        policy_from_environment({"DEPIN_WORKER_RUN_ON_BATTERY": raw})
+        settings_from_environment({"DEPIN_WORKER_RUN_ON_BATTERY": raw})
     assert str(caught.value) == "DEPIN_WORKER_RUN_ON_BATTERY must be true or false"
 
 
@@ -248,7 +282,7 @@ def test_numbers() -> None:
     env = {"DEPIN_WORKER_IDLE_SECONDS": "90", "DEPIN_WORKER_MAX_OTHER_LOAD": "1.25", "DEPIN_WORKER_THREADS": "3",
            "DEPIN_WORKER_MIN_BATTERY_PERCENT": "35", "DEPIN_WORKER_MAX_TEMPERATURE_C": "72.5",
            "DEPIN_WORKER_DUTY_CYCLE": "0.25", "DEPIN_WORKER_SAMPLE_SECONDS": "0.2", "DEPIN_WORKER_WATTS": "1e1"}
-    got = policy_from_environment(env)
+    got = settings_from_environment(env)
     assert got == {"idle_seconds": 90.0, "max_other_load": 1.25, "threads": 3, "min_battery_percent": 35.0,
                    "max_temperature_c": 72.5, "duty_cycle": 0.25, "sample_seconds": 0.2, "watts": 10.0}
     assert type(got["threads"]) is int and type(got["idle_seconds"]) is float
@@ -261,33 +295,41 @@ def test_numbers() -> None:
                                            ("DEPIN_WORKER_DUTY_CYCLE", "50%")])
 def test_bad_numbers(name: str, raw: str) -> None:
     with pytest.raises(UserError) as caught:
-        policy_from_environment({name: raw})
+        settings_from_environment({name: raw})
     assert str(caught.value) == f"{name} must be a number"
 
 
 def test_a_number_that_is_nan_is_refused_by_the_settings() -> None:
     with pytest.raises(UserError, match="idle_seconds must be 0..86400"):
-        policy_settings({}, policy_from_environment({"DEPIN_WORKER_IDLE_SECONDS": "nan"}))
+        policy_settings({}, settings_from_environment({"DEPIN_WORKER_IDLE_SECONDS": "nan"}))
+
+
+def test_bond_settings_from_the_environment() -> None:
+    got = settings_from_environment({"DEPIN_WORKER_AUTO_BOND": "false", "DEPIN_WORKER_MAX_BOND": "250"})
+    assert got == {"auto_bond": False, "max_bond": 250}
+    assert bond_settings({}, got) == BondSettings(auto_bond=False, max_bond=250)
+    with pytest.raises(UserError, match="DEPIN_WORKER_MAX_BOND must be a number"):
+        settings_from_environment({"DEPIN_WORKER_MAX_BOND": "1e3"})
 
 
 def test_strings() -> None:
-    assert policy_from_environment({"DEPIN_WORKER_ON_PAUSE": "return"}) == {"on_pause": "return"}
+    assert settings_from_environment({"DEPIN_WORKER_ON_PAUSE": "return"}) == {"on_pause": "return"}
     with pytest.raises(UserError, match="on_pause must be finish or return"):
-        policy_settings({}, policy_from_environment({"DEPIN_WORKER_ON_PAUSE": "later"}))
+        policy_settings({}, settings_from_environment({"DEPIN_WORKER_ON_PAUSE": "later"}))
 
 
 def test_windows_are_separated_by_semicolons() -> None:
     # Commas belong to the windows themselves ("Sat,Sun"), so the environment separates windows with ';'.
-    got = policy_from_environment({"DEPIN_WORKER_WINDOWS": "Mon-Fri 19:00-07:00;Sat,Sun 00:00-24:00; ;"})
+    got = settings_from_environment({"DEPIN_WORKER_WINDOWS": "Mon-Fri 19:00-07:00;Sat,Sun 00:00-24:00; ;"})
     assert got == {"windows": ["Mon-Fri 19:00-07:00", "Sat,Sun 00:00-24:00"]}
     s = policy_settings({}, got)
     assert s.windows == (Window.parse("Mon-Fri 19:00-07:00"), Window.parse("Sat,Sun 00:00-24:00"))
-    assert policy_from_environment({"DEPIN_WORKER_WINDOWS": ""}) == {"windows": []}
+    assert settings_from_environment({"DEPIN_WORKER_WINDOWS": ""}) == {"windows": []}
 
 
 def test_a_bad_window_in_the_environment() -> None:
     with pytest.raises(UserError, match="time window 'evenings'"):
-        policy_settings({}, policy_from_environment({"DEPIN_WORKER_WINDOWS": "22:00-06:00;evenings"}))
+        policy_settings({}, settings_from_environment({"DEPIN_WORKER_WINDOWS": "22:00-06:00;evenings"}))
 
 
 # ---- page_port and probe_root --------------------------------------------------------------------------------------
@@ -407,6 +449,20 @@ def test_every_policy_flag(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert cfg.policy == PolicySettings(always=True, idle_seconds=5, max_other_load=1.5, max_temperature_c=70,
                                         run_on_battery=True, threads=2, duty_cycle=0.5, on_pause="return", watts=9)
     assert cfg.page_port is None and cfg.probe_root == Path("/")
+
+
+@pytest.mark.parametrize(("file", "argv", "env", "bond"), [
+    ("", [], {}, BondSettings()),  # on by default
+    ("[bond]\nmax_bond = 300\n", [], {"DEPIN_WORKER_AUTO_BOND": "0"}, BondSettings(auto_bond=False, max_bond=300)),
+    ("[bond]\nmax_bond = 300\n", ["--max-bond", "700"], {"DEPIN_WORKER_MAX_BOND": "500"},
+     BondSettings(auto_bond=True, max_bond=700)),
+    ("[bond]\nmax_bond = 300\n", ["--no-auto-bond"], {"DEPIN_WORKER_AUTO_BOND": "1"},
+     BondSettings(auto_bond=False, max_bond=300)),
+])
+def test_bond_flags_over_environment_over_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, file: str,
+                                               argv: list[str], env: dict[str, str], bond: BondSettings) -> None:
+    (tmp_path / "worker.toml").write_text(file)
+    assert _worker_config(monkeypatch, tmp_path, argv, env).bond == bond
 
 
 def test_an_explicit_config_file_must_exist(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """The commands the installation docs show are ones that work: every `depin ...` line in a shell block of
 deploy/README.md and README.md parses with the real command line (subcommand, flags, values), every
 `docker run ... depin/IMAGE ARGS` line does once the image's entrypoint is put in front of ARGS, every
-`docker build --target` names a stage, and every file of this repository they mention exists."""
+`docker build --target` names a stage, every file of this repository they mention exists, and every worker.toml
+they show is one the worker accepts."""
 
 from __future__ import annotations
 
@@ -98,3 +99,17 @@ def test_the_files_they_name_exist(doc: Path) -> None:
     assert named, f"{doc.name} names no file of the repository"
     missing = sorted(n for n in named if not (ROOT / n).exists())
     assert not missing, f"{doc.name} names files that do not exist: {missing}"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_worker_toml_they_show_is_accepted(doc: Path) -> None:
+    import tomllib
+
+    from depin import config
+
+    blocks = re.findall(r"^```toml\n(.*?)^```", doc.read_text(encoding="utf-8"), flags=re.M | re.S)
+    assert blocks, f"{doc.name} shows no worker.toml"
+    for block in blocks:
+        file = tomllib.loads(block)
+        config.policy_settings(file, {})  # a UserError names a setting the worker would refuse
+        config.bond_settings(file, {})

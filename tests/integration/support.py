@@ -434,6 +434,9 @@ class Cluster:
         # Test workers share two cores with each other: the idle policy would see one another as "in use". The
         # policy has its own tests (tests/worker/test_policy.py, tests/integration/test_e2e_worker_policy.py).
         env.update(DEPIN_WORKER_ALWAYS="1", DEPIN_WORKER_PAGE_PORT="off")
+        # Nor do they bond on their own: each scenario states its workers' bonds (a bond changes trust, single issue
+        # and balances). Auto-bonding has its own tests (tests/worker/test_bonding.py, test_e2e_autobond.py).
+        env.update(DEPIN_WORKER_AUTO_BOND="0")
         env.update(extra)
         return env
 
@@ -479,8 +482,9 @@ class Cluster:
         return self.coordinator(c.data_dir.name, port=c.port, lease_timeout=c.lease_timeout, data_dir=c.data_dir)
 
     def worker(self, coordinator: Coordinator | str, name: str = "worker", *, batch: int | None = None,
-               coordinator_key: str | None = None, data_dir: Path | None = None, extra: tuple[str, ...] = ()) -> Worker:
-        """Start `depin worker`; its key is made first so the test knows its id."""
+               coordinator_key: str | None = None, data_dir: Path | None = None, extra: tuple[str, ...] = (),
+               env: dict[str, str] | None = None) -> Worker:
+        """Start `depin worker` (in `env`, default `self.env()`); its key is made first so the test knows its id."""
         from depin.crypto import load_or_create_key
 
         url = coordinator if isinstance(coordinator, str) else coordinator.url
@@ -491,7 +495,7 @@ class Cluster:
             args += ["--batch", str(batch)]
         if coordinator_key is not None:
             args += ["--coordinator-key", coordinator_key]
-        return Worker(self.spawn(name, args + list(extra)), data_dir, worker_id)
+        return Worker(self.spawn(name, args + list(extra), env=env), data_dir, worker_id)
 
     def home_id(self, home: Path | None = None) -> str:
         """The id of the submitter key in `home` (default: the cluster's DEPIN_HOME), made if missing."""

@@ -34,7 +34,7 @@ from depin.protocol import ResultItem
 from tests.integration.support import Cluster, Coordinator, Worker, read_db, submit, wait_until
 from worker.journal import Journal
 from worker.page import OwnerPage
-from worker.status import Board, CurrentTask
+from worker.status import Board, BondState, CurrentTask
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
@@ -59,7 +59,7 @@ READ_DOM = """(() => {
     task_shown: !document.getElementById("task").hidden, no_task_shown: !document.getElementById("no-task").hidden,
     task: ["task-id", "task-job", "task-kernel", "task-price", "task-chunks"].map(t),
     progress: [document.getElementById("task-progress").value, document.getElementById("task-progress").max],
-    credits: t("credits"), ledger: t("ledger-line"), energy: t("energy"),
+    credits: t("credits"), ledger: t("ledger-line"), bond: t("bond-line"), energy: t("energy"),
     path: line.getAttribute("d"), points: line.dataset.points, chart: t("chart-desc"),
     receipts: [...document.querySelectorAll("#receipts tbody tr[data-lease]")].map(
       tr => [tr.dataset.lease, ...[...tr.cells].map(c => c.textContent.trim())]),
@@ -249,6 +249,8 @@ async def test_the_owner_page_shows_and_follows_the_board_and_the_journal(tmp_pa
     board.task = CurrentTask("L2", "T-L2", "J1", "mandelbrot", 7, started_ms=now - 5_000, chunks_done=1,
                              chunks_total=4)
     board.computed, board.accepted, board.cpu_seconds = 2, 1, 3600.0
+    board.bond = BondState(auto_bond=True, max_bond=1000, target=400, bonded=250, balance=40,
+                           note="waiting for 100 spendable credits to bond")
     journal = Journal(tmp_path / "journal.sqlite3")  # the daemon's writer, open all along
     journal.add(_result("L0"), now_ms=now - 60_000, job_id="J1", price=7)
     journal.remove(["L0"], [("accepted", "")], now_ms=now - 59_000)
@@ -269,6 +271,8 @@ async def test_the_owner_page_shows_and_follows_the_board_and_the_journal(tmp_pa
             assert d["task"] == ["T-L2", "J1", "mandelbrot", "7", "1/4"] and d["progress"] == [1, 4]
             assert d["ledger"].startswith("1 ledger entry paying this worker") and "; 1 checkpoint kept" in d["ledger"]
             assert "the latest covering 10 entries" in d["ledger"]
+            assert d["bond"] == ("250 credits bonded, 40 spendable; auto-bond (target 400, max 1000): waiting for 100 "
+                                 "spendable credits to bond")
             assert (d["points"], path_points(d["path"])) == ("1", 1)
             # cells: sent, task, job, price, acknowledged, credited, entry, checkpoint; newest first
             assert [r[0] for r in d["receipts"]] == ["L1", "L0"]
@@ -283,6 +287,7 @@ async def test_the_owner_page_shows_and_follows_the_board_and_the_journal(tmp_pa
             board.move("paused", "on battery (34%, below 50%)")
             board.task = None
             board.computed, board.accepted, board.rejected, board.cpu_seconds = 3, 2, 1, 7200.0
+            board.bond.bonded, board.bond.balance, board.bond.note = 350, 0, "bonded 100 credits"
             journal.add(_result("L2"), now_ms=now + 1, job_id="J1", price=7)
             journal.remove(["L1", "L2"], [("accepted", ""), ("rejected", "disagreed with the quorum")], now_ms=now + 2)
             _credit(journal, "L1", seq=8, amount=7, when=now - 20_000, cp_size=12)
@@ -291,6 +296,7 @@ async def test_the_owner_page_shows_and_follows_the_board_and_the_journal(tmp_pa
             d = await tab.shows("d.state === 'paused' && d.credits === '14' && d.alarm_shown", "the new state")
             assert d["reason"] == "on battery (34%, below 50%)" and re.search(r"\(\d+ s\)$", d["since"]), d["since"]
             assert (d["computed"], d["accepted"], d["rejected"]) == ("3", "2", "1")
+            assert d["bond"] == "350 credits bonded, 0 spendable; auto-bond (target 400, max 1000): bonded 100 credits"
             assert not d["task_shown"] and d["no_task_shown"]
             assert (d["points"], path_points(d["path"])) == ("2", 2)
             assert d["chart"].startswith("14 credits from ")

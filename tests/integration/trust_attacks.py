@@ -389,10 +389,11 @@ class Setup:
 
 
 def start(cluster: Cluster, name: str, honest: int, *, lease_timeout: float = 3.0,
-          worker_extra: tuple[str, ...] = ()) -> Setup:
-    """A coordinator and `honest` worker processes, registered."""
+          worker_extra: tuple[str, ...] = (), worker_env: dict[str, str] | None = None) -> Setup:
+    """A coordinator and `honest` worker processes (in `worker_env`, default the cluster's), registered."""
     coord = cluster.coordinator(f"{name}-coordinator", lease_timeout=lease_timeout)
-    workers = [cluster.worker(coord, f"{name}-honest-{i}", extra=worker_extra) for i in range(honest)]
+    workers = [cluster.worker(coord, f"{name}-honest-{i}", extra=worker_extra, env=worker_env)
+               for i in range(honest)]
     add_workers(coord, workers)
     return Setup(coord, workers, SigningKey.generate())
 
@@ -407,6 +408,17 @@ def run_job(s: Setup, params: dict[str, Any], tasks: int, *, replicas: int = 2, 
     """Submit and wait (at most `timeout`); the job's last status and its time, None if it did not end."""
     job_id = submit(s.coord, s.key, params, tasks=tasks, replicas=replicas, price=price)
     return wait_job(s.coord, job_id, timeout)
+
+
+def paused_job(s: Setup, params: dict[str, Any], tasks: int, pause: float,
+               timeout: float = 60.0) -> float | None:
+    """The baseline of an attack staged while the honest workers were busy (paused): the same job, submitted while
+    they are paused for as long, and no attacker; seconds from their resume to the job's end."""
+    with paused(s.honest, LONG_POLL_END) as p:
+        job_id = _submit(s, params, tasks)
+        time.sleep(pause)
+    job, _ = wait_job(s.coord, job_id, timeout)
+    return p.since(job)
 
 
 def wait_job(coord: Coordinator, job_id: str, timeout: float) -> tuple[dict[str, Any], float | None]:
@@ -479,11 +491,14 @@ def patient_cheater(cluster: Cluster, *, honest: int = 2, tasks: int = 60, param
         bond(s, cluster, s.honest, [c])
         with Background(honest_loop(c), "patient-warmup"):
             rounds = warm(s, [c.id, *s.honest_ids])
-        say(f"  patient: C and honest trusted after {rounds} warm-up jobs: {len(s.trusted([c.id]))}, "
-            f"{len(s.trusted())}/{honest}")
-        c_trusted = bool(s.trusted([c.id]))
+            say(f"  patient: C and honest trusted after {rounds} warm-up jobs: {len(s.trusted([c.id]))}, "
+                f"{len(s.trusted())}/{honest}")
+            c_trusted = bool(s.trusted([c.id]))
+            # C is still honest during the baseline job: were C gone, an audit of a task both honest workers held
+            # would have no auditor left who asks for work, and the job would wait for the audit's give-up time,
+            # past run_job's bound (the victim phase then started with the baseline job still open).
+            _, baseline = run_job(s, params, tasks)
         c.seen = Seen("patient C", c.id)  # count the attack only
-        _, baseline = run_job(s, params, tasks)
         before = s.too_fast()
         p = Agent(net, "sybil P")
         job_id = first_leases(s, p, params, tasks)
@@ -609,24 +624,45 @@ def bond(s: Setup, cluster: Cluster, workers: Sequence[Worker], agents: Sequence
         a.net.run(client.post_signed("/v1/bond", a.key, "bond", {"amount": credits}))
 
 
+@dataclass
+class Pause:
+    resumed: float = 0.0  # wall-clock seconds when the workers were let go on (the coordinator's clock too)
+
+    def since(self, job: dict[str, Any]) -> float | None:
+        """Seconds from the resume to the job's end, if it ended."""
+        return None if job.get("finished_ms") is None else max(0.0, job["finished_ms"] / 1000 - self.resumed)
+
+
+# Honest workers of the paused scenarios run with this, which bounds each of their long polls to a second (a worker
+# waits no longer than until its next ledger audit), so that a pause of LONG_POLL_END seconds ends the long polls
+# they had open: otherwise the coordinator would still lease to a stopped worker whose request it holds.
+SHORT_POLLS = ("--audit-interval", "1")
+LONG_POLL_END = 1.5
+
+
 @contextlib.contextmanager
-def paused(workers: Sequence[Worker]) -> Iterator[None]:
-    """Stop the worker processes (SIGSTOP) for the block, then let them go on (SIGCONT)."""
+def paused(workers: Sequence[Worker], settle: float = 0.0) -> Iterator[Pause]:
+    """Stop the worker processes (SIGSTOP) for the block, then let them go on (SIGCONT). With `settle`, wait that
+    long after stopping them before the block runs."""
+    pause = Pause()
     for w in workers:
         os.kill(w.proc.pid, signal.SIGSTOP)
     try:
-        yield
+        time.sleep(settle)
+        yield pause
     finally:
         for w in workers:
             os.kill(w.proc.pid, signal.SIGCONT)
+        pause.resumed = time.time()
 
 
 def kill_job(cluster: Cluster, *, honest: int = 2, tasks: int = 6, attackers: int = 4,
-             params: dict[str, Any] | None = None, say: Callable[[str], None] = lambda line: None) -> Outcome:
+             params: dict[str, Any] | None = None, say: Callable[[str], None] = lambda line: None,
+             name: str = "kill") -> Outcome:
     """Throw-away identities send malformed results until a task passes max_errors."""
     params = params or JOB
-    s = start(cluster, "kill", honest)
-    _, baseline = run_job(s, params, tasks)
+    s = start(cluster, name, honest, worker_extra=SHORT_POLLS)
+    _, unpaused = run_job(s, params, tasks)  # also measures the work's time (placement: backups)
     before = s.too_fast()
     with Net(s.coord.url) as net:
         agents = [Agent(net, "error sender") for _ in range(attackers)]
@@ -643,17 +679,21 @@ def kill_job(cluster: Cluster, *, honest: int = 2, tasks: int = 6, attackers: in
             bg.__enter__()
         try:
             wait_until(lambda: {x.id for x in agents} <= set(s.coord.api.workers()), "the attackers to register", 30)
-            with paused(s.honest):  # the attackers get there first, as they would when the honest are busy
+            with paused(s.honest, LONG_POLL_END) as p:  # the attackers get there first, as when the honest are busy
                 box["job"] = _submit(s, params, tasks)
+                began = time.monotonic()
                 wait_until(lambda: sum(x.seen.results for x in agents) >= attackers, "error results to be sent", 30)
-            job, seconds = wait_job(s.coord, box["job"], 60)
+                pause = time.monotonic() - began
+            job, from_submit = wait_job(s.coord, box["job"], 60)
         finally:
             for bg in loops:
                 bg.__exit__()
+    seconds, baseline = p.since(job), paused_job(s, params, tasks, pause)
     unpaid = unpaid_honest(s, job, params)
     say(f"  kill: job {job['state']} {job.get('error') or ''}; honest correct results unpaid: {len(unpaid)}")
     return _outcome("4 error results kill a job", s, agents, [job], params, too_fast_before=before,
-                    seconds=seconds, baseline=baseline, unpaid_honest=unpaid)
+                    seconds=seconds, baseline=baseline, unpaid_honest=unpaid, pause=pause, unpaused=unpaused,
+                    from_submit=from_submit)
 
 
 def unpaid_honest(s: Setup, job: dict[str, Any], params: dict[str, Any]) -> list[str]:
@@ -681,13 +721,13 @@ def unpaid_honest(s: Setup, job: dict[str, Any], params: dict[str, Any]) -> list
 
 def stall_job(cluster: Cluster, *, honest: int = 2, tasks: int = 6, identities: int = 20, lease_timeout: float = 60.0,
               bound: float = 25.0, params: dict[str, Any] | None = None,
-              say: Callable[[str], None] = lambda line: None) -> Outcome:
+              say: Callable[[str], None] = lambda line: None, name: str = "stall") -> Outcome:
     """Fresh identities lease every free slot and abandon it; the coordinator's lease timeout is long. The honest
     workers (which ran the same job once before: the baseline) are paused (SIGSTOP) while the victim job arrives,
     so the abandoners hold every first slot, then resumed."""
     params = params or JOB
-    s = start(cluster, "stall", honest, lease_timeout=lease_timeout)
-    _, baseline = run_job(s, params, tasks)
+    s = start(cluster, name, honest, lease_timeout=lease_timeout, worker_extra=SHORT_POLLS)
+    _, unpaused = run_job(s, params, tasks)  # also measures the work's time (placement: backups)
     before = s.too_fast()
     with Net(s.coord.url) as net:
         agents = [Agent(net, "abandoner") for _ in range(identities)]
@@ -697,19 +737,23 @@ def stall_job(cluster: Cluster, *, honest: int = 2, tasks: int = 6, identities: 
             bg.__enter__()
         try:
             wait_until(lambda: {a.id for a in agents} <= set(s.coord.api.workers()), "the abandoners to register", 30)
-            with paused(s.honest):
+            with paused(s.honest, LONG_POLL_END) as p:
                 job_id = _submit(s, params, tasks)
+                began = time.monotonic()
                 wait_until(lambda: sum(a.seen.leases for a in agents) >= tasks, "the abandoners to take every task",
                            30)
-            job, seconds = wait_job(s.coord, job_id, bound)
+                pause = time.monotonic() - began
+            job, from_submit = wait_job(s.coord, job_id, bound)
         finally:
             for bg in loops:
                 bg.__exit__()
-        if seconds is None:
+        if from_submit is None:
             say(f"  stall: not done after {bound:.0f} s: {job['task_states']} {job['lease_states']}")
             job, _ = wait_job(s.coord, job_id, 0)
+    seconds, baseline = p.since(job) if from_submit is not None else None, paused_job(s, params, tasks, pause)
     return _outcome("5 abandoned leases stall a job", s, agents, [job], params, too_fast_before=before,
-                    seconds=seconds, baseline=baseline, bound=bound, lease_timeout=lease_timeout)
+                    seconds=seconds, baseline=baseline, bound=bound, lease_timeout=lease_timeout, pause=pause,
+                    unpaused=unpaused, from_submit=from_submit)
 
 
 # ---- 6. trusted workers above the job's price ----------------------------------------------------------------

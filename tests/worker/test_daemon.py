@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,15 @@ import pytest
 from depin import codec
 from depin.config import PolicySettings, WorkerConfig
 from depin.crypto import SigningKey, open_envelope
-from depin.errors import BadRequest, ConnectionFailed, Forbidden, KeyMismatch, PeerProtocolError, VerificationError
+from depin.errors import (
+    BadRequest,
+    Banned,
+    ConnectionFailed,
+    Forbidden,
+    KeyMismatch,
+    PeerProtocolError,
+    VerificationError,
+)
 from depin.protocol import AckItem, ResultItem, ResultsAck, ResultsRequest
 from worker import witness
 from worker.daemon import Backoff, LedgerAlarm, Worker
@@ -306,3 +315,124 @@ async def test_an_idle_long_poll_ends_when_the_next_audit_is_due(
     (payload,) = fake.lease_payloads
     assert expected_wait_ms - 1_000 < payload["wait_ms"] <= expected_wait_ms  # the poll (20 s) or the audit, sooner
     w.journal.close()
+
+
+# ---- auto-bonding in the loop (the plan itself: test_bonding.py) ----------------------------------------------------
+
+
+class _FakeBank:
+    """GET /v1/accounts and POST /v1/bond, as the coordinator answers them; `refuse` raises instead of bonding."""
+
+    def __init__(self, balance: int, bonded: int = 0, refuse: Exception | None = None) -> None:
+        self.held = {"me": balance, "bond": bonded}
+        self.refuse = refuse
+        self.bonds: list[int] = []
+        self.reads = 0
+
+    async def balance(self, account: str) -> int:
+        self.reads += 1
+        return self.held["bond" if account.startswith("bond:") else "me"]
+
+    async def move_bond(self, key: SigningKey, kind: str, amount: int) -> dict[str, Any]:
+        assert kind == "bond"
+        if self.refuse is not None:
+            raise self.refuse
+        self.bonds.append(amount)
+        self.held["me"] -= amount
+        self.held["bond"] += amount
+        return {"worker_id": key.id, "amount": amount, "seq": len(self.bonds), "bonded": self.held["bond"],
+                "balance": self.held["me"]}
+
+
+def _bonding_worker(tmp_path: Path, **config: Any) -> Worker:
+    from worker.bonding import Rules
+
+    w = _worker(tmp_path, **config)
+    w.coordinator = COORD.verify_key
+    w._bond_rules = Rules(min_bond=100, bond_per_price=20)
+    return w
+
+
+async def test_auto_bond_bonds_on_a_change_at_most_once_per_interval(tmp_path: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    w = _bonding_worker(tmp_path)
+    bank = _FakeBank(balance=150)
+    with caplog.at_level(logging.INFO, logger="depin.worker"):
+        await w._autobond(bank)  # type: ignore[arg-type]  # due at start
+    assert bank.bonds == [100]  # no price seen yet: the target is min_bond
+    assert w.board.bond is not None
+    assert (w.board.bond.bonded, w.board.bond.balance, w.board.bond.target) == (100, 50, 100)
+    assert w.board.bond.note == "bonded 100 credits"
+    assert "bonded 100 credits (ledger entry 1): bond 100, balance 50, target 100" in caplog.text
+    await w._autobond(bank)  # type: ignore[arg-type]
+    assert bank.reads == 2  # nothing changed: not even a look
+    w._prices.note(int(time.time() * 1000), 10)  # a task at price 10 (noted by _compute): the target rises to 600...
+    w._bond_due = True
+    await w._autobond(bank)  # type: ignore[arg-type]
+    assert bank.reads == 2  # ...but the audit interval has not passed
+    w._next_bond = 0.0
+    await w._autobond(bank)  # type: ignore[arg-type]
+    assert bank.bonds == [100]  # 50 spendable: not a step of min_bond
+    assert w.board.bond.note == "waiting for 100 spendable credits to bond"
+    assert w.board.bond.summary() == ("100 credits bonded, 50 spendable; auto-bond (target 600, max 1000): waiting for "
+                                      "100 spendable credits to bond")
+    w.journal.close()
+
+
+@pytest.mark.parametrize("error", [BadRequest("insufficient funds: account x holds 3 credits, cannot bond 100"),
+                                   PeerProtocolError("the balance of x is not a whole number of credits")])
+async def test_auto_bond_refused_says_so_once_and_tries_again_later(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                                     error: Exception) -> None:
+    w = _bonding_worker(tmp_path, audit_interval_ms=30_000)
+    bank = _FakeBank(balance=500, refuse=error)
+    with caplog.at_level(logging.WARNING, logger="depin.worker"):
+        for _ in range(3):
+            await w._autobond(bank)  # type: ignore[arg-type]
+            w._next_bond = 0.0  # the interval passed
+    assert caplog.text.count("auto-bond refused") == 1
+    assert bank.reads == 6  # tried at every interval: a refusal may pass (the balance moved, a restart)
+    assert w.board.bond is not None and w.board.bond.note == f"refused ({error}); trying again in 30s"
+    w.journal.close()
+
+
+async def test_auto_bond_stops_for_a_banned_worker(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    w = _bonding_worker(tmp_path)
+    bank = _FakeBank(balance=500, refuse=Banned("worker banned: 3 invalid results out of 3"))
+    with caplog.at_level(logging.WARNING, logger="depin.worker"):
+        await w._autobond(bank)  # type: ignore[arg-type]
+        w._bond_due, w._next_bond = True, 0.0
+        await w._autobond(bank)  # type: ignore[arg-type]
+    assert bank.reads == 2
+    assert caplog.text.count("auto-bond stopped: worker banned") == 1
+    assert w.board.bond is not None and w.board.bond.note == "stopped: worker banned: 3 invalid results out of 3"
+    w.journal.close()
+
+
+async def test_auto_bond_leaves_an_unreachable_coordinator_to_the_cycle(tmp_path: Path) -> None:
+    w = _bonding_worker(tmp_path)
+
+    class Down(_FakeBank):
+        async def balance(self, account: str) -> int:
+            raise ConnectionFailed("cannot reach the coordinator at http://127.0.0.1:1 (connection refused)")
+
+    with pytest.raises(ConnectionFailed):
+        await w._autobond(Down(0))  # type: ignore[arg-type]
+    assert w._bond_due  # tried again once it is back
+    w.journal.close()
+
+
+async def test_auto_bond_off_or_without_rules_asks_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from depin.config import BondSettings
+
+    off = _bonding_worker(tmp_path / "off", bond=BondSettings(auto_bond=False))
+    bank = _FakeBank(balance=500)
+    await off._autobond(bank)  # type: ignore[arg-type]
+    assert off.board.bond is not None and off.board.bond.summary() == "bond not read yet; auto-bond off"
+    old = _bonding_worker(tmp_path / "old")
+    old._bond_rules = None  # a coordinator whose /v1/info has no min_bond and bond_per_price
+    with caplog.at_level(logging.WARNING, logger="depin.worker"):
+        await old._autobond(bank)  # type: ignore[arg-type]
+    assert "auto-bond idle: the coordinator does not publish its bond rules" in caplog.text
+    assert bank.reads == 0
+    off.journal.close()
+    old.journal.close()

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 
 from depin.cli.main import main
 from worker import status
-from worker.status import STATES, Board, CurrentTask
+from worker.status import STATES, Board, BondState, CurrentTask
 
 # ---- Board -----------------------------------------------------------------------------------------------------------
 
@@ -63,12 +64,25 @@ def test_snapshot() -> None:
                     "since_ms": 10, "computed": 4, "accepted": 3, "rejected": 1, "cpu_seconds": 12.5,
                     "readings": {"temperature_c": 61.0, "on_battery": False},
                     "task": {"lease_id": "L", "task_id": "J-3", "job_id": "J", "kernel": "mandelbrot@1", "price": 7,
-                             "started_ms": 11, "chunks_done": 0, "chunks_total": 1}}
+                             "started_ms": 11, "chunks_done": 0, "chunks_total": 1}, "bond": None}
     assert json.loads(json.dumps(snap)) == snap  # JSON-ready
     b.task = None
     assert b.snapshot()["task"] is None
     snap["readings"]["temperature_c"] = 99.0  # a snapshot is a copy
     assert b.readings["temperature_c"] == 61.0
+
+
+def test_the_bond_in_the_snapshot_and_its_one_line_summary() -> None:
+    b = Board(worker_id="w", coordinator="c", bond=BondState(auto_bond=True, max_bond=1000))
+    assert b.snapshot()["bond"] == {
+        "auto_bond": True, "max_bond": 1000, "target": None, "bonded": None, "balance": None, "note": "not checked yet",
+        "summary": "bond not read yet; auto-bond (no target yet, max 1000): not checked yet"}
+    assert b.bond is not None
+    b.bond.target, b.bond.bonded, b.bond.balance = 400, 250, 40
+    b.bond.note = "waiting for 100 spendable credits to bond"
+    assert b.snapshot()["bond"]["summary"] == ("250 credits bonded, 40 spendable; auto-bond (target 400, max 1000): "
+                                               "waiting for 100 spendable credits to bond")
+    assert BondState(auto_bond=False, max_bond=1000, note="off").summary() == "bond not read yet; auto-bond off"
 
 
 # ---- status.json ---------------------------------------------------------------------------------------------------
@@ -157,7 +171,15 @@ def test_a_live_paused_worker(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert got["task"] == "none"
     assert got["results"] == "5 computed, 4 accepted, 1 rejected"
     assert got["cpu"] == "1.50 CPU hours in kernels"
-    assert list(got) == ["worker", "state", "task", "results", "cpu"]
+    assert list(got) == ["worker", "state", "task", "results", "cpu"]  # no bond line: an older worker's status.json
+
+
+def test_the_bond_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bond = BondState(auto_bond=True, max_bond=1000, target=400, bonded=400, balance=35, note="at its target")
+    status.write(tmp_path / "status.json", snapshot(bond={**asdict(bond), "summary": bond.summary()}))
+    code, out, _ = run_status(capsys, tmp_path)
+    assert code == 0
+    assert lines_of(out)["bond"] == "400 credits bonded, 35 spendable; auto-bond (target 400, max 1000): at its target"
 
 
 def test_a_live_worker_with_a_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
