@@ -397,7 +397,12 @@ class Leasing:
         # A rise in either is new work: a backup turning into a plain slot opens it to workers on probation too.
         self._freed[task.job_id] += max(0, task.wanted - before[0]) + max(0, task.backups - before[1])
         task.needs_trusted = decision.needs_trusted
-        self._wait_for_trusted(task, job, now, usable and self._need_trusted(task, job, now))
+        # It waits for a trusted worker only while none of its results is a trusted one: with a trusted result in
+        # hand any agreeing result completes the quorum, and raising the quorum (the fallback) could only make it
+        # unreachable (two trusted workers, quorum 3).
+        trusted_in = any(self.results[lid].trusted and self.results[lid].error is None
+                         and self.results[lid].verified is not False for lid in task.results)
+        self._wait_for_trusted(task, job, now, usable and not trusted_in and self._need_trusted(task, job, now))
 
     def _wait_for_trusted(self: Scheduler, task: Task, job: Job, now: int, waiting: bool) -> None:  # type: ignore[misc]
         # A task that has results but waits for a trusted member waits at most trusted_wait_ms; then it falls back

@@ -4,9 +4,9 @@ A task is *open* while it is `pending` with `wanted` or `backups` above 0, or `v
 scheduler adds a task whenever it may have become open (at submission, when `wanted` is recomputed, when an audit
 opens); a walk drops the tasks it finds closed (lazily: closing a task needs no bookkeeping). Adding and dropping
 are O(1) (a list with the position of each task; a dropped task's place is taken by the last one), so a walk over
-a job of a million tasks of which a hundred are open visits a hundred. A job's tasks not made yet (coordinator.fresh)
-are open too: they stand as positions after the list, and visiting one makes the next task. The walk starts at a
-position drawn by the caller: which tasks a worker gets stays the coordinator's draw (PROTOCOL.md 12.1).
+a job of a million tasks of which a hundred are open visits a hundred. The walk starts at a position drawn by the
+caller: which tasks a worker gets stays the coordinator's draw (PROTOCOL.md 12.1). After the tasks under way it
+makes new ones (coordinator.fresh), one at a time while they are taken, so started tasks are finished first.
 """
 
 from __future__ import annotations
@@ -51,32 +51,29 @@ class OpenSlots:
 
     def walk(self, pick: Callable[[int], int], untouched: int = 0,
              fresh: Callable[[], Task] | None = None) -> Iterator[Task]:
-        """Every open task once, from a position `pick(n)` on and around; closed ones met on the way are dropped
-        (after the walk, so that the walk's own positions hold). Tasks added during the walk are not visited. The
-        `untouched` positions after the list are tasks not made yet: visiting one yields `fresh()` (which makes a
-        task and adds it here), but only while the fresh task yielded before was taken (leased), so a walk never
-        makes tasks nobody takes."""
+        """Every open task once, from a position `pick(n)` on and around (n: the tasks listed); closed ones met on
+        the way are dropped (after the walk, so that the walk's own positions hold). Tasks added during the walk are
+        not visited. Then, up to `untouched` times, `fresh()` (which makes the job's next task and adds it here),
+        but only while the task made before was taken (leased): a walk finishes started tasks before it begins new
+        ones, and never makes a task nobody takes."""
         listed = len(self._tasks)
-        n = listed + (untouched if fresh is not None else 0)
-        if n == 0:
-            return
-        start = pick(n)
         closed: list[Task] = []
-        made: Task | None = None
         try:
-            for k in range(n):
-                i = (start + k) % n
-                if i >= listed:
-                    if fresh is None or (made is not None and not made.leases):
-                        continue
-                    made = fresh()
-                    yield made
-                    continue
-                task = self._tasks[i]
-                if is_open(task):
-                    yield task
-                else:
-                    closed.append(task)
+            if listed:  # tasks under way first, so that a started task is finished before new ones begin
+                start = pick(listed)
+                for k in range(listed):
+                    task = self._tasks[(start + k) % listed]
+                    if is_open(task):
+                        yield task
+                    else:
+                        closed.append(task)
+            made: Task | None = None
+            for _ in range(untouched if fresh is not None else 0):
+                if made is not None and not made.leases:
+                    break  # the last task made was not taken: make no more
+                assert fresh is not None
+                made = fresh()
+                yield made
         finally:
             for task in closed:
                 if not is_open(task):

@@ -59,10 +59,10 @@ def test_a_lease_walk_visits_only_the_open_tasks_of_a_job() -> None:
     s = new_scheduler(pick=lambda n: asked.append(n) or 0)
     submit(s, tasks=100, replicas=1, quorum=1, params={**PARAMS, "height": 100})
     assert len(lease(s, "A", now=0, max_tasks=90)) == 90
-    assert asked == [100]  # A's walk stopped once its 90 were granted: nothing was dropped yet
+    assert asked == []  # nothing started yet: A's walk only made (and took) 90 new tasks, no draw needed
     assert len(lease(s, "B", now=1, max_tasks=100)) == 10
-    assert asked == [100, 100]  # B's walk went all around, dropping the 90 it found fully leased...
+    assert asked == [90]  # B's walk visited the 90 started ones, dropping them (fully leased), then made 10...
     assert lease(s, "C", now=2, max_tasks=100) == []
-    assert asked == [100, 100, 10]  # ...C's walk visits only the 10 B took (and drops them)...
+    assert asked == [90, 10]  # ...C's walk visits only the 10 B took (and drops them)...
     assert lease(s, "D", now=3, max_tasks=100) == []
-    assert asked == [100, 100, 10]  # ...and D's has no task to visit: no draw is even made
+    assert asked == [90, 10]  # ...and D's has no task to visit: no draw is even made

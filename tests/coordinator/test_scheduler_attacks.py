@@ -194,14 +194,17 @@ def test_placement_the_draw_is_made_again_without_a_worker_that_did_not_come_the
     assert ask(s, "B", now) != []  # max_draws draws came to nothing: the slot is open
 
 
-def test_placement_leasing_starts_at_a_random_offset_among_the_open_tasks() -> None:
+def test_placement_leasing_starts_at_a_random_offset_among_the_started_tasks_before_making_new_ones() -> None:
     s, dice = real()
     job = submit(s, now=0, tasks=4, replicas=2, params={**PARAMS, "height": 8})
     assert len(ask(s, "A", 0, max_tasks=4)) == 2  # its capacity: two tasks made (index order in these tests)
-    dice.picks = [3]
+    dice.picks = [1]
     (g,) = ask(s, "B", 0, max_tasks=1)
-    # Two made tasks and two to make: position 3 of 4 is a task not made yet, so B's walk makes the next one.
-    assert dice.asked[-1] == 4 and task(s, g).index == 2 and job.materialized == 3
+    # The two started tasks come first, from position 1: B takes task 1's second slot, and nothing new is made.
+    assert dice.asked[0] == 2 and task(s, g).index == 1 and job.materialized == 2
+    # C: task 0's second slot is drawn for B (the dice say the first candidate), so C's walk goes on to make the
+    # next tasks.
+    assert [task(s, g).index for g in ask(s, "C", 0, max_tasks=2)] == [2, 3]
 
 
 def test_placement_a_jobs_tasks_are_made_in_its_own_secret_order() -> None:
@@ -504,6 +507,26 @@ def test_stall_a_trusted_worker_that_could_not_take_the_task_does_not_hold_its_l
     assert len(ask(s, "U1", now)) == 1
     second = ask(s, "U2", now)
     assert len(second) == (0 if how == "could help" else 1)
+
+
+def test_stall_a_task_with_a_trusted_result_never_waits_for_a_trusted_worker_nor_falls_back() -> None:
+    # Two trusted workers and nobody else: a task whose trusted first result waits long for its second must not
+    # fall back to a quorum of 3 that two workers can never reach.
+    s, _ = real()
+    now = make_trusted(s, "ABCD") + AWAY
+    job = submit(s, now=now, tasks=1, replicas=2)
+    (ga,) = ask(s, "A", now, max_tasks=1)
+    t = task(s, ga)
+    t.single = None  # (whatever the spot check said) it stays replicated
+    t.quorum = job.quorum
+    send(s, "A", ga, good(ga), now + ELAPSED)
+    ask(s, "B", now + ELAPSED, max_tasks=0)  # present, but takes nothing for a long while
+    s.expire(now + ELAPSED + 3 * TRUST.trusted_wait_ms)
+    assert t.waiting_since is None and not t.fell_back and t.quorum == job.quorum
+    later = now + ELAPSED + 3 * TRUST.trusted_wait_ms
+    for g in ask(s, "B", later, max_tasks=1):
+        send(s, "B", g, good(g), later + ELAPSED)
+    assert job.state in ("done", "running") and t.state == "validated"
 
 
 def test_stall_a_task_waiting_for_a_trusted_member_falls_back_to_a_quorum_one_larger() -> None:
