@@ -490,6 +490,15 @@ def _back_to(path: Path, version: int) -> None:
     db.close()
 
 
+def _migrated_from(store: Store, path: Path, version: int) -> tuple[Store, dict[str, Any]]:
+    """Close `store`, take its database back to `version`, open it again (migrating it) and load it."""
+    store.close()
+    _back_to(path, version)
+    store = Store(path)
+    _migrated_to_current(store)
+    return store, store.load()
+
+
 def test_a_schema_3_database_keeps_its_workers_and_trust_and_gains_the_schema_4_columns(tmp_path: Path) -> None:
     path = tmp_path / "three.sqlite3"
     store = Store(path)
@@ -499,11 +508,7 @@ def test_a_schema_3_database_keeps_its_workers_and_trust_and_gains_the_schema_4_
     ch.trust[(wid("A"), "mandelbrot@1")] = Trust(wid("A"), "mandelbrot@1", consecutive_valid=12, valid=12,
                                                  disputed=1, earned=84, partners={wid("B"): 3})
     store.save(ch)
-    store.close()
-    _back_to(path, 3)
-    store = Store(path)
-    _migrated_to_current(store)
-    rows = store.load()
+    store, rows = _migrated_from(store, path, 3)
     (w,) = rows["workers"]
     assert (w.validated, w.capacity, w.expired) == (12, 2, 0)  # capacity is earned again, from the start
     (t,) = rows["trust"]
@@ -518,11 +523,7 @@ def test_a_schema_4_database_keeps_its_tasks_and_gains_the_schema_5_waits(tmp_pa
     job = submit(s, now=1, tasks=1, replicas=2)
     assert len(lease(s, "A", now=2)) == 1  # the task is made
     store.save(s.take_changes())
-    store.close()
-    _back_to(path, 4)
-    store = Store(path)
-    _migrated_to_current(store)
-    rows = store.load()
+    store, rows = _migrated_from(store, path, 4)
     (t,) = rows["tasks"]
     assert (t.job_id, t.fell_back, t.waiting_since, t.audit_since) == (job.job_id, False, None, 0)
     (j,) = rows["jobs"]
