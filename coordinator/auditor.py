@@ -51,9 +51,11 @@ class Auditor:
                 self._close_audit(task, job, "skipped", now)
 
     def _seasoned(self: Scheduler, task: Task, job: Job, now: int) -> list[str]:  # type: ignore[misc]
-        # Present workers past probation that could take a slot of the task (a replica, or its audit), if drawn.
+        # Present workers past probation that could take a slot of the task (a replica, or its audit), if drawn,
+        # now or once done with what they hold: a busy worker is not an absent one (else an audit drawn while every
+        # honest worker is computing would be skipped at once, and a cheater and its Sybil need only wait for that).
         kernel_key = f"{job.kernel}@{job.kernel_version}"
-        return [w for w in self.workers if not self.on_probation(w) and self._could_serve(w, job, now)
+        return [w for w in self.workers if not self.on_probation(w) and self._could_serve(w, job, now, room=False)
                 and self._eligible(task, w, trusted=self.trust.trusted(w, kernel_key))]
 
     def _open_audit(self: Scheduler, task: Task, job: Job, now: int) -> None:  # type: ignore[misc]

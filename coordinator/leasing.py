@@ -52,14 +52,16 @@ class Leasing:
         self._online_cache = ((now, self._trust_version), online)
         return online
 
-    def _could_serve(self: Scheduler, worker_id: str, job: Job, now: int) -> bool:  # type: ignore[misc]
+    def _could_serve(self: Scheduler, worker_id: str, job: Job, now: int, *,  # type: ignore[misc]
+                     room: bool = True) -> bool:
         # Whether this worker would be given a task of the job if it asked now: present (seen within presence_ms
-        # and has asked for work), not banned, runs the job's kernel, asks no more than the job pays, has room.
+        # and has asked for work), not banned, runs the job's kernel, asks no more than the job pays, and has room
+        # (unless `room` is False: whether it could take one once it is done with what it holds).
         w = self.workers.get(worker_id)
         return (w is not None and w.last_lease_ms is not None
                 and now - w.last_seen_ms <= self.placement.presence_ms and not self.trust.banned(worker_id)
                 and f"{job.kernel}@{job.kernel_version}" in w.kernels and w.min_price <= job.price
-                and w.active < w.capacity)
+                and (not room or w.active < w.capacity))
 
     def _trusted_could_help(self: Scheduler, task: Task, job: Job, now: int) -> bool:  # type: ignore[misc]
         # Some present trusted worker could still be given this task (not a holder, nor sharing an address, and it

@@ -806,6 +806,37 @@ def test_audit_that_nobody_present_could_take_is_skipped_at_once() -> None:
     assert t.audit == "skipped" and job.state == "done"  # ... but nobody present could audit: no wait
 
 
+def test_audit_a_patient_cheater_and_its_sybil_are_audited_by_a_worker_busy_at_the_time_and_convicted() -> None:
+    # Found by CI (test_e2e_trust_attacks): trusted C and fresh Sybil P agreed on a wrong band while every honest
+    # worker was busy computing; "nobody present could take it" counted busy workers as absent, so the audit a
+    # probationary winner always draws was skipped at once and the wrong band stood.
+    s, dice = real(Dice(rand_default=0.99))
+    now = make_trusted(s, "ABCD") + AWAY
+    busy = submit(s, now=now, tasks=2, replicas=1, quorum=1)
+    held = {}
+    for n in "AB":  # present, and busy: their capacity (shrunk by expired leases, say) is full
+        s.workers[wid(n)].capacity = 1
+        (held[n],) = ask(s, n, now, max_tasks=1)
+    assert {task(s, g).job_id for g in held.values()} == {busy.job_id}
+    victim = submit(s, now=now, tasks=1, replicas=2)
+    (gp,) = ask(s, "P", now + 10, max_tasks=1)
+    (gc,) = ask(s, "C", now + 20, max_tasks=1)
+    t = task(s, gp)
+    assert task(s, gc) is t
+    for n, g in (("P", gp), ("C", gc)):
+        assert send(s, n, g, bad(g), now + ELAPSED).status == "accepted"
+    assert t.state == "validated" and t.audit == "due" and victim.state == "running"  # not skipped: A, B are here
+    later = now + 2 * ELAPSED
+    for n in "AB":  # each finishes its own task, then audits the victim's
+        send(s, n, held[n], good(held[n]), later)
+        (ga,) = ask(s, n, later, max_tasks=1)
+        assert task(s, ga) is t
+        send(s, n, ga, good(ga), later + ELAPSED)
+        later += 2 * ELAPSED
+    assert t.audit == "corrected" and victim.state == "done"
+    assert s.banned(wid("C")) and s.banned(wid("P"))
+
+
 # ---- found by these tests, fixed since ----------------------------------------------------------------------------
 
 
