@@ -58,9 +58,8 @@ import aiohttp
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import machine, revision  # noqa: E402
-from bench_pipeline import _loadavg, _py_spy  # noqa: E402  (shared, not copied)
-from bench_worker import cpu_seconds, machine_busy_seconds, memory  # noqa: E402
+from _common import cpu_seconds, loadavg, machine, machine_busy_seconds, py_spy, revision  # noqa: E402
+from bench_worker import memory  # noqa: E402
 
 from depin import codec, kernels  # noqa: E402
 from depin.cli.demo import start_coordinator, stop  # noqa: E402
@@ -351,7 +350,7 @@ class Spy:
     def __init__(self, pid: int, out: pathlib.Path) -> None:
         with open(out.with_suffix(".log"), "wb") as log:
             self.proc = subprocess.Popen(
-                [_py_spy(), "record", "--pid", str(pid), "--rate", str(PROFILE_HZ), "--threads", "--idle",
+                [py_spy(), "record", "--pid", str(pid), "--rate", str(PROFILE_HZ), "--threads", "--idle",
                  "--nonblocking", "--format", "raw", "--output", str(out)], stdout=subprocess.DEVNULL, stderr=log)
 
     def stop(self) -> None:
@@ -754,7 +753,7 @@ def main() -> int:
         raise SystemExit(f"N = {max(fleet):,} needs about {max(fleet) + 1000:,} open files in this process and in "
                          f"the coordinator; the hard limit is {limit:,} (raise it: ulimit -Hn, or limits.conf)")
     wall = time.perf_counter()
-    load_before = _loadavg()
+    load_before = loadavg()
     print(f"machine: {machine()}; {revision()}; open files limit {limit:,} (this process and the coordinator)")
     print("command: .venv/bin/python benchmarks/bench_scale.py " + " ".join(sys.argv[1:]))
     with tempfile.TemporaryDirectory(prefix="depin-scale-") as tmp:
@@ -798,7 +797,7 @@ def main() -> int:
                 long_runs.append(lr)
                 print(f"  long job run {i + 1}: {len(lr.validated):,} tasks validated", flush=True)
             report_long(long_runs)
-    print(f"\nLoad average before/after: {load_before} / {_loadavg()}. Whole benchmark: "
+    print(f"\nLoad average before/after: {load_before} / {loadavg()}. Whole benchmark: "
           f"{time.perf_counter() - wall:,.0f} s wall.")
     return 0
 

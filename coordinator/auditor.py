@@ -47,16 +47,18 @@ class Auditor:
         probation = any(self.on_probation(r.worker_id) for r in winners)
         if auditing.drawn(auditing.audit_probability(self.audits, single=single, probation=probation), self._rand):
             self._open_audit(task, job, now)
-            if not self._seasoned(task, job, now):  # nobody present could ever take it: say so, do not wait
+            if not self._could_audit(task, job, now):  # nobody present could ever take it: say so, do not wait
                 self._close_audit(task, job, "skipped", now)
 
-    def _seasoned(self: Scheduler, task: Task, job: Job, now: int) -> list[str]:  # type: ignore[misc]
-        # Present workers past probation that could take a slot of the task (a replica, or its audit), if drawn,
-        # now or once done with what they hold: a busy worker is not an absent one (else an audit drawn while every
+    def _could_audit(self: Scheduler, task: Task, job: Job, now: int) -> bool:  # type: ignore[misc]
+        # Whether a present worker past probation could take a slot of the task (a replica, or its audit), if drawn,
+        # now or once done with what it holds: a busy worker is not an absent one (else an audit drawn while every
         # honest worker is computing would be skipped at once, and a cheater and its Sybil need only wait for that).
         kernel_key = f"{job.kernel}@{job.kernel_version}"
-        return [w for w in self.workers if not self.on_probation(w) and self._could_serve(w, job, now, room=False)
-                and self._eligible(task, w, trusted=self.trust.trusted(w, kernel_key))]
+        return self.roster.find(
+            self._present(kernel_key, job, now, seasoned=True),
+            lambda w: (not self.on_probation(w) and self._could_serve(w, job, now, room=False)
+                       and self._eligible(task, w, trusted=self.trust.trusted(w, kernel_key))))
 
     def _open_audit(self: Scheduler, task: Task, job: Job, now: int) -> None:  # type: ignore[misc]
         task.audit = states.move(states.AUDIT, task.audit, "due")

@@ -157,7 +157,7 @@ class Judging:
         if decision.state == "pending":
             if (decision.groups >= 2 and task.quorum == job.quorum and not decision.trusted_group
                     and any(self.on_probation(self.results[lid].worker_id) for lid in task.results)
-                    and not self._need_trusted(task, job, now) and self._seasoned(task, job, now)):
+                    and not self._need_trusted(task, job, now) and self._could_audit(task, job, now)):
                 # Untrusted results disagree, identities on probation among them, and a worker past probation could
                 # break the tie: escalate rather than let the first pair to agree decide. One more agreeing result
                 # is needed, and its slot is drawn (placement) from workers past probation.
@@ -227,6 +227,8 @@ class Judging:
         kernel_key = f"{job.kernel}@{job.kernel_version}"
         if verdict == "valid":
             worker.validated += 1
+            if worker.validated == self.trust.policy.probation_valid:
+                self._refile(worker)  # past probation now: drawn from the other bags (coordinator.roster)
             worker.capacity = placement.grown(worker.capacity, self.placement)
             if not result.too_fast:
                 lease = self.leases[result.lease_id]

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import functools
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from coordinator import auditing, placement, states
 from coordinator.model import Job, Lease, Task
+from coordinator.roster import Bag
 from depin import kernels
 from depin.errors import Forbidden
 from depin.protocol import LeaseGrant
@@ -34,23 +35,6 @@ class Leasing:
     # Every method takes `self: Scheduler`: it reads state Scheduler.__init__ sets and calls the other mixins, and
     # the annotation lets mypy check both. mypy accepts a subclass as a self-type only with `type: ignore[misc]`
     # ("erased type of self is not a supertype of its class"); the ignores cover that one check on the def line.
-
-    # Scheduler.__init__ declares this; repeated here because _trusted_online assigns it, and mypy would otherwise
-    # take that assignment's (non-None) type as the mixin's own.
-    _online_cache: tuple[tuple[int, int], dict[str, list[str]]] | None
-
-    def _trusted_online(self: Scheduler, now: int) -> dict[str, list[str]]:  # type: ignore[misc]
-        # kernel key -> workers trusted for it and seen recently; computed once per (clock tick, trust change).
-        if self._online_cache is not None and self._online_cache[0] == (now, self._trust_version):
-            return self._online_cache[1]
-        online: dict[str, list[str]] = {}
-        horizon = now - self.trust.policy.online_ms
-        for worker_id, kernel in self.trust.earned():
-            w = self.workers.get(worker_id)
-            if w is not None and w.last_seen_ms >= horizon and self.trust.trusted(worker_id, kernel):
-                online.setdefault(kernel, []).append(worker_id)
-        self._online_cache = ((now, self._trust_version), online)
-        return online
 
     def _could_serve(self: Scheduler, worker_id: str, job: Job, now: int, *,  # type: ignore[misc]
                      room: bool = True) -> bool:
@@ -68,8 +52,24 @@ class Leasing:
         # runs the kernel at this price) - unless the task already waited for one too long (placement: fell back).
         if task.fell_back:
             return False
-        helpers = self._trusted_online(now).get(f"{job.kernel}@{job.kernel_version}", [])
-        return any(self._eligible(task, w, trusted=True) and self._could_serve(w, job, now) for w in helpers)
+        kernel_key = f"{job.kernel}@{job.kernel_version}"
+        online = now - self.trust.policy.online_ms
+        return self.roster.find(
+            self._present(kernel_key, job, now, seasoned=self._trust_needs_probation() or None),
+            lambda w: (self.workers[w].last_seen_ms >= online and self.trust.trusted(w, kernel_key)
+                       and self._eligible(task, w, trusted=True) and self._could_serve(w, job, now)))
+
+    def _present(self: Scheduler, kernel_key: str, job: Job, now: int, *,  # type: ignore[misc]
+                 seasoned: bool | None) -> list[Bag]:
+        # The roster's bags that may hold workers present for the job: past probation (True), on it (False), both.
+        self.roster.prune(now - self.placement.presence_ms)
+        return self.roster.bags(kernel_key, job.price, seasoned=seasoned)
+
+    def _trust_needs_probation(self: Scheduler) -> bool:  # type: ignore[misc]
+        # Whether no worker can be trusted before it is past probation (so a search for a trusted worker may skip
+        # the crowd on probation): a streak is of validated results, and probation ends after probation_valid.
+        policy = self.trust.policy
+        return min(policy.trust_after, policy.bonded_trust_after) >= policy.probation_valid
 
     def on_probation(self: Scheduler, worker_id: str) -> bool:  # type: ignore[misc]
         """Whether the worker has fewer than `probation_valid` validated results (placement: probation)."""
@@ -103,6 +103,7 @@ class Leasing:
         worker = self.workers.get(worker_id)
         if worker is not None:
             worker.kernels, worker.last_lease_ms = accepted, now
+            self.roster.note(worker, seasoned=not self.on_probation(worker_id))
             room = min(max_tasks, worker.capacity - worker.active)
         else:
             room = min(max_tasks, self.placement.start_capacity)
@@ -175,7 +176,7 @@ class Leasing:
             task.reserved = None
         if len(task.passed) >= self.placement.max_draws:
             return True  # nobody drawn came: the slot is open to any eligible worker
-        drawn = placement.draw(self._candidates(task, job, now), self._pick)
+        drawn = self._draw(task, job, now)
         if drawn is None or drawn == worker_id:
             return True
         task.reserved, task.reserved_until = drawn, now + self.placement.reserve_ms
@@ -183,23 +184,41 @@ class Leasing:
         self._drawn_for.add(drawn)
         return False
 
-    def _candidates(self: Scheduler, task: Task, job: Job, now: int) -> list[str]:  # type: ignore[misc]
-        # Who a replica slot may be drawn for: present eligible workers, trusted ones if the task needs trust,
-        # else those past probation if there are any.
+    def _draw(self: Scheduler, task: Task, job: Job, now: int) -> str | None:  # type: ignore[misc]
+        # Who a replica slot is drawn for, uniformly among present eligible workers: trusted ones if the task needs
+        # trust and any is there, else those past probation if any is there, else the rest. An audit slot: never a
+        # worker on probation, and only a trusted one before the fallback.
         kernel_key = f"{job.kernel}@{job.kernel_version}"
-        pool = [w for w in self.workers
-                if w not in task.passed and self._could_serve(w, job, now)
-                and self._eligible(task, w, trusted=self.trust.trusted(w, kernel_key))]
-        if task.state == "validated":  # an audit: never a worker on probation, nor untrusted before the fallback
-            pool = [w for w in pool if not self.on_probation(w)]
-            if now - task.audit_since < self.audits.fallback_ms:
-                pool = [w for w in pool if self.trust.trusted(w, kernel_key)]
-        if task.needs_trusted:
-            trusted = [w for w in pool if self.trust.trusted(w, kernel_key)]
-            if trusted:
-                return trusted
-        seasoned = [w for w in pool if not self.on_probation(w)]
-        return seasoned or pool
+
+        def eligible(w: str) -> bool:
+            return (w not in task.passed and self._could_serve(w, job, now)
+                    and self._eligible(task, w, trusted=self.trust.trusted(w, kernel_key)))
+
+        def trusted(w: str) -> bool:
+            return self.trust.trusted(w, kernel_key) and eligible(w)
+
+        def seasoned(w: str) -> bool:
+            return not self.on_probation(w) and eligible(w)
+
+        def fresh(w: str) -> bool:
+            return self.on_probation(w) and eligible(w)
+
+        past = self._present(kernel_key, job, now, seasoned=True)
+        tiers: list[tuple[list[Bag], Callable[[str], bool]]] = []
+        if task.state == "validated":
+            tiers.append((past, lambda w: seasoned(w) and self.trust.trusted(w, kernel_key)))
+            if now - task.audit_since >= self.audits.fallback_ms:
+                tiers.append((past, seasoned))
+        else:
+            if task.needs_trusted:
+                tiers.append((past if self._trust_needs_probation()
+                              else self._present(kernel_key, job, now, seasoned=None), trusted))
+            tiers += [(past, seasoned), (self._present(kernel_key, job, now, seasoned=False), fresh)]
+        for bags, accept in tiers:
+            drawn = self.roster.draw(bags, accept, self._pick)
+            if drawn is not None:
+                return drawn
+        return None
 
     def _grant(self: Scheduler, task: Task, job: Job, kernel_key: str, worker_id: str,  # type: ignore[misc]
                is_trusted: bool, now: int) -> LeaseGrant:
@@ -333,7 +352,7 @@ class Leasing:
                 self._freed[woken.job_id] += 1
                 count += 1  # a trusted-only audit may now go to any seasoned worker, or it waited too long
                 idle = not any(self.leases[lid].state == "active" for lid in woken.leases)
-                if idle and not self._seasoned(woken, self.jobs[woken.job_id], now):
+                if idle and not self._could_audit(woken, self.jobs[woken.job_id], now):
                     self._close_audit(woken, self.jobs[woken.job_id], "skipped", now)  # nobody left who could
                 elif now - woken.audit_since >= self.audits.give_up_ms:
                     running = [self.leases[lid].expires_ms for lid in woken.leases

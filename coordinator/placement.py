@@ -31,7 +31,6 @@ Three rules, all pure (the randomness is passed in):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -56,11 +55,6 @@ def grown(capacity: int, policy: PlacementPolicy) -> int:
 def shrunk(capacity: int) -> int:
     """The capacity after an error, an invalid result or an expired lease."""
     return max(1, capacity // 2)
-
-
-def draw(candidates: Sequence[str], pick: Callable[[int], int]) -> str | None:
-    """One of `candidates`, uniformly by `pick(n)` (an integer in [0, n)); None if there are none."""
-    return candidates[pick(len(candidates))] if candidates else None
 
 
 def backup_ms(policy: PlacementPolicy, lease_timeout_ms: int, typical_ms: int | None) -> int:

@@ -32,6 +32,7 @@ from coordinator.leasing import Leasing
 from coordinator.model import Changes, Job, Lease, Result, Task, Worker
 from coordinator.open_slots import OpenSlots
 from coordinator.placement import PlacementPolicy
+from coordinator.roster import Roster
 from coordinator.speed import SpeedBook
 from coordinator.trust import Trust, TrustBook, TrustPolicy
 from depin import accounts, codec, kernels, ledger, protocol
@@ -102,7 +103,7 @@ class Scheduler(Leasing, Judging, Auditor):
         self._expiry: list[tuple[int, str]] = []
         self._seen_persisted: dict[str, int] = {}  # worker id -> last_seen_ms last handed to the store
         self._trust_version = 0  # bumped on every verdict, so cached trust views know they are stale
-        self._online_cache: tuple[tuple[int, int], dict[str, list[str]]] | None = None
+        self.roster = Roster()  # workers that asked for work since the start, for draws (coordinator.roster)
         self._changes = Changes()
         # Work made since the shell last asked (take_wakes): slots any worker may take, and workers drawn for one.
         self._freed: Counter[str] = Counter()  # job id -> slots made takeable
@@ -357,6 +358,7 @@ class Scheduler(Leasing, Judging, Auditor):
                             capacity=self.placement.start_capacity)
             self.workers[worker_id] = worker
         worker.last_seen_ms = max(worker.last_seen_ms, now)
+        self.roster.seen(worker_id, worker.last_seen_ms)
         changed = False
         if public_address(address) not in (None, worker.address):
             worker.address, changed = public_address(address), True
@@ -364,11 +366,17 @@ class Scheduler(Leasing, Judging, Auditor):
             worker.owner, changed = owner, True
         if min_price is not None and min_price != worker.min_price:
             worker.min_price, changed = min_price, True
+            self._refile(worker)
         # last_seen is for display: persisting it at most this often keeps a write off most lease requests.
         if changed or now - self._seen_persisted.get(worker_id, -LAST_SEEN_PERSIST_MS) >= LAST_SEEN_PERSIST_MS:
             self._seen_persisted[worker_id] = now
             self._changes.workers[worker_id] = worker
         return worker
+
+    def _refile(self, worker: Worker) -> None:
+        # A worker in the roster whose min_price or probation changed is filed again (coordinator.roster).
+        if worker.worker_id in self.roster:
+            self.roster.note(worker, seasoned=not self.on_probation(worker.worker_id))
 
     def job_tasks(self, job_id: str) -> list[Task]:
         """An unfinished job's tasks made so far, in index order (none for a finished job)."""

@@ -17,18 +17,6 @@ def test_capacity_doubles_on_success_and_halves_on_trouble_within_bounds() -> No
     assert [placement.shrunk(c) for c in (16, 3, 2, 1)] == [8, 1, 1, 1]
 
 
-def test_draw_is_the_picked_candidate_or_none() -> None:
-    assert placement.draw([], lambda n: 0) is None
-    assert placement.draw(["a", "b", "c"], lambda n: n - 1) == "c"
-    picks = []
-
-    def pick(n: int) -> int:
-        picks.append(n)
-        return 1
-
-    assert placement.draw(["a", "b"], pick) == "b" and picks == [2]
-
-
 def test_grace_follows_the_measured_time_within_bounds() -> None:
     policy = PlacementPolicy(grace_factor=4, min_grace_ms=1_000)
     assert placement.grace_ms(policy, 60_000, None) == 15_000  # nothing measured: a quarter of the timeout
