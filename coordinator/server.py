@@ -4,7 +4,7 @@ Protocol endpoints (worker and submitter) take and return msgpack; read-only end
 JSON {"error": reason} with a 4xx status from the error tree. Lease requests long-poll: a worker with nothing to do
 waits, up to the wait it asked for, until a change made work it may take: as many waiting requests are woken as
 the change made slots for (coordinator.waiters). A read of one job may wait for the job to change (`wait_ms`,
-`since`: PROTOCOL.md 7.4); a commit wakes the waiting reads of the jobs it changed, and no others.
+`since`: PROTOCOL.md 7.7); a commit wakes the waiting reads of the jobs it changed, and no others.
 
 Every handler decides first, synchronously, then awaits the group commit (coordinator.commits) that holds what it
 decided before it answers: a request's changes are durable before its answer leaves, and what an answer shows (even
@@ -38,7 +38,7 @@ MSGPACK = "application/msgpack"
 LIMITS = {"lease": 64 << 10, "release": 64 << 10, "cancel": 64 << 10, "submit": 1 << 20, "results": 64 << 20,
           "result": 64 << 10, "grant": 64 << 10, "bond": 64 << 10, "unbond": 64 << 10}
 EXPIRY_TICK_S = 0.5
-MAX_JOB_WAIT_MS = 30_000  # the longest a read of a job waits for it to change (PROTOCOL.md 7.4)
+MAX_JOB_WAIT_MS = 30_000  # the longest a read of a job waits for it to change (PROTOCOL.md 7.7)
 MAX_JOB_WAITERS = 4096  # reads of jobs waiting at once; past it, a read is answered at once
 _INTEGER = re.compile(r"-?[0-9]{1,19}")  # plain ASCII digits: int() alone would take "+5", " 5", "1_000", "٥"
 
@@ -199,7 +199,7 @@ class Server:
         answer = self.service.job(job_id)
         if wait_ms > 0 and since == answer["version"] and not self.closing:
             # A waiting read holds a connection for up to MAX_JOB_WAIT_MS: it pays the per-address rate limit like
-            # a protocol request, and past MAX_JOB_WAITERS waiting reads it is answered at once (PROTOCOL.md 7.4).
+            # a protocol request, and past MAX_JOB_WAITERS waiting reads it is answered at once (PROTOCOL.md 7.7).
             self.service.admit(request.remote)
             deadline = asyncio.get_running_loop().time() + wait_ms / 1000
             while since == answer["version"] and not self.closing and not self.job_waits.full():

@@ -9,6 +9,9 @@ it: it already holds the task, shares an address with a holder, or is not truste
 oldest such request, at most once around all of them, so a slot that some waiting worker can take is never left
 waiting for the long polls to time out. Requests are kept in buckets of equal (kernels, min_price), so finding the
 ones that could take a job's task costs the number of distinct buckets, not the number of requests.
+
+`JobWaiters` holds the other kind of long poll, reads of one job waiting for it to change (PROTOCOL.md 7.7): one
+event per job that has waiting reads, set by the commit that made a change of that job durable.
 """
 
 from __future__ import annotations

@@ -77,7 +77,7 @@ async def _status(cfg: config.ClientConfig, args: argparse.Namespace) -> int:
 async def wait_for(c: Client, job_id: str, *, show: bool, every_s: float = 0.25, wait_ms: int = 20_000
                    ) -> dict[str, Any]:
     """Follow a job until it ends, drawing a progress bar on stderr if `show`: each read waits on the coordinator
-    until the job changes (PROTOCOL.md 7.4: `wait_ms`, `since`), and reads are at least `every_s` apart."""
+    until the job changes (PROTOCOL.md 7.7: `wait_ms`, `since`), and reads are at least `every_s` apart."""
     from tqdm import tqdm
 
     path = f"/v1/jobs/{_quoted(job_id)}"
