@@ -91,6 +91,8 @@ def test_a_done_job_survives_a_coordinator_sigkill(cluster: Cluster, submitter: 
 
     coordinator = cluster.restart(coordinator)
     after = (coordinator.api.job(job_id), coordinator.api.ledger(), coordinator.api.workers())
+    # Versions start afresh after a restart (PROTOCOL.md 7.7); everything else is as it was.
+    assert after[0].pop("version") != before[0].pop("version")
     assert after[0] == before[0] and after[1] == before[1]
     assert {k: (w["balance"], w["tasks_validated"]) for k, w in after[2].items()} == \
         {k: (w["balance"], w["tasks_validated"]) for k, w in before[2].items()}
