@@ -59,12 +59,23 @@ class Audit:
 
     def maybe_checkpoint(self, book: ledger.Book, now: int) -> bool:
         """Sign and keep a new checkpoint if one is due; whether one was made."""
-        if not due(self.latest, size=book.size, now=now, every=self.every, interval_ms=self.interval_ms):
+        cp = self.due_checkpoint(book, now)
+        if cp is None:
             return False
-        cp = sign(self.key, size=book.size, root=book.root(), time=now)
         self.store.ledger.add_checkpoint(cp)
-        self.latest = cp
+        self.kept(cp)
         return True
+
+    def due_checkpoint(self, book: ledger.Book, now: int) -> Checkpoint | None:
+        """A new checkpoint signed over `book`, if one is due; it is served only once `kept` (after the commit that
+        writes it with the entries it covers: a checkpoint is never ahead of the stored ledger its proofs read)."""
+        if not due(self.latest, size=book.size, now=now, every=self.every, interval_ms=self.interval_ms):
+            return None
+        return sign(self.key, size=book.size, root=book.root(), time=now)
+
+    def kept(self, cp: Checkpoint) -> None:
+        """`cp` is on disk: serve it as the latest."""
+        self.latest = cp
 
     def _checkpoint(self, size: int | None) -> Checkpoint:
         if size is None:

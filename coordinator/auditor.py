@@ -80,7 +80,7 @@ class Auditor:
             return False
         if not is_trusted and now - task.audit_since < self.audits.fallback_ms:
             return False  # trusted auditors only, for a while (coordinator.auditing)
-        task.needs_trusted = True  # the draw prefers trusted workers (placement._candidates)
+        task.needs_trusted = True  # the draw prefers trusted workers (Leasing._draw)
         return self._placed_here(task, job, worker_id, now)
 
     def _take_audit(self: Scheduler, now: int, lease: Lease, task: Task, job: Job,  # type: ignore[misc]

@@ -174,12 +174,14 @@ class Leasing:
                 return False
             task.passed.add(task.reserved)  # it did not come in time: draw again without it
             task.reserved = None
+            self._recount_later(task)
         if len(task.passed) >= self.placement.max_draws:
             return True  # nobody drawn came: the slot is open to any eligible worker
         drawn = self._draw(task, job, now)
         if drawn is None or drawn == worker_id:
             return True
         task.reserved, task.reserved_until = drawn, now + self.placement.reserve_ms
+        self._recount_later(task)
         heapq.heappush(self._wakeups, (task.reserved_until, task.task_id))
         self._drawn_for.add(drawn)
         return False
@@ -232,6 +234,7 @@ class Leasing:
         alone = not self._members(task)
         task.leases.append(lease.lease_id)
         task.reserved, task.passed = None, set()
+        self._recount_later(task)
         self._mark_holder(task, worker_id)
         worker = self.workers.get(worker_id)
         if worker is not None:
@@ -417,7 +420,9 @@ class Leasing:
             self._open[job.job_id].add(task)
         # A rise in either is new work: a backup turning into a plain slot opens it to workers on probation too.
         self._freed[task.job_id] += max(0, task.wanted - before[0]) + max(0, task.backups - before[1])
-        task.needs_trusted = decision.needs_trusted
+        if task.needs_trusted != decision.needs_trusted:
+            task.needs_trusted = decision.needs_trusted
+            self._recount_later(task)
         # It waits for a trusted worker only while none of its results is a trusted one: with a trusted result in
         # hand any agreeing result completes the quorum, and raising the quorum (the fallback) could only make it
         # unreachable (two trusted workers, quorum 3).

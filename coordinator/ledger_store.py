@@ -37,6 +37,22 @@ def _entry(r: tuple[Any, ...]) -> ledger.Entry:
                         task_id=r[7], prev_hash=r[8], hash=r[9])
 
 
+Statement = tuple[str, list[tuple[Any, ...]]]
+
+
+def statements(entries: Iterable[ledger.Entry], nodes: Iterable[tuple[int, int, bytes]]) -> list[Statement]:
+    """The inserts of entries and the Merkle nodes they complete, as (sql, rows) for executemany."""
+    return [(f"INSERT INTO ledger ({_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+             [(e.seq, e.time, e.kind, e.from_, e.to, e.amount, e.job_id, e.task_id, e.prev_hash, e.hash)
+              for e in entries]),
+            ("INSERT INTO merkle VALUES (?,?,?)", list(nodes))]
+
+
+def checkpoint_statement(cp: checkpoint.Checkpoint) -> Statement:
+    """The insert that keeps a signed checkpoint (a later signature of the same size replaces the older)."""
+    return "INSERT OR REPLACE INTO checkpoints VALUES (?,?,?,?)", [(cp.size, cp.root, cp.time, cp.sig)]
+
+
 class LedgerStore:
     """Ledger rows of one database connection."""
 
@@ -47,16 +63,13 @@ class LedgerStore:
 
     def write(self, entries: Iterable[ledger.Entry], nodes: Iterable[tuple[int, int, bytes]]) -> None:
         """Insert entries and the Merkle nodes they complete."""
-        self.db.executemany(
-            f"INSERT INTO ledger ({_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            [(e.seq, e.time, e.kind, e.from_, e.to, e.amount, e.job_id, e.task_id, e.prev_hash, e.hash)
-             for e in entries],
-        )
-        self.db.executemany("INSERT INTO merkle VALUES (?,?,?)", nodes)
+        for sql, rows in statements(entries, nodes):
+            self.db.executemany(sql, rows)
 
     def add_checkpoint(self, cp: checkpoint.Checkpoint) -> None:
         """Keep a signed checkpoint (its own small transaction)."""
-        self.db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?,?,?,?)", (cp.size, cp.root, cp.time, cp.sig))
+        sql, rows = checkpoint_statement(cp)
+        self.db.executemany(sql, rows)
 
     def repair(self) -> int:
         """Rebuild the Merkle table from the entries unless it fits them; return the number of entries.

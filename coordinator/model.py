@@ -72,6 +72,8 @@ class Task:
     waiting_since: int | None = None  # since when the task has waited for a trusted worker
     fell_back: bool = False  # it waited too long, and a larger quorum of untrusted workers stands in
     audit_since: int = 0  # when its audit was drawn
+    # In memory only: the part of its job's counts it was last counted in (coordinator.progress).
+    tally: tuple[str, str | None, tuple[str, ...]] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -83,6 +85,7 @@ class Lease:
     issued_ms: int
     expires_ms: int
     state: str = "active"
+    tally: str | None = field(default=None, compare=False, repr=False)  # in memory: the state it was last counted in
 
 
 @dataclass

@@ -32,6 +32,7 @@ from coordinator.leasing import Leasing
 from coordinator.model import Changes, Job, Lease, Result, Task, Worker
 from coordinator.open_slots import OpenSlots
 from coordinator.placement import PlacementPolicy
+from coordinator.progress import Progress
 from coordinator.roster import Roster
 from coordinator.speed import SpeedBook
 from coordinator.trust import Trust, TrustBook, TrustPolicy
@@ -105,6 +106,8 @@ class Scheduler(Leasing, Judging, Auditor):
         self._trust_version = 0  # bumped on every verdict, so cached trust views know they are stale
         self.roster = Roster()  # workers that asked for work since the start, for draws (coordinator.roster)
         self._changes = Changes()
+        self.progress = Progress()  # each job's counts, kept as rows move (coordinator.progress)
+        self._recount: dict[str, Task] = {}  # tasks whose in-memory placement fields moved since the last count
         # Work made since the shell last asked (take_wakes): slots any worker may take, and workers drawn for one.
         self._freed: Counter[str] = Counter()  # job id -> slots made takeable
         self._drawn_for: set[str] = set()
@@ -137,9 +140,11 @@ class Scheduler(Leasing, Judging, Auditor):
         s = cls(key=key, lease_timeout_ms=lease_timeout_ms, new_id=new_id, archive=archive, policy=policy,
                 rand=rand, pick=pick, placement_policy=placement_policy, audit_policy=audit_policy)
         s.jobs = {j.job_id: j for j in jobs}
+        s.progress = Progress(start=now * 1000)  # versions after a restart never repeat one from before it
         for j in s.jobs.values():
             if j.state not in states.FINISHED_JOB:
                 s._job_tasks[j.job_id], s._open[j.job_id] = [], OpenSlots()
+                s.progress.add(j.job_id)
         s.workers = {w.worker_id: w for w in workers}
         for w in s.workers.values():
             standing = s.trust.standing_of(w.worker_id)
@@ -187,6 +192,11 @@ class Scheduler(Leasing, Judging, Auditor):
                 # it began, so that it goes on from then once a trusted worker asks again (not from the restart).
                 if began is not None and task.waiting_since is None and not task.fell_back:
                     task.waiting_since = began
+        for task in s.tasks.values():
+            s.progress.task(task, s.jobs[task.job_id])
+        for lease in s.leases.values():
+            s.progress.lease(lease)
+        s._recount.clear()
         return s
 
     # ---- jobs ------------------------------------------------------------------------------------------
@@ -227,6 +237,7 @@ class Scheduler(Leasing, Judging, Auditor):
             )
         self.jobs[job.job_id] = job
         self._changes.jobs[job.job_id] = job
+        self.progress.add(job.job_id)
         self._job_tasks[job.job_id] = []
         self._open[job.job_id] = OpenSlots()
         bisect.insort(self._order, (-job.price, job.created_ms, job.job_id))
@@ -321,6 +332,8 @@ class Scheduler(Leasing, Judging, Auditor):
         return job
 
     def _finish_job(self, job: Job, state: str, now: int, error: str | None) -> None:
+        self.counted()  # the job's waits are counted up to here, then gone (Progress.close)
+        self.progress.close(job.job_id)
         job.state = states.move(states.JOB, job.state, state)
         job.finished_ms, job.error, job.audits_open = now, error, 0
         self._changes.jobs[job.job_id] = job
@@ -401,8 +414,30 @@ class Scheduler(Leasing, Judging, Auditor):
 
     def take_changes(self) -> Changes:
         """Everything touched since the last call; the caller must persist it before answering anyone."""
+        self.counted()
         changes, self._changes = self._changes, Changes()
+        for job_id in changes.jobs:
+            self.progress.touch(job_id)
+        for entry in changes.entries:
+            if entry.job_id is not None:
+                self.progress.touch(entry.job_id)  # its escrow moved
         return changes
+
+    def counted(self) -> Progress:
+        """Every job's counts, with the rows that moved since they were last counted counted: O(rows moved)."""
+        for task in self._changes.tasks.values():
+            self.progress.task(task, self.jobs[task.job_id])
+        for task in self._recount.values():
+            self.progress.task(task, self.jobs[task.job_id])
+        self._recount.clear()
+        for lease in self._changes.leases.values():
+            self.progress.lease(lease)
+        return self.progress
+
+    def _recount_later(self, task: Task) -> None:
+        # A placement field that names a waiting reason moved (a drawn slot, the need for a trusted worker): in
+        # memory only, so not in the change set, but in the job's counts all the same.
+        self._recount[task.task_id] = task
 
 
 def _policy(replicas: int | None, quorum: int | None, max_errors: int | None,

@@ -3,7 +3,12 @@
 Protocol endpoints (worker and submitter) take and return msgpack; read-only endpoints return JSON; every error is
 JSON {"error": reason} with a 4xx status from the error tree. Lease requests long-poll: a worker with nothing to do
 waits, up to the wait it asked for, until a change made work it may take: as many waiting requests are woken as
-the change made slots for (coordinator.waiters).
+the change made slots for (coordinator.waiters). A read of one job may wait for the job to change (`wait_ms`,
+`since`: PROTOCOL.md 7.7); a commit wakes the waiting reads of the jobs it changed, and no others.
+
+Every handler decides first, synchronously, then awaits the group commit (coordinator.commits) that holds what it
+decided before it answers: a request's changes are durable before its answer leaves, and what an answer shows (even
+a read's) is on disk by then.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from typing import Any
 
 from aiohttp import web
 
-from coordinator.service import Service
-from coordinator.waiters import Waiters, Wake
+from coordinator.commits import GroupCommit
+from coordinator.service import Service, Write
+from coordinator.waiters import JobWaiters, Waiters, Wake
 from depin import accounts, codec
 from depin.config import CoordinatorConfig
 from depin.errors import DepinError, PeerProtocolError, TooLarge, UserError
@@ -32,6 +38,8 @@ MSGPACK = "application/msgpack"
 LIMITS = {"lease": 64 << 10, "release": 64 << 10, "cancel": 64 << 10, "submit": 1 << 20, "results": 64 << 20,
           "result": 64 << 10, "grant": 64 << 10, "bond": 64 << 10, "unbond": 64 << 10}
 EXPIRY_TICK_S = 0.5
+MAX_JOB_WAIT_MS = 30_000  # the longest a read of a job waits for it to change (PROTOCOL.md 7.7)
+MAX_JOB_WAITERS = 4096  # reads of jobs waiting at once; past it, a read is answered at once
 _INTEGER = re.compile(r"-?[0-9]{1,19}")  # plain ASCII digits: int() alone would take "+5", " 5", "1_000", "٥"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -100,6 +108,9 @@ class Server:
     def __init__(self, service: Service) -> None:
         self.service = service
         self.work = Waiters()
+        self.job_waits = JobWaiters(MAX_JOB_WAITERS)
+        self.commits: GroupCommit[Write] = GroupCommit(service.take_write, service.write, self._written,
+                                                       service.on_fatal)
         self.closing = False
         self.app = web.Application(middlewares=[_errors], client_max_size=max(LIMITS.values()))
         self.app.add_routes([
@@ -129,11 +140,20 @@ class Server:
         ])
         self.app.cleanup_ctx.append(self._expiry_loop)
         self.app.on_shutdown.append(self._wake_pollers)
+        self.app.on_cleanup.append(self._close_commits)
 
     async def _wake_pollers(self, app: web.Application) -> None:
-        # Long-polls answer "no leases" at once, so shutdown does not wait out their timeouts.
+        # Long-polls answer at once ("no leases", the job as it is), so shutdown does not wait out their timeouts.
         self.closing = True
         self.work.wake_all()
+        self.job_waits.wake_all()
+
+    async def _close_commits(self, app: web.Application) -> None:
+        await self.commits.close()
+
+    def _written(self, w: Write) -> None:
+        self.service.written(w)
+        self.job_waits.changed(w.jobs)  # now durable: wake the reads waiting for these jobs
 
     async def _expiry_loop(self, app: web.Application) -> Any:
         async def loop() -> None:
@@ -141,6 +161,10 @@ class Server:
                 await asyncio.sleep(EXPIRY_TICK_S)
                 self.service.expire()
                 self._wake()
+                try:
+                    await self.commits.durable()  # the expiries, and a checkpoint due by time
+                except DepinError:
+                    return  # the database refused a write: the server is stopping
 
         task = asyncio.create_task(loop())
         yield
@@ -155,17 +179,36 @@ class Server:
     async def info(self, request: web.Request) -> web.Response:
         return web.json_response(self.service.info())
 
+    async def _durable(self, answer: Any) -> Any:
+        await self.commits.durable()
+        return answer
+
     async def status(self, request: web.Request) -> web.Response:
-        return web.json_response(self.service.status())
+        return web.json_response(await self._durable(self.service.status()))
 
     async def jobs(self, request: web.Request) -> web.Response:
-        return web.json_response({"jobs": self.service.status()["jobs"]})
+        return web.json_response({"jobs": (await self._durable(self.service.status()))["jobs"]})
 
     async def workers(self, request: web.Request) -> web.Response:
-        return web.json_response({"workers": self.service.status()["workers"]})
+        return web.json_response({"workers": (await self._durable(self.service.status()))["workers"]})
 
     async def job(self, request: web.Request) -> web.Response:
-        return web.json_response(self.service.job(request.match_info["job_id"]))
+        job_id = request.match_info["job_id"]
+        wait_ms = min(_query_int(request, "wait_ms", 0), MAX_JOB_WAIT_MS)
+        since = _query_int(request, "since", None)
+        answer = self.service.job(job_id)
+        if wait_ms > 0 and since == answer["version"] and not self.closing:
+            # A waiting read holds a connection for up to MAX_JOB_WAIT_MS: it pays the per-address rate limit like
+            # a protocol request, and past MAX_JOB_WAITERS waiting reads it is answered at once (PROTOCOL.md 7.7).
+            self.service.admit(request.remote)
+            deadline = asyncio.get_running_loop().time() + wait_ms / 1000
+            while since == answer["version"] and not self.closing and not self.job_waits.full():
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    break
+                await self.job_waits.wait(job_id, remaining)
+                answer = self.service.job(job_id)
+        return web.json_response(await self._durable(answer))
 
     async def ledger(self, request: web.Request) -> web.Response:
         start = _query_int(request, "start", 0)
@@ -188,7 +231,7 @@ class Server:
         return web.json_response(self.service.audit.consistency(old, _query_int(request, "to", None)))
 
     async def account(self, request: web.Request) -> web.Response:
-        return web.json_response(self.service.account(request.match_info["account"]))
+        return web.json_response(await self._durable(self.service.account(request.match_info["account"])))
 
     async def credits(self, request: web.Request) -> web.Response:
         _party(request.match_info["account"])
@@ -204,6 +247,7 @@ class Server:
         return web.json_response(self.service.audit.receipts(request.match_info["worker_id"], offset, limit))
 
     async def provenance(self, request: web.Request) -> web.Response:
+        await self.commits.durable()  # it reads the job's rows from the database
         return web.json_response(self.service.provenance(request.match_info["job_id"]))
 
     # ---- protocol ----------------------------------------------------------------------------------------
@@ -216,22 +260,25 @@ class Server:
     async def submit(self, request: web.Request) -> web.Response:
         answer = self.service.submit(await self._body(request, "submit"))
         self._wake()
-        return _msgpack(answer)
+        return _msgpack(await self._durable(answer))
 
     async def result(self, request: web.Request) -> web.Response:
-        return _msgpack(self.service.result(request.match_info["job_id"], await self._body(request, "result")))
+        body = await self._body(request, "result")
+        await self.commits.durable()  # the merged output of a job that just ended is in the database now
+        return _msgpack(self.service.result(request.match_info["job_id"], body))
 
     async def grant(self, request: web.Request) -> web.Response:
-        return _msgpack(self.service.grant(await self._body(request, "grant")))
+        return _msgpack(await self._durable(self.service.grant(await self._body(request, "grant"))))
 
     async def bond(self, request: web.Request) -> web.Response:
-        return _msgpack(self.service.bond(await self._body(request, "bond")))
+        return _msgpack(await self._durable(self.service.bond(await self._body(request, "bond"))))
 
     async def unbond(self, request: web.Request) -> web.Response:
-        return _msgpack(self.service.unbond(await self._body(request, "unbond")))
+        return _msgpack(await self._durable(self.service.unbond(await self._body(request, "unbond"))))
 
     async def cancel(self, request: web.Request) -> web.Response:
-        return _msgpack(self.service.cancel(request.match_info["job_id"], await self._body(request, "cancel")))
+        body = await self._body(request, "cancel")
+        return _msgpack(await self._durable(self.service.cancel(request.match_info["job_id"], body)))
 
     async def lease(self, request: web.Request) -> web.Response:
         worker_id, req = self.service.open_lease_request(await self._body(request, "lease"), request.remote)
@@ -245,7 +292,7 @@ class Server:
                 self.work.wake(1, woken.kernel, woken.price, woken.hops - 1)
             remaining = deadline - asyncio.get_running_loop().time()
             if leases or remaining <= 0 or self.closing:
-                return _msgpack({"leases": leases})
+                return _msgpack(await self._durable({"leases": leases}))
             woken = await self.work.wait(worker_id, kernels, min_price, remaining)
 
     def _wake(self) -> None:
@@ -259,12 +306,12 @@ class Server:
     async def release(self, request: web.Request) -> web.Response:
         answer = self.service.release(await self._body(request, "release"))
         self._wake()
-        return _msgpack(answer)
+        return _msgpack(await self._durable(answer))
 
     async def results(self, request: web.Request) -> web.Response:
         answer = self.service.results(await self._body(request, "results"))
         self._wake()  # a disagreement may have made a task want one more replica
-        return _msgpack(answer)
+        return _msgpack(await self._durable(answer))
 
 
 async def serve(config: CoordinatorConfig, ready: Callable[[str], None] | None = None) -> int:

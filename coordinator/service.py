@@ -1,9 +1,10 @@
-"""The coordinator's synchronous shell: check a signed request, ask the scheduler, persist, answer.
+"""The coordinator's synchronous shell: check a signed request, ask the scheduler, and say what to persist.
 
-Each public method handles one request kind end to end and returns the answer to send. Every method that changes
-state ends by writing the scheduler's change set in one transaction, before the answer leaves (so an acknowledged
-result or ledger entry is always on disk). If that write fails the process cannot trust its memory any more;
-`save` re-raises and the server shuts down so a restart reloads the last committed state.
+Each public method handles one request kind and returns the answer to send. A method that changes state leaves the
+change in the scheduler's change set; the server sends the answer only once the group commit that holds it is done
+(coordinator.commits, which calls `take_write`, `write` and `written`), so an acknowledged result or ledger entry is
+always on disk. If a write fails the process cannot trust its memory any more: `on_fatal` shuts the server down so
+a restart reloads the last committed state.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import fcntl
 import os
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from coordinator import store as stored
 from coordinator import views
 from coordinator.audit import Audit
 from coordinator.auditing import AuditPolicy
@@ -25,6 +28,7 @@ from coordinator.scheduler import Scheduler
 from coordinator.store import Store
 from coordinator.trust import TrustPolicy
 from depin import accounts, codec, kernels, protocol
+from depin.checkpoint import Checkpoint
 from depin.config import CoordinatorConfig
 from depin.crypto import SigningKey, VerifyKey, load_or_create_key, open_envelope
 from depin.errors import Conflict, Forbidden, NotFound, PeerProtocolError, UserError
@@ -46,6 +50,18 @@ def _lock_data_dir(data_dir: Path) -> int:
         os.close(fd)
         raise UserError(f"data dir {data_dir} is in use by another running coordinator") from None
     return fd
+
+
+@dataclass(frozen=True)
+class Write:
+    """One group commit: its rows, the checkpoint signed over them if one was due, the jobs whose view changed."""
+
+    rows: stored.Rows
+    checkpoint: Checkpoint | None
+    jobs: frozenset[str]
+
+    def __bool__(self) -> bool:
+        return bool(self.rows)
 
 
 def new_id() -> str:
@@ -81,20 +97,31 @@ class Service:
         self.per_key = RateLimiter(config.rate_per_key, 2 * config.rate_per_key, "key")
         # Nonces live in memory only, so requests signed before this process started are refused outright.
         self.replay = ReplayGuard(config.clock_window_ms, not_before_ms=clock())
+        self._writer = self.store.writer()  # the group commit's connection, used from its thread only
 
     def close(self) -> None:
         """Close the database and let another coordinator have the data dir."""
+        self._writer.close()
         self.store.close()
         os.close(self._lock)
 
-    def save(self) -> None:
-        """Write whatever the scheduler changed; if that fails, memory is ahead of the disk and we must stop."""
-        try:
-            self.store.save(self.scheduler.take_changes())
-            self.audit.maybe_checkpoint(self.scheduler.book, self.clock())
-        except BaseException as exc:
-            self.on_fatal(exc)
-            raise
+    # ---- the group commit's three steps (coordinator.commits) --------------------------------------------
+
+    def take_write(self) -> Write:
+        """Everything decided since the last commit, as rows, with a checkpoint over it if one is due (on the loop)."""
+        changes = self.scheduler.take_changes()
+        cp = self.audit.due_checkpoint(self.scheduler.book, self.clock())
+        return Write(stored.rows(changes, () if cp is None else (cp,)), cp,
+                     frozenset(self.scheduler.progress.take_changed()))
+
+    def write(self, w: Write) -> None:
+        """One fsync'd transaction (in the commit thread: it touches nothing but the rows and its connection)."""
+        stored.write(self._writer, w.rows)
+
+    def written(self, w: Write) -> None:
+        """`w` is durable: its checkpoint may be served now."""
+        if w.checkpoint is not None:
+            self.audit.kept(w.checkpoint)
 
     def admit(self, address: str | None) -> None:
         """The per-address rate limit, checked before a body is even read (429 if over)."""
@@ -140,16 +167,18 @@ class Service:
         job = self.scheduler.jobs.get(job_id)
         if job is None:
             raise NotFound(f"no job {job_id}")
-        return {**views.job_view(job, self.scheduler.book.accounts.held(job_id)),
-                "waiting": views.waiting_view(self.scheduler, job_id),
-                "task_states": views.task_states(job, self.store.state_counts("tasks", job_id)),
-                "audits": self.store.audit_counts(job_id),
-                "lease_states": self.store.state_counts("leases", job_id)}
+        counts = self.scheduler.counted()
+        if not counts.known(job_id):  # it ended before this process started: count it once, from the database
+            counts.load(job_id, tasks=self.store.state_counts("tasks", job_id), audits=self.store.audit_counts(job_id),
+                        leases=self.store.state_counts("leases", job_id))
+        view = counts.view(job_id)
+        return {**views.job_view(job, self.scheduler.book.accounts.held(job_id)), **view,
+                "task_states": views.task_states(job, view["task_states"])}
 
     def ledger_page(self, start: int, limit: int) -> dict[str, Any]:
         """GET /v1/ledger: entries from `start`, at most `limit`."""
         entries = [e.to_dict() for e in self.store.ledger.entries(start, limit)]
-        return {"entries": entries, "total": self.scheduler.book.size}
+        return {"entries": entries, "total": self.store.ledger.size()}  # what is on disk, as the entries are
 
     def account(self, account: str) -> dict[str, Any]:
         """GET /v1/accounts/{id}: an account's balance."""
@@ -176,7 +205,6 @@ class Service:
             n_tasks=req.tasks, replicas=req.replicas, max_results=req.max_results, price=req.price,
             quorum=req.quorum, max_errors=req.max_errors,
         )
-        self.save()
         return {"job_id": job.job_id, "tasks": job.n_tasks, "price": job.price, "escrow": job.max_cost,
                 "balance": self.scheduler.book.accounts.balance(signer.id)}
 
@@ -201,7 +229,6 @@ class Service:
             raise Forbidden("grants must be signed with this coordinator's key")
         req = protocol.GrantRequest.from_payload(payload)
         entry = self.scheduler.grant(now=self.clock(), account=req.account, amount=req.amount)
-        self.save()
         return {"account": req.account, "amount": req.amount, "seq": entry.seq,
                 "balance": self.scheduler.book.accounts.balance(req.account)}
 
@@ -211,7 +238,6 @@ class Service:
         req = protocol.BondRequest.from_payload(payload)
         self._refuse_banned(signer.id)
         entry = self.scheduler.bond(now=self.clock(), worker_id=signer.id, amount=req.amount)
-        self.save()
         return self._bond_answer(signer.id, req.amount, entry.seq)
 
     def unbond(self, envelope: Any) -> dict[str, Any]:
@@ -220,7 +246,6 @@ class Service:
         req = protocol.UnbondRequest.from_payload(payload)
         self._refuse_banned(signer.id)
         entry = self.scheduler.unbond(now=self.clock(), worker_id=signer.id, amount=req.amount)
-        self.save()
         return self._bond_answer(signer.id, req.amount, entry.seq)
 
     def _bond_answer(self, worker_id: str, amount: int, seq: int) -> dict[str, Any]:
@@ -235,7 +260,6 @@ class Service:
         if req.job_id != job_id:
             raise PeerProtocolError("field job_id: does not match the job in the URL")
         job = self.scheduler.cancel(now=self.clock(), job_id=job_id, requester=signer.id)
-        self.save()
         return {"job_id": job.job_id, "state": job.state}
 
     def open_lease_request(self, envelope: Any, address: str | None = None) -> tuple[str, protocol.LeaseRequest]:
@@ -245,7 +269,6 @@ class Service:
         self._refuse_banned(signer.id)
         self.scheduler.touch_worker(now=self.clock(), worker_id=signer.id, public_key=signer.raw, address=address,
                                     owner=req.owner, min_price=req.min_price or 0)
-        self.save()
         return signer.id, req
 
     def try_lease(self, worker_id: str, req: protocol.LeaseRequest) -> list[dict[str, Any]]:
@@ -255,7 +278,6 @@ class Service:
         self.scheduler.expire(now)
         grants = self.scheduler.lease(now=now, worker_id=worker_id, max_tasks=req.max_tasks, kernels_ok=req.kernels,
                                       min_price=req.min_price or 0)
-        self.save()
         return [g.to_payload() for g in grants]
 
     def take_wakes(self) -> tuple[list[tuple[str, int, int]], set[str]]:
@@ -269,7 +291,6 @@ class Service:
         req = protocol.ReleaseRequest.from_payload(payload)
         self._refuse_banned(signer.id)
         count = self.scheduler.release(now=self.clock(), worker_id=signer.id, lease_ids=req.lease_ids)
-        self.save()
         return {"released": count}
 
     def results(self, envelope: Any) -> dict[str, Any]:
@@ -280,19 +301,9 @@ class Service:
         now = self.clock()
         self.scheduler.touch_worker(now=now, worker_id=signer.id, public_key=signer.raw)
         acks = self.scheduler.report(now=now, worker_id=signer.id, reports=req.results)
-        self.save()
         ack = protocol.ResultsAck(worker_id=signer.id, request_nonce=payload["nonce"], acks=tuple(acks))
         return self.key.seal("results-ack", ack.to_payload())
 
     def expire(self) -> int:
-        """Expire overdue leases (and sign a checkpoint if one is due); return how many leases expired."""
-        count = self.scheduler.expire(self.clock())
-        if count:
-            self.save()
-        else:
-            try:
-                self.audit.maybe_checkpoint(self.scheduler.book, self.clock())
-            except BaseException as exc:
-                self.on_fatal(exc)
-                raise
-        return count
+        """Expire overdue leases; return how many expired. (A checkpoint due by time is signed by the next commit.)"""
+        return self.scheduler.expire(self.clock())

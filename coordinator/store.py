@@ -1,23 +1,28 @@
 """SQLite persistence for the coordinator: rows in, rows out, one transaction per change set.
 
 The database is in WAL mode with synchronous=FULL, so a committed change set survives SIGKILL and power loss.
-`save` writes every row the scheduler touched, and the ledger entries (with their Merkle nodes) it appended, in one
-transaction: either a request's whole effect is durable or none of it is. Ledger rows are insert-only, and a unique
-index makes a second reward for the same (task, worker) impossible even if the code above had a bug. The ledger's
-own tables and queries live in coordinator.ledger_store, on the same connection.
-"""
+`rows` turns a change set (every row the scheduler touched, the ledger entries it appended with their Merkle nodes,
+and any checkpoint signed over them) into plain tuples, and `write` puts them in one transaction: either the whole
+change set is durable or none of it is. The running coordinator writes through a second connection, from the group
+commit's thread (coordinator.commits), the change sets of several requests at once; `save` is the same on this
+connection. Ledger rows are insert-only, and a unique index makes a second reward for the same (task, worker)
+impossible even if the code above had a bug. The ledger's own tables and queries live in coordinator.ledger_store,
+on the same connection."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coordinator.ledger_store import SCHEMA_3, LedgerStore
+from coordinator.ledger_store import SCHEMA_3, LedgerStore, Statement, checkpoint_statement
+from coordinator.ledger_store import statements as ledger_statements
 from coordinator.model import Changes, Job, Lease, Result, Task, Worker
 from coordinator.trust import Trust
 from depin import codec
+from depin.checkpoint import Checkpoint
 from depin.errors import UserError
 
 SCHEMA_VERSION = 5
@@ -144,6 +149,63 @@ def _opt_bool(v: bool | None) -> int | None:
     return None if v is None else int(v)
 
 
+@dataclass(frozen=True)
+class Rows:
+    """A change set as plain row tuples, made while the scheduler stands still, so that writing them (in another
+    thread, coordinator.commits) reads nothing the next request may change."""
+
+    statements: tuple[Statement, ...]
+
+    def __bool__(self) -> bool:
+        return any(rows for _, rows in self.statements)
+
+
+def rows(ch: Changes, checkpoints: Iterable[Checkpoint] = ()) -> Rows:
+    """Every row of a change set (and checkpoints signed over it), ready for `write`."""
+    # A job row never changes its definition; only its progress columns are updated.
+    out: list[Statement] = [
+        (_upsert("jobs", _JOB_COLS, ("state", "finished_ms", "error", "tasks_validated", "materialized")),
+         [(j.job_id, j.kernel, j.kernel_version, codec.encode(j.params), j.n_tasks, j.replicas, j.quorum,
+           j.max_errors, j.max_results, j.price, j.submitter, j.state, j.created_ms, j.finished_ms, j.error,
+           j.tasks_validated, j.materialized, j.order_key) for j in ch.jobs.values()]),
+        ("UPDATE jobs SET result = ? WHERE job_id = ?", [(data, job_id) for job_id, data in ch.merged.items()]),
+        (_upsert("tasks", _TASK_COLS),
+         [(t.task_id, t.job_id, t.index, codec.encode(t.params), t.payload, t.sig, t.quorum, t.state,
+           t.canonical, t.single, t.audit, int(t.fell_back), t.waiting_since, t.audit_since)
+          for t in ch.tasks.values()]),
+        (_upsert("leases", _LEASE_COLS),
+         [(x.lease_id, x.task_id, x.job_id, x.worker_id, x.issued_ms, x.expires_ms, x.state)
+          for x in ch.leases.values()]),
+        (_upsert("results", _RESULT_COLS),
+         [(r.lease_id, r.task_id, r.job_id, r.worker_id, r.digest, r.output, r.verdict, r.received_ms,
+           r.error, _opt_bool(r.verified), int(r.trusted), int(r.too_fast)) for r in ch.results.values()]),
+        (_upsert("workers", _WORKER_COLS),
+         [(w.worker_id, w.public_key, w.first_seen_ms, w.last_seen_ms, w.validated, w.rejected, w.owner,
+           w.address, w.banned, w.too_fast, w.min_price, w.capacity, w.expired, w.exposure,
+           w.audits_passed, w.audits_failed) for w in ch.workers.values()]),
+        (_upsert("trust", _TRUST_COLS),
+         [(t.worker_id, t.kernel, t.consecutive_valid, t.valid, t.invalid, t.disputed, t.earned,
+           codec.encode(t.partners), 0.0, 0) for t in ch.trust.values()]),
+        *ledger_statements(ch.entries, ch.nodes),
+        *(checkpoint_statement(cp) for cp in checkpoints),
+    ]
+    return Rows(tuple((sql, batch) for sql, batch in out if batch))
+
+
+def write(db: sqlite3.Connection, batch: Rows) -> None:
+    """Write rows in one transaction (fsync'd on COMMIT): all of them are durable, or none."""
+    if not batch:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for sql, values in batch.statements:
+            db.executemany(sql, values)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
 class Store:
     """The coordinator's database."""
 
@@ -207,53 +269,15 @@ class Store:
     # ---- writing -----------------------------------------------------------------------------------------
 
     def save(self, ch: Changes) -> None:
-        """Persist a change set atomically."""
-        if not ch:
-            return
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            # A job row never changes its definition; only its progress columns are updated.
-            db.executemany(
-                _upsert("jobs", _JOB_COLS, ("state", "finished_ms", "error", "tasks_validated", "materialized")),
-                [(j.job_id, j.kernel, j.kernel_version, codec.encode(j.params), j.n_tasks, j.replicas, j.quorum,
-                  j.max_errors, j.max_results, j.price, j.submitter, j.state, j.created_ms, j.finished_ms, j.error,
-                  j.tasks_validated, j.materialized, j.order_key) for j in ch.jobs.values()],
-            )
-            db.executemany("UPDATE jobs SET result = ? WHERE job_id = ?",
-                           [(data, job_id) for job_id, data in ch.merged.items()])
-            db.executemany(
-                _upsert("tasks", _TASK_COLS),
-                [(t.task_id, t.job_id, t.index, codec.encode(t.params), t.payload, t.sig, t.quorum, t.state,
-                  t.canonical, t.single, t.audit, int(t.fell_back), t.waiting_since, t.audit_since)
-                 for t in ch.tasks.values()],
-            )
-            db.executemany(
-                _upsert("leases", _LEASE_COLS),
-                [(x.lease_id, x.task_id, x.job_id, x.worker_id, x.issued_ms, x.expires_ms, x.state)
-                 for x in ch.leases.values()],
-            )
-            db.executemany(
-                _upsert("results", _RESULT_COLS),
-                [(r.lease_id, r.task_id, r.job_id, r.worker_id, r.digest, r.output, r.verdict, r.received_ms,
-                  r.error, _opt_bool(r.verified), int(r.trusted), int(r.too_fast)) for r in ch.results.values()],
-            )
-            db.executemany(
-                _upsert("workers", _WORKER_COLS),
-                [(w.worker_id, w.public_key, w.first_seen_ms, w.last_seen_ms, w.validated, w.rejected, w.owner,
-                  w.address, w.banned, w.too_fast, w.min_price, w.capacity, w.expired, w.exposure,
-                  w.audits_passed, w.audits_failed) for w in ch.workers.values()],
-            )
-            db.executemany(
-                _upsert("trust", _TRUST_COLS),
-                [(t.worker_id, t.kernel, t.consecutive_valid, t.valid, t.invalid, t.disputed, t.earned,
-                  codec.encode(t.partners), 0.0, 0) for t in ch.trust.values()],
-            )
-            self.ledger.write(ch.entries, ch.nodes)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        """Persist a change set atomically, on this connection."""
+        write(self.db, rows(ch))
+
+    def writer(self) -> sqlite3.Connection:
+        """A second connection for `write` from one other thread (the group commit's, coordinator.commits); the
+        reads of this Store go on meanwhile and see each commit whole, once it is done (WAL)."""
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA synchronous=FULL")  # per connection: every commit of the writer is fsync'd too
+        return db
 
     # ---- reading -----------------------------------------------------------------------------------------
 

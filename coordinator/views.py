@@ -79,31 +79,10 @@ def worker_view(w: Worker, now: int, online_ms: int, trust: TrustBook | None = N
     }
 
 
-def waiting_view(s: Scheduler, job_id: str) -> dict[str, int]:
-    """Why an unfinished job's pending tasks wait, as {reason: tasks} (empty for a finished job)."""
-    job = s.jobs[job_id]
-    out: dict[str, int] = {}
-    for task in s.job_tasks(job_id):
-        reasons = []
-        if task.state == "validated" and task.audit in states.OPEN_AUDIT:
-            reasons.append("validated; its audit is under way (the job ends when it is settled)")
-        elif task.state == "pending":
-            if task.fell_back:
-                reasons.append("no trusted worker came in time: a larger quorum of untrusted workers stands in")
-            elif task.waiting_since is not None or task.needs_trusted:
-                reasons.append("waiting for a trusted worker")
-            if task.quorum > job.quorum and not task.fell_back:
-                reasons.append("results disagreed: one more agreeing result is needed")
-            if task.reserved is not None:
-                reasons.append("replica slot drawn for a worker")
-        for reason in reasons:
-            out[reason] = out.get(reason, 0) + 1
-    return out
-
-
 def jobs_view(s: Scheduler) -> list[dict[str, Any]]:
     """Every job, newest first."""
-    return [{**job_view(j, s.book.accounts.held(j.job_id)), "waiting": waiting_view(s, j.job_id)}
+    counts = s.counted()
+    return [{**job_view(j, s.book.accounts.held(j.job_id)), "waiting": counts.waiting(j.job_id)}
             for j in sorted(s.jobs.values(), key=lambda j: (-j.created_ms, j.job_id))]
 
 

@@ -9,6 +9,9 @@ it: it already holds the task, shares an address with a holder, or is not truste
 oldest such request, at most once around all of them, so a slot that some waiting worker can take is never left
 waiting for the long polls to time out. Requests are kept in buckets of equal (kernels, min_price), so finding the
 ones that could take a job's task costs the number of distinct buckets, not the number of requests.
+
+`JobWaiters` holds the other kind of long poll, reads of one job waiting for it to change (PROTOCOL.md 7.7): one
+event per job that has waiting reads, set by the commit that made a change of that job durable.
 """
 
 from __future__ import annotations
@@ -112,3 +115,49 @@ class Waiters:
             self._forget(key, worker_id)
             if not future.done():
                 future.set_result(Wake())
+
+
+class JobWaiters:
+    """Waiting reads of a job's progress (GET /v1/jobs/{id}?wait_ms=..&since=..), one event per job with waiters: a
+    change of a job wakes its waiters and no one else's, so a commit costs O(waiters of the jobs it changed)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit  # at most this many wait at once; past it a read is answered at once (PROTOCOL.md 7)
+        self._events: dict[str, asyncio.Event] = {}
+        self._counts: dict[str, int] = {}
+        self._total = 0
+
+    def __len__(self) -> int:
+        return self._total
+
+    def full(self) -> bool:
+        """Whether another read may not wait now."""
+        return self._total >= self.limit
+
+    async def wait(self, job_id: str, timeout: float) -> None:
+        """Wait until the job changes (`changed`) or `timeout` seconds passed."""
+        event = self._events.setdefault(job_id, asyncio.Event())
+        self._counts[job_id] = self._counts.get(job_id, 0) + 1
+        self._total += 1
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self._total -= 1
+            self._counts[job_id] -= 1
+            if not self._counts[job_id]:
+                del self._counts[job_id]
+                if self._events.get(job_id) is event:
+                    del self._events[job_id]
+
+    def changed(self, job_ids: set[str] | frozenset[str]) -> None:
+        """These jobs changed: wake whoever waits on them (later waits get a new event)."""
+        for job_id in job_ids:
+            event = self._events.pop(job_id, None)
+            if event is not None:
+                event.set()
+
+    def wake_all(self) -> None:
+        """Wake everyone (shutdown)."""
+        self.changed(set(self._events))

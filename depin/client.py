@@ -90,9 +90,9 @@ class Client:
             raise cls(f"coordinator refused: {reason}" if cls is DepinError else reason)
         return data, ctype
 
-    async def get_json(self, path: str) -> Any:
+    async def get_json(self, path: str, *, read_timeout_s: float | None = None) -> Any:
         """GET a JSON endpoint."""
-        data, _ = await self._request("GET", path)
+        data, _ = await self._request("GET", path, read_timeout_s=read_timeout_s)
         try:
             return json.loads(data)
         except ValueError:

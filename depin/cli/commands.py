@@ -74,22 +74,31 @@ async def _status(cfg: config.ClientConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-async def wait_for(c: Client, job_id: str, *, show: bool, poll_s: float = 0.25) -> dict[str, Any]:
-    """Poll a job until it ends, drawing a progress bar on stderr if `show`."""
+async def wait_for(c: Client, job_id: str, *, show: bool, every_s: float = 0.25, wait_ms: int = 20_000
+                   ) -> dict[str, Any]:
+    """Follow a job until it ends, drawing a progress bar on stderr if `show`: each read waits on the coordinator
+    until the job changes (PROTOCOL.md 7.7: `wait_ms`, `since`), and reads are at least `every_s` apart."""
     from tqdm import tqdm
 
-    job: dict[str, Any] = await c.get_json(f"/v1/jobs/{_quoted(job_id)}")
+    path = f"/v1/jobs/{_quoted(job_id)}"
+    job: dict[str, Any] = await c.get_json(path)
     bar = tqdm(total=job["tasks_total"], unit="task", desc=job_id, disable=not show, file=sys.stderr,
                dynamic_ncols=True)
+    loop = asyncio.get_running_loop()
     try:
         while True:
+            asked = loop.time()
             bar.n = job["tasks_validated"]
             bar.set_postfix_str(job["state"], refresh=False)
             bar.refresh()
             if job["state"] in TERMINAL:
                 return job
-            await asyncio.sleep(poll_s)
-            job = await c.get_json(f"/v1/jobs/{_quoted(job_id)}")
+            await asyncio.sleep(max(0.0, asked + every_s - loop.time()))
+            if "version" in job:  # a coordinator that has no version is polled
+                job = await c.get_json(f"{path}?wait_ms={wait_ms}&since={job['version']}",
+                                       read_timeout_s=wait_ms / 1000 + 30)
+            else:
+                job = await c.get_json(path)
     finally:
         bar.close()
 

@@ -23,7 +23,6 @@ from coordinator.placement import PlacementPolicy
 from coordinator.scheduler import Job, Scheduler
 from coordinator.store import Store
 from coordinator.trust import TrustPolicy
-from coordinator.views import waiting_view
 from depin import accounts, codec
 from depin import kernels as kernel_registry
 from depin.crypto import SigningKey
@@ -537,10 +536,10 @@ def test_stall_a_task_waiting_for_a_trusted_member_falls_back_to_a_quorum_one_la
     (g1,) = ask(s, "U1", now)
     send(s, "U1", g1, good(g1), now + ELAPSED)
     t = task(s, g1)
-    assert waiting_view(s, job.job_id) == {"waiting for a trusted worker": 1} and not t.fell_back
+    assert s.counted().waiting(job.job_id) == {"waiting for a trusted worker": 1} and not t.fell_back
     s.expire(now + ELAPSED + TRUST.trusted_wait_ms)
     assert t.fell_back and t.quorum == job.quorum + 1
-    assert waiting_view(s, job.job_id) == {
+    assert s.counted().waiting(job.job_id) == {
         "no trusted worker came in time: a larger quorum of untrusted workers stands in": 1}
     now += AWAY  # A is gone too (while present, it could still be drawn for a slot)
     for n in ("U2", "U3"):  # two more untrusted workers stand in for the trusted one

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from coordinator.waiters import Waiters, Wake
+from coordinator.waiters import JobWaiters, Waiters, Wake
 
 K = "mandelbrot@1"
 ANY = frozenset({K})
@@ -57,3 +57,39 @@ async def test_a_timeout_returns_an_empty_wake_and_leaves_no_trace() -> None:
     (a,) = await _waiting(w, "a", timeout=0.01)
     assert await a == Wake() and len(w) == 0
     assert w.wake(1, K, 10) == 0
+
+
+# ---- waiting reads of a job ------------------------------------------------------------------------------------------
+
+
+def test_a_change_of_a_job_wakes_its_waiting_reads_and_no_others() -> None:
+    async def go() -> None:
+        w = JobWaiters(limit=10)
+        a1 = asyncio.ensure_future(w.wait("a", 30))
+        a2 = asyncio.ensure_future(w.wait("a", 30))
+        b = asyncio.ensure_future(w.wait("b", 30))
+        await asyncio.sleep(0)
+        assert len(w) == 3
+        w.changed({"a", "c"})
+        await asyncio.gather(a1, a2)
+        assert not b.done() and len(w) == 1
+        w.wake_all()
+        await b
+        assert len(w) == 0 and not w._events and not w._counts
+
+    asyncio.run(go())
+
+
+def test_job_waiters_are_bounded_and_time_out() -> None:
+    async def go() -> None:
+        w = JobWaiters(limit=1)
+        first = asyncio.ensure_future(w.wait("a", 30))
+        await asyncio.sleep(0)
+        assert w.full()
+        w.changed({"a"})
+        await first
+        assert not w.full()
+        await w.wait("a", 0)  # a zero wait ends at once, woken or not
+        assert len(w) == 0
+
+    asyncio.run(go())

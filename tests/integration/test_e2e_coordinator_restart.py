@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.integration.support import SLOW_JOB, Cluster, check_rewards, free_port, submit, wait_until
+from tests.integration.support import SLOW_JOB, Cluster, check_rewards, free_port, read_db, submit, wait_until
 
 TASKS, REPLICAS = 8, 2
 
@@ -91,6 +91,8 @@ def test_a_done_job_survives_a_coordinator_sigkill(cluster: Cluster, submitter: 
 
     coordinator = cluster.restart(coordinator)
     after = (coordinator.api.job(job_id), coordinator.api.ledger(), coordinator.api.workers())
+    # Versions start afresh after a restart (PROTOCOL.md 7.7); everything else is as it was.
+    assert after[0].pop("version") != before[0].pop("version")
     assert after[0] == before[0] and after[1] == before[1]
     assert {k: (w["balance"], w["tasks_validated"]) for k, w in after[2].items()} == \
         {k: (w["balance"], w["tasks_validated"]) for k, w in before[2].items()}
@@ -119,3 +121,38 @@ def test_a_second_coordinator_on_a_live_data_dir_is_refused(cluster: Cluster) ->
     assert second.wait() != 0
     assert second.log().startswith("depin: error:") and "Traceback" not in second.log(), second.tail()
     assert first.api.up()
+
+
+@pytest.mark.timeout(240)
+def test_no_acknowledged_result_is_lost_to_a_sigkill_under_group_commit(cluster: Cluster, submitter: Any) -> None:
+    """Two workers reporting tiny tasks as fast as they can, so that commits carry several requests each (group
+    commit, coordinator.commits): SIGKILL the coordinator in the middle. Every result a worker holds a signed
+    acknowledgement for is in the database, and the restarted coordinator finishes the job on a ledger that
+    verifies, paying no (task, worker) twice."""
+    tasks = 600
+    coordinator = cluster.coordinator(port=free_port(), lease_timeout=5)
+    workers = [cluster.worker(coordinator, f"worker-{i}", batch=4) for i in range(2)]
+    job_id = submit(coordinator, submitter, {"func": 0, "seed": 7, "samples": tasks}, kernel="montecarlo",
+                    tasks=tasks, replicas=2, price=1)
+
+    def acknowledged() -> list[str]:
+        query = "SELECT lease_id FROM sent WHERE acked IS NOT NULL AND status = 'accepted'"
+        return [lease_id for w in workers for (lease_id,) in read_db(w.data_dir / "journal.sqlite3", query)]
+
+    wait_until(lambda: len(acknowledged()) >= 100, "a hundred acknowledged results")
+    coordinator.proc.signal(signal.SIGKILL)
+    assert coordinator.proc.wait() == -signal.SIGKILL
+    acked = acknowledged()  # the workers cannot get an acknowledgement any more: this is every one they hold
+    stored = {lease_id for (lease_id,) in read_db(coordinator.db, "SELECT lease_id FROM results")}
+    lost = [lease_id for lease_id in acked if lease_id not in stored]
+    assert not lost, f"{len(lost)} of {len(acked)} acknowledged results are not in the database: {lost[:5]}"
+    assert read_db(coordinator.db, "SELECT state FROM jobs WHERE job_id = ?", (job_id,)) != [("done",)], \
+        "the job ended before the coordinator could be killed in it"
+
+    coordinator = cluster.restart(coordinator)
+    job = coordinator.api.wait_job(job_id)
+    assert job["state"] == "done" and job["tasks_validated"] == tasks
+    pairs = [(e["task_id"], e["to"]) for e in coordinator.api.ledger() if e["kind"] == "reward"]
+    assert len(pairs) == len(set(pairs)), "a (task, worker) was paid twice"
+    verify = cluster.cli("ledger", "verify", "--data-dir", str(coordinator.data_dir))
+    assert verify.returncode == 0, verify.stderr

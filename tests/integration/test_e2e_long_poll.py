@@ -8,6 +8,7 @@ can take it, inside that worker's single long poll.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiohttp
 
@@ -41,3 +42,29 @@ async def test_a_slot_the_oldest_waiter_may_not_take_reaches_a_later_waiter_with
         assert answer_b["leases"][0]["task"] == grant_c["task"]  # the task c abandoned
         status_a, answer_a = await polls[0]  # a's poll runs out with nothing
         assert status_a == 200 and answer_a["leases"] == []
+
+
+async def test_a_read_of_a_job_waits_until_the_job_changes(cluster: Cluster) -> None:
+    """GET /v1/jobs/{id}?wait_ms=..&since=.. (PROTOCOL.md 7.7): answered at once when the job is no longer at
+    `since`, else when it changes; malformed values are refused."""
+    coordinator = cluster.coordinator()
+    submitter, a = SigningKey.generate(), SigningKey.generate()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        peer = Peer(session, coordinator.url, coordinator)
+        job_id = await peer.submit(submitter, TINY_JOB, tasks=1, replicas=2)
+
+        async def read(query: str = "") -> tuple[int, dict[str, Any]]:
+            async with session.get(f"{coordinator.url}/v1/jobs/{job_id}{query}") as resp:
+                return resp.status, await resp.json()
+
+        _, job = await read()
+        version = job["version"]
+        _, stale = await read(f"?wait_ms=30000&since={version - 1}")  # not the job's version: the job as it is
+        assert stale["version"] == version and stale["lease_states"] == {}
+        waiting = asyncio.create_task(read(f"?wait_ms=30000&since={version}"))
+        await peer.lease(a)  # the job changes: one of its tasks is leased
+        status, changed = await waiting  # had the lease not woken the read, it would answer after 30 s, unchanged
+        assert status == 200 and changed["version"] != version and changed["lease_states"] == {"active": 1}
+        for bad in ("?wait_ms=soon&since=1", "?wait_ms=-1&since=1", "?wait_ms=10&since=x"):
+            status, answer = await read(bad)
+            assert status == 400 and "query parameter" in answer["error"], (bad, answer)
