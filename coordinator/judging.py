@@ -57,7 +57,9 @@ class Judging:
         wire = codec.encode(rep.output) if isinstance(rep.output, dict) else b""
         lease = self.leases.get(rep.lease_id)
         if lease is None:
-            earlier = self._archive(rep.lease_id)
+            pending = self._changes.results.get(rep.lease_id)  # its job ended since the shell last took changes
+            earlier = (self._archive(rep.lease_id) if pending is None
+                       else (pending.worker_id, pending.task_id, pending.digest, pending.verdict))
             if earlier is None:
                 return AckItem(rep.lease_id, "rejected", "unknown lease, or its job has ended")
             if earlier[1] != rep.task_id:

@@ -59,6 +59,7 @@ class Write:
     rows: stored.Rows
     checkpoint: Checkpoint | None
     jobs: frozenset[str]
+    results: dict[str, tuple[str, str, bytes, str]]  # lease id -> (worker, task, digest, verdict) of its results
 
     def __bool__(self) -> bool:
         return bool(self.rows)
@@ -83,9 +84,10 @@ class Service:
         self.key: SigningKey = load_or_create_key(config.data_dir / "coordinator.key")
         self.store = Store(config.data_dir / "coordinator.sqlite3")
         rows = self.store.load()
+        self._writing: list[Write] = []  # commits taken and not yet known to be written, oldest first
         self.scheduler = Scheduler.restore(
             key=self.key, lease_timeout_ms=config.lease_timeout_ms, new_id=new_id,
-            archive=self.store.result_verdict, now=clock(), policy=trust_policy, placement_policy=placement,
+            archive=self._archived, now=clock(), policy=trust_policy, placement_policy=placement,
             audit_policy=audits, pick=pick,
             **rows
         )
@@ -111,8 +113,11 @@ class Service:
         """Everything decided since the last commit, as rows, with a checkpoint over it if one is due (on the loop)."""
         changes = self.scheduler.take_changes()
         cp = self.audit.due_checkpoint(self.scheduler.book, self.clock())
-        return Write(stored.rows(changes, () if cp is None else (cp,)), cp,
-                     frozenset(self.scheduler.progress.take_changed()))
+        w = Write(stored.rows(changes, () if cp is None else (cp,)), cp,
+                  frozenset(self.scheduler.progress.take_changed()),
+                  {r.lease_id: (r.worker_id, r.task_id, r.digest, r.verdict) for r in changes.results.values()})
+        self._writing.append(w)
+        return w
 
     def write(self, w: Write) -> None:
         """One fsync'd transaction (in the commit thread: it touches nothing but the rows and its connection)."""
@@ -120,8 +125,17 @@ class Service:
 
     def written(self, w: Write) -> None:
         """`w` is durable: its checkpoint may be served now."""
+        self._writing.remove(w)
         if w.checkpoint is not None:
             self.audit.kept(w.checkpoint)
+
+    def _archived(self, lease_id: str) -> tuple[str, str, bytes, str] | None:
+        # A result whose job has left memory: in a commit under way (a resend may arrive during its fsync), or on
+        # disk. Without the first, a resend in that window was answered "unknown lease" for an accepted result.
+        for w in reversed(self._writing):
+            if lease_id in w.results:
+                return w.results[lease_id]
+        return self.store.result_verdict(lease_id)
 
     def admit(self, address: str | None) -> None:
         """The per-address rate limit, checked before a body is even read (429 if over)."""

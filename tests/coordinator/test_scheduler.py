@@ -468,11 +468,21 @@ def test_resend_after_a_failed_job_gets_its_void_verdict(tmp_path: Path) -> None
     store.close()
 
 
+def test_resend_after_the_job_is_done_before_its_rows_are_taken_is_still_a_duplicate() -> None:
+    # The job ended and left memory, but the shell has not taken the change set yet: the result is found there.
+    s = new_scheduler()
+    submit(s, tasks=1, replicas=1)
+    (ga,) = lease(s, "A", now=0)
+    _accepted(report(s, "A", ga, good(ga), now=10))
+    assert report(s, "A", ga, good(ga), now=20) == AckItem(ga.lease_id, "duplicate", "result already received")
+
+
 def test_resend_after_the_job_is_done_without_an_archive() -> None:
     s = new_scheduler()
     submit(s, tasks=1, replicas=1)
     (ga,) = lease(s, "A", now=0)
     _accepted(report(s, "A", ga, good(ga), now=10))
+    s.take_changes()
     assert report(s, "A", ga, good(ga), now=20) == AckItem(ga.lease_id, "rejected",
                                                            "unknown lease, or its job has ended")
 
