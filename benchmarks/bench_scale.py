@@ -5,15 +5,20 @@
     .venv/bin/python benchmarks/bench_scale.py --parts fleet --fleet 10000 --runs 0 --profile DIR   # py-spy only
 
 One real `depin coordinator` per run (started as `depin demo` does, data dir on disk, both rate limits raised far
-above anything this script sends) on 127.0.0.1. Every worker is simulated in this process on one asyncio loop: each
-identity has its own key and, while it has a request in flight, its own TCP connection, and speaks the protocol
-through depin's own code (depin.client, depin.crypto, depin.protocol); results are computed with the real kernels,
-so they validate. Tasks are decoded but their signatures are not checked (a real worker does): it keeps this
-process's CPU, which shares the two cores with the coordinator, for the simulation itself.
+above anything this script sends) on 127.0.0.1. Every worker is simulated: each identity has its own key and, while
+it has a request in flight, its own TCP connection, and speaks the protocol through depin's own code (depin.client,
+depin.crypto, depin.protocol). The active identities, whose round trips are timed, run in this process on one
+asyncio loop; their results are computed with the real kernels, so they validate. Tasks are decoded but their
+signatures are not checked (a real worker does): it keeps this process's CPU, which shares the machine's cores with
+the coordinator, for the simulation itself. The idle fleet of part 1 runs in --fleet-procs child processes (default
+3, spawned with multiprocessing; each its own loop, connection pool and keys), which this process paces and asks for
+their counters over a pipe: on this process's loop, 10,000 long polls made it up to 500 ms late, and that lateness,
+not the coordinator's, was most of the measured p99.
 
 1. Idle fleet. N identities each keep a long poll open (POST /v1/lease, wait_ms 20,000, sent again as soon as it
    returns, as the reference worker does). Their min_price is one above the job's price: present and polling, but
-   never given work, as in a market where most workers ask more than the one running job pays. Once all N are
+   never given work, as in a market where most workers ask more than the one running job pays. They are started at
+   most RAMP_AHEAD ahead of the registrations the coordinator has committed (read from its database). Once all N are
    registered, 8 active identities (batch 16, first warmed up past probation on a job of their own) compute a job of
    4,096 one-row mandelbrot bands at replicas 2. Measured: the active identities' lease and results round trips
    (p50, p99), validated tasks/s (a task counts when its second accepted result is acknowledged), and the
@@ -37,6 +42,7 @@ import asyncio
 import bisect
 import contextlib
 import math
+import multiprocessing
 import os
 import pathlib
 import random
@@ -51,6 +57,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import aiohttp
@@ -79,6 +87,7 @@ RETRY_S = 0.02  # an active identity's pause after an empty lease answer
 ACTIVE, BATCH = 8, 16
 DONE_SHARE = 0.9
 RAMP_AHEAD = 200  # idle identities connecting at once beyond those registered
+FLEET_PROCS = 3  # child processes the idle fleet is split across (--fleet-procs)
 REGISTER_TIMEOUT_S = 600.0
 SETTLE_S = 3.0  # after the last registration, before VmRSS is read
 IDLE_CPU_S = 5.0  # coordinator CPU measured over this long with only the idle fleet
@@ -295,34 +304,62 @@ class Actives:
         return tally
 
 
-class Fleet:
-    """N idle identities, each keeping one long poll open, re-sent as soon as it returns."""
+def _fleet_child(conn: Connection, url: str, n: int, kernel_key: str) -> None:
+    """A fleet process's entry point (spawned): n idle identities of its own, driven by the parent over `conn`."""
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_Shard(conn, n, kernel_key).serve(url))
 
-    def __init__(self, c: Client, n: int, kernel_key: str) -> None:
-        self.c = c
+
+class _Shard:
+    """One fleet process's idle identities, each keeping one long poll open, re-sent as soon as it returns. The
+    parent sends ("start", k): run k polls in all; ("report",): answer the counters; ("stop",): end them, answer
+    the counters one last time. Counters go back as ("counts", sent, answered, leased, {error: count})."""
+
+    def __init__(self, conn: Connection, n: int, kernel_key: str) -> None:
+        self.conn = conn
         self.keys = [SigningKey.generate() for _ in range(n)]
         self.request = LeaseRequest(max_tasks=1, wait_ms=WAIT_MS, kernels=(kernel_key,),
                                     min_price=IDLE_MIN_PRICE).to_payload()
         self.sent = self.answered = self.leased = 0
         self.errors: Counter[str] = Counter()
         self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
 
-    async def connect(self, registered: Callable[[], int]) -> None:
-        """Start every identity's poll loop, at most RAMP_AHEAD ahead of the registrations the coordinator has
-        committed (`registered()`): faster, its listen backlog overflows and connections time out and retry."""
-        base = registered()
-        while len(self._tasks) < len(self.keys):
-            room = registered() + RAMP_AHEAD - base - len(self._tasks)
-            for key in self.keys[len(self._tasks):len(self._tasks) + max(0, room)]:
-                self._tasks.append(asyncio.create_task(self._poll(key)))
-            await asyncio.sleep(0.05)
+    def _counts(self) -> tuple[str, int, int, int, dict[str, int]]:
+        return "counts", self.sent, self.answered, self.leased, dict(self.errors)
 
-    async def _poll(self, key: SigningKey) -> None:
+    async def serve(self, url: str) -> None:
+        loop = asyncio.get_running_loop()
+        async with _Pool(url, timeout_s=120.0) as c:
+            loop.add_reader(self.conn.fileno(), self._command, c)
+            self.conn.send(("ready",))
+            await self._stop.wait()
+            loop.remove_reader(self.conn.fileno())
+            for t in self._tasks:
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(OSError):
+            self.conn.send(self._counts())
+
+    def _command(self, c: Client) -> None:
+        try:
+            message = self.conn.recv()
+        except EOFError:  # the parent is gone
+            message = ("stop",)
+        if message[0] == "start":
+            for key in self.keys[len(self._tasks):message[1]]:
+                self._tasks.append(asyncio.create_task(self._poll(c, key)))
+        elif message[0] == "report":
+            self.conn.send(self._counts())
+        else:
+            self._stop.set()
+
+    async def _poll(self, c: Client, key: SigningKey) -> None:
         while True:
             self.sent += 1
             try:
-                answer = await self.c.post_signed("/v1/lease", key, "lease-request", self.request,
-                                                  read_timeout_s=WAIT_MS / 1000 + READ_MARGIN_S)
+                answer = await c.post_signed("/v1/lease", key, "lease-request", self.request,
+                                             read_timeout_s=WAIT_MS / 1000 + READ_MARGIN_S)
             except DepinError as exc:
                 self.errors[str(exc)[:100]] += 1
                 await asyncio.sleep(1 + random.random())
@@ -330,10 +367,102 @@ class Fleet:
             self.answered += 1
             self.leased += len(answer["leases"])  # never, if min_price keeps them idle
 
+
+async def _recv(conn: Connection, timeout_s: float = 60.0) -> Any:
+    """The next message on `conn`, awaited without blocking this loop."""
+    loop = asyncio.get_running_loop()
+    readable: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(conn.fileno(), lambda: readable.done() or readable.set_result(None))
+    try:
+        await asyncio.wait_for(readable, timeout_s)
+    finally:
+        loop.remove_reader(conn.fileno())
+    return conn.recv()
+
+
+class Fleet:
+    """N idle identities split across `procs` spawned child processes, each with its own event loop, connection
+    pool and keys (a `_Shard`), so that their polls never make the timing process's loop late. This side only
+    paces their start and sums their counters (as of the last `update()` or `close()`)."""
+
+    def __init__(self, url: str, n: int, kernel_key: str, procs: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        k = min(procs, n)
+        self.n = n
+        self.shares = [n // k + (i < n % k) for i in range(k)]
+        self._started = [0] * k
+        self._conns: list[Connection] = []
+        self.procs: list[BaseProcess] = []
+        for i, share in enumerate(self.shares):
+            mine, theirs = ctx.Pipe()
+            proc = ctx.Process(target=_fleet_child, args=(theirs, url, share, kernel_key), name=f"fleet-{i}",
+                               daemon=True)
+            proc.start()
+            theirs.close()
+            self._conns.append(mine)
+            self.procs.append(proc)
+        self.sent = self.answered = self.leased = 0
+        self.errors: Counter[str] = Counter()
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p.pid is not None]
+
+    async def ready(self) -> None:
+        """Wait until every fleet process has made its keys and opened its pool."""
+        for conn in self._conns:
+            await _recv(conn, timeout_s=120.0)
+
+    def _check(self) -> None:
+        for p in self.procs:
+            if not p.is_alive():
+                raise RuntimeError(f"fleet process {p.name} exited (code {p.exitcode})")
+
+    async def connect(self, registered: Callable[[], int]) -> None:
+        """Start every identity's poll loop, at most RAMP_AHEAD ahead of the registrations the coordinator has
+        committed (`registered()`): faster, its listen backlog overflows and connections time out and retry. The
+        allowance is dealt round-robin, so each process runs its share of it."""
+        base, k = registered(), len(self._conns)
+        while sum(self._started) < self.n:
+            self._check()
+            allowed = min(self.n, registered() + RAMP_AHEAD - base)
+            for i, conn in enumerate(self._conns):
+                want = min(self.shares[i], allowed // k + (i < allowed % k))
+                if want > self._started[i]:
+                    conn.send(("start", want))
+                    self._started[i] = want
+            await asyncio.sleep(0.05)
+
+    def _add(self, counts: list[tuple[str, int, int, int, dict[str, int]]]) -> None:
+        self.sent = sum(c[1] for c in counts)
+        self.answered = sum(c[2] for c in counts)
+        self.leased = sum(c[3] for c in counts)
+        self.errors = sum((Counter(c[4]) for c in counts), Counter())
+
+    async def update(self) -> None:
+        """Fetch every fleet process's counters now."""
+        for conn in self._conns:
+            conn.send(("report",))
+        self._add([await _recv(conn) for conn in self._conns])
+
     async def close(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Stop every poll, take the last counters, wait for the processes to exit."""
+        for conn in self._conns:
+            conn.send(("stop",))
+        self._add([await _recv(conn, timeout_s=120.0) for conn in self._conns])
+        for p in self.procs:
+            p.join(30)
+        self.kill()
+
+    def kill(self) -> None:
+        """End any fleet process still running (after close(), none are), and close the pipes."""
+        for p in self.procs:
+            if p.is_alive():
+                p.kill()
+                p.join(10)
+        for conn in self._conns:
+            conn.close()
+        self._conns = []
 
 
 async def _lag(out: list[float], done: asyncio.Event) -> None:
@@ -363,22 +492,25 @@ class Spy:
 
 @dataclass(frozen=True)
 class Usage:
-    """CPU seconds used so far by the coordinator, by this process and by the whole machine, at one moment."""
+    """CPU seconds used so far by the coordinator, by this process, by the fleet processes and by the whole
+    machine, at one moment."""
 
     wall: float
     coordinator: float
     own: float
+    fleet: float
     machine: float
 
     @classmethod
-    def now(cls, coord: Coord) -> Usage:
-        return cls(time.perf_counter(), coord.cpu(), cpu_seconds(os.getpid()), machine_busy_seconds())
+    def now(cls, coord: Coord, fleet: Fleet) -> Usage:
+        return cls(time.perf_counter(), coord.cpu(), cpu_seconds(os.getpid()),
+                   sum(cpu_seconds(pid) for pid in fleet.pids), machine_busy_seconds())
 
-    def cores(self, before: Usage) -> tuple[float, float, float]:
-        """Cores used since `before`: (the coordinator, this process, everything else on the machine)."""
+    def cores(self, before: Usage) -> tuple[float, float, float, float]:
+        """Cores used since `before`: (the coordinator, this process, the fleet processes, everything else)."""
         wall = self.wall - before.wall
-        coord, own = self.coordinator - before.coordinator, self.own - before.own
-        return coord / wall, own / wall, (self.machine - before.machine - coord - own) / wall
+        coord, own, fleet = self.coordinator - before.coordinator, self.own - before.own, self.fleet - before.fleet
+        return coord / wall, own / wall, fleet / wall, (self.machine - before.machine - coord - own - fleet) / wall
 
 
 @dataclass
@@ -397,9 +529,10 @@ class FleetRun:
     rss_end: int
     polls_before_rss: int  # lease requests the fleet had sent when rss_idle was read (each nonce kept 10 min)
     register_s: float  # from the first idle identity to the last one registered
-    idle_cores: tuple[float, float, float]  # with only the fleet: coordinator, this process, others
-    window_cores: tuple[float, float, float]  # during the window
-    lag_max_ms: float  # this process's worst event-loop lateness during the window
+    idle_cores: tuple[float, float, float, float]  # with only the fleet: coordinator, this process, fleet, others
+    window_cores: tuple[float, float, float, float]  # during the window
+    lag_max_ms: float  # this (the timing) process's worst event-loop lateness during the window
+    fleet_procs: int  # child processes the idle identities ran in
     fds: int
     fd_limit: int
     fleet_errors: Counter[str]
@@ -417,60 +550,72 @@ class FleetRun:
         return self.validated / self.window_s
 
 
-async def fleet_run(coord: Coord, n: int, tasks: int, window_s: float, spy: pathlib.Path | None) -> FleetRun:
-    """Warm up the actives, connect n idle identities, time one job of `tasks` one-row bands."""
+async def fleet_run(coord: Coord, n: int, tasks: int, window_s: float, procs: int,
+                    spy: pathlib.Path | None) -> FleetRun:
+    """Warm up the actives, connect n idle identities (in `procs` child processes), time one job of `tasks`
+    one-row bands."""
     kernel_key = "mandelbrot@1"
-    async with _Pool(coord.url, timeout_s=120.0) as c, _Pool(coord.url, timeout_s=120.0) as fleet_c:
+    async with _Pool(coord.url, timeout_s=120.0) as c:
         submitter = await _submitter(c, coord)
         actives = Actives(c, ACTIVE)
         await actives.job(submitter, "mandelbrot", _band_job(WARMUP_TASKS), WARMUP_TASKS)
-        await asyncio.sleep(1.0)
-        rss_before = coord.rss()
-        fleet = Fleet(fleet_c, n, kernel_key)
-        started = time.perf_counter()
-        connecting = asyncio.create_task(fleet.connect(coord.registered))
-        while coord.registered() < n + ACTIVE:
-            if time.perf_counter() - started > REGISTER_TIMEOUT_S:
-                raise RuntimeError(f"only {coord.registered() - ACTIVE} of {n} idle identities registered in "
-                                   f"{REGISTER_TIMEOUT_S:.0f} s; errors: {dict(fleet.errors.most_common(3))}")
-            await asyncio.sleep(0.2)
-        await connecting
-        register_s = time.perf_counter() - started
-        await asyncio.sleep(SETTLE_S)
-        rss_idle, polls = coord.rss(), fleet.sent
-        fds, fd_limit = coord.open_files()
-        before = Usage.now(coord)
-        await asyncio.sleep(IDLE_CPU_S)
-        idle_cores = Usage.now(coord).cores(before)
+        fleet = Fleet(coord.url, n, kernel_key, procs)
+        try:
+            await fleet.ready()
+            await asyncio.sleep(1.0)
+            rss_before = coord.rss()
+            started = time.perf_counter()
+            connecting = asyncio.create_task(fleet.connect(coord.registered))
+            while coord.registered() < n + ACTIVE:
+                if connecting.done():
+                    connecting.result()  # raises what ended it early
+                if time.perf_counter() - started > REGISTER_TIMEOUT_S:
+                    await fleet.update()
+                    raise RuntimeError(f"only {coord.registered() - ACTIVE} of {n} idle identities registered in "
+                                       f"{REGISTER_TIMEOUT_S:.0f} s; errors: {dict(fleet.errors.most_common(3))}")
+                await asyncio.sleep(0.2)
+            await connecting
+            register_s = time.perf_counter() - started
+            await asyncio.sleep(SETTLE_S)
+            rss_idle = coord.rss()
+            await fleet.update()
+            polls = fleet.sent
+            fds, fd_limit = coord.open_files()
+            before = Usage.now(coord, fleet)
+            await asyncio.sleep(IDLE_CPU_S)
+            idle_cores = Usage.now(coord, fleet).cores(before)
 
-        job_id = await _submit(c, submitter, "mandelbrot", _band_job(tasks), tasks)
-        tally, lags, lag_done = Tally(), [], asyncio.Event()
-        lagger = asyncio.create_task(_lag(lags, lag_done))
-        spying = Spy(coord.pid, spy) if spy is not None else None
-        before = Usage.now(coord)
-        ended: list[Usage] = []
+            job_id = await _submit(c, submitter, "mandelbrot", _band_job(tasks), tasks)
+            tally, lags, lag_done = Tally(), [], asyncio.Event()
+            lagger = asyncio.create_task(_lag(lags, lag_done))
+            spying = Spy(coord.pid, spy) if spy is not None else None
+            before = Usage.now(coord, fleet)
+            ended: list[Usage] = []
 
-        def finished() -> bool:
-            # 90% validated; or the window is over and there are enough round trips to speak of (or far over)
-            took = time.perf_counter() - before.wall
-            return (len(tally.validated) >= DONE_SHARE * tasks or took >= MAX_WINDOWS * window_s
-                    or (took >= window_s and len(tally.results) >= MIN_RESULTS))
+            def finished() -> bool:
+                # 90% validated; or the window is over and there are enough round trips to speak of (or far over)
+                took = time.perf_counter() - before.wall
+                return (len(tally.validated) >= DONE_SHARE * tasks or took >= MAX_WINDOWS * window_s
+                        or (took >= window_s and len(tally.results) >= MIN_RESULTS))
 
-        end = await actives.run_until(kernel_key, tally, finished, lambda: ended.append(Usage.now(coord)))
-        if spying is not None:
-            spying.stop()
-        lag_done.set()
-        await lagger
-        validated = sum(1 for t in tally.validated if t < end)
-        job = await c.get_json(f"/v1/jobs/{job_id}")
-        rss_end = coord.rss()
-        await fleet.close()
+            end = await actives.run_until(kernel_key, tally, finished,
+                                          lambda: ended.append(Usage.now(coord, fleet)))
+            if spying is not None:
+                spying.stop()
+            lag_done.set()
+            await lagger
+            validated = sum(1 for t in tally.validated if t < end)
+            job = await c.get_json(f"/v1/jobs/{job_id}")
+            rss_end = coord.rss()
+            await fleet.close()
+        finally:
+            fleet.kill()
     start, cpu = before.wall, ended[0].coordinator - before.coordinator
     return FleetRun(n, tally.within("lease", start, end), tally.within("results", start, end),
                     tally.empty_leases(start, end), validated, end - start,
                     cpu / validated * 1e3 if validated else None, rss_before, rss_idle, rss_end, polls, register_s,
-                    idle_cores, ended[0].cores(before), max(lags, default=0.0) * 1e3, fds, fd_limit, fleet.errors,
-                    fleet.leased, tally.refused, tally.errors, int(job["tasks_validated"]))
+                    idle_cores, ended[0].cores(before), max(lags, default=0.0) * 1e3, len(fleet.procs), fds,
+                    fd_limit, fleet.errors, fleet.leased, tally.refused, tally.errors, int(job["tasks_validated"]))
 
 
 # ---- 2. big submit ----------------------------------------------------------------------------------------------
@@ -643,14 +788,20 @@ def report_fleet(runs: dict[int, list[FleetRun]], tasks: int, window_s: float) -
               f"| {m(lambda r: r.validated_per_s):,.1f} | {'–' if cpu is None else f'{cpu:.2f} ms'} "
               f"| {_mib(m(lambda r: r.rss_idle) or 0)} MiB | {'–' if per is None else f'{per / 1024:,.1f} KiB'} "
               f"| {m(lambda r: r.idle_cores[0]):.2f} cores | {len(rs)} |")
-    print(f"\nMedians over the runs (each on a fresh coordinator) of each run's own figures. A round trip is timed in "
+    procs = max(r.fleet_procs for rs in runs.values() for r in rs)
+    print(f"\nMedians over the runs (each on a fresh coordinator) of each run's own figures. The N idle identities "
+          f"run in {procs} child processes (spawned; each its own event loop, connection pool and keys), not in this "
+          f"process: the timing process holds only the {ACTIVE} active identities, so its loop's lateness is not the "
+          f"fleet's (the machine's cores are still shared). A round trip is timed in "
           f"this process from sending the request to reading the answer; the active identities lease with wait_ms "
           f"0, so a lease round trip never includes a wait for work. The window runs from the job's submit until "
           f"{DONE_SHARE:.0%} of its tasks are validated, or {window_s:.0f} s have passed and the window holds "
           f"{MIN_RESULTS} results round trips, or {MAX_WINDOWS * window_s:.0f} s have passed. Coordinator CPU per "
           f"task = its CPU seconds in the window / tasks validated in it. Per idle worker = (VmRSS with the fleet "
           f"registered - VmRSS before it connected) / N; it includes the nonce the coordinator keeps for 10 minutes "
-          f"of each request. CPU with the fleet idle: over {IDLE_CPU_S:.0f} s before the job. Per run:")
+          f"of each request. CPU with the fleet idle: over {IDLE_CPU_S:.0f} s before the job. Cores per run are "
+          f"reported as coordinator / this (timing) process / the fleet processes together / everything else on the "
+          f"machine. Per run:")
     for n, rs in runs.items():
         for r in rs:
             wc, ic = r.window_cores, r.idle_cores
@@ -658,9 +809,10 @@ def report_fleet(runs: dict[int, list[FleetRun]], tasks: int, window_s: float) -
                   f"requests, {r.validated} tasks validated in {r.window_s:.1f} s (the coordinator counted "
                   f"{r.tasks_validated} by the end); VmRSS {_mib(r.rss_before)} -> {_mib(r.rss_idle)} -> "
                   f"{_mib(r.rss_end)} MiB at the end, read after {r.polls_before_rss:,} idle polls; fleet registered "
-                  f"in {r.register_s:.0f} s; coordinator fds {r.fds:,} (limit {r.fd_limit:,}); cores "
-                  f"(coordinator/this process/other load): fleet idle {ic[0]:.2f}/{ic[1]:.2f}/{ic[2]:.2f}, window "
-                  f"{wc[0]:.2f}/{wc[1]:.2f}/{wc[2]:.2f}; this process's loop at most {r.lag_max_ms:,.0f} ms late"
+                  f"in {r.register_s:.0f} s ({r.fleet_procs} fleet processes); coordinator fds {r.fds:,} (limit "
+                  f"{r.fd_limit:,}); cores (coordinator/this process/fleet processes/other load): fleet idle "
+                  f"{ic[0]:.2f}/{ic[1]:.2f}/{ic[2]:.2f}/{ic[3]:.2f}, window {wc[0]:.2f}/{wc[1]:.2f}/{wc[2]:.2f}/"
+                  f"{wc[3]:.2f}; this process's loop at most {r.lag_max_ms:,.0f} ms late"
                   + (f"; fleet errors {dict(r.fleet_errors.most_common(3))}" if r.fleet_errors else "")
                   + (f"; idle identities leased {r.fleet_leased}" if r.fleet_leased else "")
                   + (f"; refused acks {dict(r.refused.most_common(3))}" if r.refused else "")
@@ -731,6 +883,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: N = 0,200, 512-task jobs, one run each")
     ap.add_argument("--parts", default="fleet,submit,long", help="which parts (default fleet,submit,long)")
     ap.add_argument("--fleet", help="idle identities N, a list (default 0,1000,5000,10000)")
+    ap.add_argument("--fleet-procs", type=int, default=FLEET_PROCS,
+                    help=f"child processes the idle identities are split across (default {FLEET_PROCS})")
     ap.add_argument("--fleet-tasks", type=int, help=f"tasks of the active job (default {FLEET_TASKS})")
     ap.add_argument("--window", type=float, default=60.0, help="longest active window in seconds (default 60)")
     ap.add_argument("--big", help="big submit sizes (default 100000,1000000)")
@@ -750,11 +904,12 @@ def main() -> int:
 
     limit = raise_open_files()
     if max(fleet) + 1000 > limit:
-        raise SystemExit(f"N = {max(fleet):,} needs about {max(fleet) + 1000:,} open files in this process and in "
-                         f"the coordinator; the hard limit is {limit:,} (raise it: ulimit -Hn, or limits.conf)")
+        raise SystemExit(f"N = {max(fleet):,} needs about {max(fleet) + 1000:,} open files in the coordinator; the "
+                         f"hard limit is {limit:,} (raise it: ulimit -Hn, or limits.conf)")
     wall = time.perf_counter()
     load_before = loadavg()
-    print(f"machine: {machine()}; {revision()}; open files limit {limit:,} (this process and the coordinator)")
+    print(f"machine: {machine()}; {revision()}; open files limit {limit:,} (this process, the fleet "
+          "processes and the coordinator)")
     print("command: .venv/bin/python benchmarks/bench_scale.py " + " ".join(sys.argv[1:]))
     with tempfile.TemporaryDirectory(prefix="depin-scale-") as tmp:
         root = pathlib.Path(tmp)
@@ -767,7 +922,7 @@ def main() -> int:
             for i in range(runs):
                 for n in fleet:
                     with coordinator(root, f"fleet{n}") as coord:
-                        r = asyncio.run(fleet_run(coord, n, fleet_tasks, args.window, None))
+                        r = asyncio.run(fleet_run(coord, n, fleet_tasks, args.window, args.fleet_procs, None))
                     fleet_runs.setdefault(n, []).append(r)
                     print(f"  fleet N={n:,} run {i + 1}: lease p99 {_ms(_pct(r.lease, 0.99))}, results p99 "
                           f"{_ms(_pct(r.results, 0.99))}, {r.validated_per_s:,.0f} tasks/s", flush=True)
@@ -777,7 +932,8 @@ def main() -> int:
                 out = pathlib.Path(args.profile).resolve()
                 out.mkdir(parents=True, exist_ok=True)
                 with coordinator(root, "profile") as coord:
-                    asyncio.run(fleet_run(coord, max(fleet), fleet_tasks, args.window, out / "coordinator.txt"))
+                    asyncio.run(fleet_run(coord, max(fleet), fleet_tasks, args.window, args.fleet_procs,
+                                          out / "coordinator.txt"))
                 report_profile(out / "coordinator.txt")
         if "submit" in parts:
             submit_runs: dict[int, list[SubmitRun]] = {}
