@@ -21,14 +21,14 @@ MAX_ARRAY_DIMS = 4
 
 
 def _canonical(value: Any) -> Any:
+    # A copy msgpack packs as it is: maps as dicts in key order (Python's str order is the order of the keys' UTF-8
+    # bytes, as both follow code points), tuples as lists, numpy scalars as Python numbers. One packer call then
+    # packs the whole value in C (this was a Python walk per value; the ledger encodes every entry).
     if isinstance(value, dict):
-        items = []
-        for k, v in value.items():
+        for k in value:
             if not isinstance(k, str):
                 raise LocalProtocolError(f"map keys must be strings, got {type(k).__name__}")
-            items.append((k.encode("utf-8"), k, _canonical(v)))
-        items.sort(key=lambda item: item[0])
-        return _SortedMap(items)
+        return {k: _canonical(value[k]) for k in sorted(value)}
     if isinstance(value, (list, tuple)):
         return [_canonical(v) for v in value]
     if isinstance(value, bool) or value is None or isinstance(value, (str, bytes, float)):
@@ -36,21 +36,12 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, int):
         if not -(2**63) <= value < 2**64:
             raise LocalProtocolError("integer out of the 64-bit range")
-        return value
+        return int(value)  # an int subclass (an IntEnum) packs as the plain int
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, np.floating):
         return float(value)
     raise LocalProtocolError(f"cannot encode {type(value).__name__}")
-
-
-class _SortedMap:
-    """A map whose key order msgpack must keep exactly as given."""
-
-    __slots__ = ("items",)
-
-    def __init__(self, items: list[tuple[bytes, str, Any]]) -> None:
-        self.items = items
 
 
 def _default(obj: Any) -> Any:
@@ -59,24 +50,8 @@ def _default(obj: Any) -> Any:
 
 def encode(value: Any) -> bytes:
     """Canonical msgpack bytes of `value` (dicts with str keys, lists, str, bytes, int, float, bool, None)."""
-    packer = msgpack.Packer(use_bin_type=True, use_single_float=False, default=_default)
-    out = bytearray()
-    _pack_into(packer, _canonical(value), out)
-    return bytes(out)
-
-
-def _pack_into(packer: msgpack.Packer, value: Any, out: bytearray) -> None:
-    if isinstance(value, _SortedMap):
-        out += packer.pack_map_header(len(value.items))
-        for _, key, v in value.items:
-            out += packer.pack(key)
-            _pack_into(packer, v, out)
-    elif isinstance(value, list):
-        out += packer.pack_array_header(len(value))
-        for v in value:
-            _pack_into(packer, v, out)
-    else:
-        out += packer.pack(value)
+    packed: bytes = msgpack.packb(_canonical(value), use_bin_type=True, use_single_float=False, default=_default)
+    return packed
 
 
 MAX_DEPTH = 32  # nesting of arrays and maps; protocol messages use fewer than 8 levels
