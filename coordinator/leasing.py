@@ -157,10 +157,11 @@ class Leasing:
         # eligible, not kept for a trusted worker, and its slot placed here.
         if not self._eligible(task, worker_id, trusted=is_trusted):
             return False
-        if not is_trusted and task.quorum > 1 and self._trusted_could_help(task, job, now):
+        if not is_trusted and task.quorum > 1:
             members = self._members(task)
             last_slot = len(members) + 1 >= task.quorum
-            if task.needs_trusted or (last_slot and not any(self._counts_as_trusted(task, m) for m in members)):
+            if ((task.needs_trusted or (last_slot and not any(self._counts_as_trusted(task, m) for m in members)))
+                    and self._trusted_could_help(task, job, now)):  # the search last: it is the costly test
                 return False
         return self._placed_here(task, job, worker_id, now)
 
