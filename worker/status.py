@@ -4,7 +4,9 @@ read it.
 `Board` is the single place the daemon records its state (running, paused with a reason, stopping, alarm), the task
 in hand, its counters and its bond. `snapshot()` turns it into the JSON the owner's page serves at /api/status; the
 daemon also writes that snapshot to DATA_DIR/status.json (atomically) so `depin worker status` works without the
-page.
+page. It writes it at once when something an owner acts on changes (running or paused, an alarm, stopped), and
+otherwise at most every `WRITE_EVERY_S` (`Throttle`): on tiny tasks the board changes thousands of times a second,
+and rewriting the file each time was a fifth of the worker's time. The page reads the board itself, never stale.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 STATES = ("starting", "running", "paused", "stopping", "stopped", "alarm")
+WRITE_EVERY_S = 0.5  # how stale status.json may be about counters and the task in hand
 
 
 @dataclass
@@ -82,11 +85,31 @@ class Board:
 
     def snapshot(self) -> dict[str, Any]:
         """The JSON-ready view (the `state` part of /api/status and of status.json)."""
+        task = self.task  # the computing thread replaces it between tasks: read it once
         out = asdict(self)
-        out["task"] = None if self.task is None else asdict(self.task)
+        out["task"] = None if task is None else asdict(task)
         if self.bond is not None:
             out["bond"]["summary"] = self.bond.summary()
         return out
+
+
+@dataclass
+class Throttle:
+    """When to write status.json next: at once when urgent or when `every_s` has passed since the last write, else
+    after the rest of that interval (the daemon then writes the board as it is by then)."""
+
+    every_s: float = WRITE_EVERY_S
+    last: float | None = None  # monotonic time of the last write
+
+    def delay(self, now: float, urgent: bool = False) -> float:
+        """Seconds to wait before writing; 0 means now."""
+        if urgent or self.last is None:
+            return 0.0
+        return max(0.0, self.last + self.every_s - now)
+
+    def wrote(self, now: float) -> None:
+        """Note a write at `now`."""
+        self.last = now
 
 
 def write(path: Path, snapshot: dict[str, Any]) -> None:
