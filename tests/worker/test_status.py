@@ -88,6 +88,33 @@ def test_the_bond_in_the_snapshot_and_its_one_line_summary() -> None:
 # ---- status.json ---------------------------------------------------------------------------------------------------
 
 
+def test_throttle_writes_at_once_then_at_most_every_interval() -> None:
+    t = status.Throttle(every_s=0.5)
+    assert t.delay(now=100.0) == 0.0  # never written
+    t.wrote(100.0)
+    assert t.delay(now=100.1) == pytest.approx(0.4)
+    assert t.delay(now=100.1, urgent=True) == 0.0  # a change an owner acts on
+    assert t.delay(now=100.5) == 0.0
+    assert t.delay(now=107.0) == 0.0
+    assert status.Throttle().every_s == status.WRITE_EVERY_S == 0.5
+
+
+def test_a_snapshot_while_the_task_in_hand_goes_away() -> None:
+    b = Board(worker_id="w" * 32, coordinator="http://127.0.0.1:8642")
+    b.task = CurrentTask("L1", "J-0", "J", "mandelbrot@1", 3, 1)
+
+    class Vanishing(Board):
+        # The computing thread clears the task between two reads of it.
+        def __getattribute__(self, name: str) -> Any:
+            value = super().__getattribute__(name)
+            if name == "task":
+                object.__setattr__(self, "task", None)
+            return value
+
+    v = Vanishing(**{k: getattr(b, k) for k in ("worker_id", "coordinator", "task")})
+    assert v.snapshot()["task"]["lease_id"] == "L1"
+
+
 def test_write_then_read(tmp_path: Path) -> None:
     path = tmp_path / "status.json"
     assert status.read(path) is None
