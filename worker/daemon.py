@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
 import time
 from collections.abc import Callable
@@ -113,10 +112,9 @@ class Worker:
         self._next_audit = 0.0  # monotonic time of the next ledger audit
         self.pace = batching.Pace(fixed=1 if config.once else config.batch)
         self._hold_s = batching.HOLD_S  # capped by a quarter of the coordinator's lease timeout once connected
-        self._throttle = status.Throttle()
-        self._status_timer: asyncio.TimerHandle | None = None
         self.probes = probes or Probes.of_this_machine(config.probe_root)
         self.board = status.Board(worker_id=key.id, coordinator=config.coordinator)
+        self.status = status.Publisher(self._status_path, self.board)
         earlier = status.read(self._status_path) or {}
         if isinstance(earlier.get("cpu_seconds"), (int, float)):
             self.board.cpu_seconds = float(earlier["cpu_seconds"])  # energy is counted over the data dir's life
@@ -138,27 +136,7 @@ class Worker:
         return self.config.data_dir / "status.json"
 
     def _publish(self, urgent: bool = False) -> None:
-        """Write status.json now when `urgent` or due, else once the throttle's interval is up."""
-        delay = self._throttle.delay(time.monotonic(), urgent)
-        if delay > 0:
-            if self._status_timer is not None:
-                return  # a write is already due: it will show the board as it is then
-            try:
-                self._status_timer = asyncio.get_running_loop().call_later(delay, self._write_status)
-                return
-            except RuntimeError:  # no event loop (a test, or the way out): write now
-                pass
-        self._write_status()
-
-    def _write_status(self) -> None:
-        if self._status_timer is not None:
-            self._status_timer.cancel()
-            self._status_timer = None
-        self._throttle.wrote(time.monotonic())
-        try:
-            status.write(self._status_path, {**self.board.snapshot(), "pid": os.getpid()})
-        except OSError as exc:
-            log.warning("cannot write %s: %s", self._status_path, exc.strerror)
+        self.status.publish(urgent)
 
     def _sample_policy(self, readings: policy.Readings | None = None) -> None:
         """Decide on `readings` (read now if not given), and say so when the decision changes."""

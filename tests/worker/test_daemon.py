@@ -539,29 +539,3 @@ async def test_sigterm_gives_back_the_lot_leased_ahead_and_the_tasks_not_started
     assert sorted(computed | set(fake.released)) == sorted(fake.granted)  # nothing held: each one done or given back
     assert w.journal.count() == 0
     w.journal.close()
-
-
-async def test_status_json_is_written_at_once_when_urgent_else_at_most_once_an_interval(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from worker import status
-
-    w = _worker(tmp_path)
-    writes: list[int] = []
-    monkeypatch.setattr(status, "write", lambda path, snapshot: writes.append(snapshot["computed"]))
-    w._throttle = status.Throttle(every_s=3600)
-    for n in range(100):
-        w.board.computed = n
-        w._publish()
-    assert writes == [0]  # the first at once; the others wait for the interval
-    w._publish(urgent=True)  # a pause, a resume, an alarm, the end
-    assert writes == [0, 99]
-    w._throttle = status.Throttle(every_s=0.01)
-    w._throttle.wrote(time.monotonic())
-    w.board.computed = 100
-    w._publish()
-    w.board.computed = 101
-    w._publish()
-    assert writes == [0, 99]
-    await asyncio.sleep(0.2)  # the timer due in 0.01 s has run (asyncio runs timers in deadline order)
-    assert writes == [0, 99, 101]  # the board as it was when the interval was up
-    w.journal.close()

@@ -172,18 +172,6 @@ def test_add_many_is_one_transaction_for_a_whole_batch(tmp_path: Path) -> None:
     j.close()
 
 
-def test_a_failed_add_many_stores_none_of_the_batch(tmp_path: Path) -> None:
-    path = tmp_path / "journal.sqlite3"
-    j = Journal(path)
-    _fail_on_sent(j)
-    with pytest.raises(sqlite3.DatabaseError, match="disk full"):
-        j.add_many([(_item("L1"), "J", 7), (_item("L2"), "J", 7)], now_ms=1)
-    j.close()
-    again = Journal(path)
-    assert again.count() == 0 and again.story() == []
-    again.close()
-
-
 def test_remove_is_one_transaction_for_a_whole_ack(tmp_path: Path) -> None:
     j = Journal(tmp_path / "journal.sqlite3")
     j.add_many([(_item(f"L{n}"), "J", 7) for n in range(3)], now_ms=1)
@@ -202,12 +190,16 @@ def _fail_on_sent(j: Journal) -> None:
     j.db.execute("CREATE TRIGGER fail_sent BEFORE INSERT ON sent BEGIN SELECT RAISE(ABORT, 'disk full'); END")
 
 
-def test_a_failed_add_stores_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_failed_add_stores_nothing(tmp_path: Path, batch: bool) -> None:
     path = tmp_path / "journal.sqlite3"
     j = Journal(path)
     _fail_on_sent(j)
     with pytest.raises(sqlite3.DatabaseError, match="disk full"):
-        j.add(_item("L1"), now_ms=1, job_id="J", price=7)
+        if batch:  # none of the batch
+            j.add_many([(_item("L1"), "J", 7), (_item("L2"), "J", 7)], now_ms=1)
+        else:
+            j.add(_item("L1"), now_ms=1, job_id="J", price=7)
     j.close()
     again = Journal(path)
     assert again.count() == 0 and again.story() == []
