@@ -75,7 +75,9 @@ class Board:
     computed: int = 0
     accepted: int = 0
     rejected: int = 0
-    cpu_seconds: float = 0.0  # CPU time spent in kernels since this worker's data dir was created (persisted)
+    # CPU time of the worker process while it computed (the kernels, and what its event loop did meanwhile: sending
+    # the last batch, leasing the next), since its data dir was created (persisted)
+    cpu_seconds: float = 0.0
     readings: dict[str, Any] = field(default_factory=dict)  # the policy's last inputs (load, battery, temperature...)
     bond: BondState | None = None
 
