@@ -356,7 +356,7 @@ class Worker:
         if problem and note != view.note:
             log.warning("auto-bond %s", note)
         view.note = note
-        self._publish()
+        self._publish(urgent=True)  # at most once an audit interval: the owner sees a bond as soon as it is made
 
     async def _resume(self, coordinator: VerifyKey) -> None:
         """Finish the tasks a crash or a stop interrupted, from their last saved chunk (once, after connecting)."""

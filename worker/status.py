@@ -5,7 +5,7 @@ read it.
 in hand, its counters and its bond. `snapshot()` turns it into the JSON the owner's page serves at /api/status; the
 daemon also writes that snapshot to DATA_DIR/status.json (atomically, through a `Publisher`) so `depin worker status`
 works without the page. It writes it at once when something an owner acts on changes (running or paused, an alarm,
-stopped, a policy sample), and otherwise at most every `WRITE_EVERY_S` (`Throttle`): on tiny tasks the board
+stopped, a policy sample, a bond), and otherwise at most every `WRITE_EVERY_S` (`Throttle`): on tiny tasks the board
 changes thousands of times a second, and rewriting the file each time was a fifth of the worker's time. The page
 reads the board itself, never stale.
 """
