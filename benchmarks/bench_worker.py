@@ -29,9 +29,10 @@ threshold fixed (MALLOC_MMAP_THRESHOLD_, a comparison for the memory it keeps af
 start (every 100 ms for 2 s from the "connected" line, while it waits on its first long-poll), while computing a
 long job (sampled every 50 ms from submission to done), and idle after it. The long job is mandelbrot 2048x2048
 at max_iter 500 over a view mostly inside the set, in 4 tasks of 1 Mi pixels each, the largest task the kernel
-allows (4 MiB results), replicas 1: one worker leases all 4 (`--batch` 4, the default), computes them one after
-another, journals each and reports them together, which is the worst case for memory. Also timed: `depin worker status`
-(a process) and, with the page on, GET /api/status and GET / on a kept-alive connection.
+allows (4 MiB results), replicas 1: one worker leases all 4 (`--batch 4`; the default, auto, would take them one at
+a time), computes them one after another, journals them and reports them together, which is the worst case for
+memory. Also timed: `depin worker status` (a process) and, with the page on, GET /api/status and GET / on a
+kept-alive connection.
 """
 
 from __future__ import annotations
@@ -316,7 +317,10 @@ def start_worker(market: Market, data_dir: pathlib.Path, log: pathlib.Path, page
                  env: dict[str, str] | None = None) -> Worker:
     """`depin worker --always` for `data_dir`, its stderr read by a Tail."""
     flags = ["--page-port", "0"] if page else ["--no-page"]
-    command = [DEPIN, "worker", "--coordinator", market.url, "--data-dir", str(data_dir), "--always", *flags]
+    # --batch 4: the long job's 4 tasks leased and held at once, the worst case for memory (by default a worker sizes
+    # its batches to ~100 ms of work, and would take these one at a time).
+    command = [DEPIN, "worker", "--coordinator", market.url, "--data-dir", str(data_dir), "--always", "--batch", "4",
+               *flags]
     wall, started = time.time(), time.perf_counter()
     proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=child_env(**(env or {})), cwd=data_dir.parent)

@@ -265,7 +265,7 @@ class WorkerConfig:
     coordinator: str
     data_dir: Path
     coordinator_key: str | None  # hex public key to pin, from --coordinator-key
-    batch: int = 4
+    batch: int | None = None  # tasks per lease request; None: adaptive, ~100 ms of work (worker.batching)
     poll_ms: int = 20_000
     once: bool = False
     max_backoff_s: float = 30.0
@@ -278,8 +278,8 @@ class WorkerConfig:
     probe_root: Path = Path("/")  # where /proc and /sys are read from
 
     def __post_init__(self) -> None:
-        if not 1 <= self.batch <= 256:
-            raise UserError("--batch must be between 1 and 256")
+        if self.batch is not None and not 1 <= self.batch <= 256:
+            raise UserError("--batch must be 'auto' or between 1 and 256")
         if not 0 <= self.min_price < 2**40:
             raise UserError("--min-price must be a whole number of credits from 0 to 2^40 - 1")
         if not 100 <= self.audit_interval_ms <= 86_400_000:

@@ -1,7 +1,12 @@
 """The worker daemon: lease, check, compute, journal, report; reconnect with backoff; stop cleanly.
 
-One loop: flush journaled results, long-poll for a batch of leases, compute each in a thread (numba releases the
-GIL, so the event loop keeps answering signals), journal every result before sending it, then report the batch.
+One loop: flush journaled results, long-poll for a batch of leases, compute the batch in a thread (one hand-off per
+batch; numba releases the GIL, so the event loop keeps answering signals), journal the batch's results in one
+transaction before sending them, then report them. The batch is sized to about 100 ms of work from the measured
+speed of each kernel (worker.batching), unless --batch fixes it. While a batch computes, the event loop sends what
+the batch before it journaled, audits and bonds if due, and, when the batch in hand is short, leases and checks the
+next one (one batch ahead at most, given back on a pause or SIGTERM), so the computing thread rarely waits on the
+network. status.json is rewritten at most every 0.5 s, at once on a change of state (worker.status.Throttle).
 When the coordinator is unreachable the loop backs off (exponential, jittered, capped) and retries, and the journal
 keeps every finished result until a signed acknowledgement arrives. Every `audit_interval` the worker audits the
 ledger (worker.witness): a coordinator caught rewriting it, or lying about a credit, stops the worker with exit
@@ -13,9 +18,8 @@ leases it has not started, reports what it finished and exits.
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextlib
 import logging
-import os
 import random
 import time
 from collections.abc import Callable
@@ -37,7 +41,7 @@ from depin.errors import (
     VerificationError,
 )
 from depin.ledger_client import ForkEvidence
-from worker import bonding, pinning, policy, status, tasks, witness
+from worker import batching, bonding, pinning, policy, status, tasks, witness
 from worker.journal import Journal
 from worker.page import OwnerPage
 from worker.probes import Probes
@@ -46,6 +50,8 @@ log = logging.getLogger("depin.worker")
 
 # Results per request are capped by size as well as count, well under the coordinator's 64 MiB body limit.
 FLUSH_MAX_BYTES = 16 << 20
+# A batch of at most this many computed tasks logs a line for each; a bigger one (tiny tasks) one line in all.
+LOG_EACH = 4
 
 
 class LedgerAlarm(Exception):
@@ -82,6 +88,15 @@ class Stats:
     reasons: list[str] = field(default_factory=list)
 
 
+@dataclass
+class Lot:
+    """A lease answer, checked in order up to the first grant refused (PROTOCOL.md 8.3)."""
+
+    grants: list[protocol.LeaseGrant]
+    checked: list[tasks.Checked]  # the grants before the first refused one, ready to run
+    refused: DepinError | None = None  # why grants[len(checked)] was refused (the rest are given back with it)
+
+
 class Worker:
     """One worker process."""
 
@@ -95,8 +110,11 @@ class Worker:
         self.coordinator: VerifyKey | None = None
         self.kernel_keys = [k.key for k in kernels.all_kernels()]
         self._next_audit = 0.0  # monotonic time of the next ledger audit
+        self.pace = batching.Pace(fixed=1 if config.once else config.batch)
+        self._hold_s = batching.HOLD_S  # capped by a quarter of the coordinator's lease timeout once connected
         self.probes = probes or Probes.of_this_machine(config.probe_root)
         self.board = status.Board(worker_id=key.id, coordinator=config.coordinator)
+        self.status = status.Publisher(self._status_path, self.board)
         earlier = status.read(self._status_path) or {}
         if isinstance(earlier.get("cpu_seconds"), (int, float)):
             self.board.cpu_seconds = float(earlier["cpu_seconds"])  # energy is counted over the data dir's life
@@ -117,11 +135,8 @@ class Worker:
     def _status_path(self) -> Path:
         return self.config.data_dir / "status.json"
 
-    def _publish(self) -> None:
-        try:
-            status.write(self._status_path, {**self.board.snapshot(), "pid": os.getpid()})
-        except OSError as exc:
-            log.warning("cannot write %s: %s", self._status_path, exc.strerror)
+    def _publish(self, urgent: bool = False) -> None:
+        self.status.publish(urgent)
 
     def _sample_policy(self, readings: policy.Readings | None = None) -> None:
         """Decide on `readings` (read now if not given), and say so when the decision changes."""
@@ -138,7 +153,7 @@ class Worker:
         state = "running" if decision.run else "paused"
         if self.board.state not in ("stopping", "alarm") and self.board.move(state, decision.reason):
             log.info("%s: %s", "running" if decision.run else "paused", decision.reason)
-        self._publish()
+        self._publish(urgent=True)  # one write per sample: the owner sees the readings behind run or pause
 
     async def _policy_loop(self) -> None:
         while not self.stop.is_set():
@@ -173,7 +188,7 @@ class Worker:
             if self.board.state != "alarm":
                 self.board.move("stopped", "stopped")
             self.board.task = None
-            self._publish()
+            self._publish(urgent=True)
 
     async def _start_page(self) -> OwnerPage | None:
         """The owner's page on 127.0.0.1, unless disabled; a taken port is logged, and the worker works on."""
@@ -247,6 +262,9 @@ class Worker:
                 self.coordinator = None
                 raise PeerProtocolError("coordinator_id in /v1/info is not the id of its public_key")
             self._bond_rules = bonding.Rules.from_info(info)
+            timeout_ms = info.get("lease_timeout_ms")
+            if isinstance(timeout_ms, int) and timeout_ms > 0:  # what is held ahead must start well before it expires
+                self._hold_s = min(batching.HOLD_S, timeout_ms / 4000)
             log.info("connected to coordinator %s", self.coordinator.id)
         return self.coordinator
 
@@ -338,7 +356,7 @@ class Worker:
         if problem and note != view.note:
             log.warning("auto-bond %s", note)
         view.note = note
-        self._publish()
+        self._publish(urgent=True)  # at most once an audit interval: the owner sees a bond as soon as it is made
 
     async def _resume(self, coordinator: VerifyKey) -> None:
         """Finish the tasks a crash or a stop interrupted, from their last saved chunk (once, after connecting)."""
@@ -352,7 +370,7 @@ class Worker:
                 self.journal.drop_progress([grant.lease_id])
                 continue
             log.info("resuming %s from its saved progress", checked.task.task_id)
-            if await self._compute(checked) is None:
+            if not (await self._compute([checked])).done:
                 return  # paused again: the progress is saved, and the next cycle resumes it
         self._resumed = True
 
@@ -370,67 +388,133 @@ class Worker:
             waiting.cancel()
             return
         grants = await self._lease(client)
-        if grants is None:
-            return
-        for i, grant in enumerate(grants):
-            if self.stop.is_set() or (self.config.once and self.stats.computed > 0) or not self._allowed.is_set():
-                await self._release(client, [g.lease_id for g in grants[i:]])  # paused or stopping: give back
-                break
-            try:
-                checked = tasks.check(grant, coordinator, self.config.min_price)
-            except VerificationError as exc:
-                # Not signed by the key we pinned: perhaps another coordinator now answers at this URL. Give the
-                # work back, forget the connection so the next cycle re-reads /v1/info (a changed key then stops
-                # the worker), and back off instead of asking again at once.
-                log.error("refusing lease %s: %s", grant.lease_id, exc)
-                await self._release(client, [g.lease_id for g in grants[i:]])
-                self.coordinator = None
-                raise
-            except PeerProtocolError as exc:
-                # A task we cannot run; released, it may come straight back, so back off before asking again.
-                log.error("refusing lease %s: %s", grant.lease_id, exc)
-                await self._release(client, [g.lease_id for g in grants[i:]])
-                raise
-            if await self._compute(checked) is None:  # paused, on_pause = return: progress saved, resumes if leased
-                log.info("returning lease %s mid-task: %s", checked.lease_id, self.board.reason)
-                self.journal.released([checked.lease_id])  # before the network call: never resume a released lease
-                await self._release(client, [g.lease_id for g in grants[i:]])
-                break
+        lot = None if grants is None else self._check(grants, coordinator)
+        while lot is not None:
+            lot = await self._batch(client, coordinator, lot)
         await self._flush(client)
 
-    async def _compute(self, checked: tasks.Checked) -> protocol.ResultItem | None:
-        """Run a checked task chunk by chunk off the event loop and journal its result; None if a pause with
-        on_pause = return stopped it (its progress is saved)."""
+    def _check(self, grants: list[protocol.LeaseGrant], coordinator: VerifyKey) -> Lot:
+        """Check a lease answer's grants in order, up to the first that is refused."""
+        lot = Lot(grants, [])
+        for grant in grants:
+            try:
+                lot.checked.append(tasks.check(grant, coordinator, self.config.min_price))
+            except (VerificationError, PeerProtocolError) as exc:
+                lot.refused = exc
+                break
+        return lot
+
+    def _may_lease(self) -> bool:
+        return not self.stop.is_set() and self._allowed.is_set() and not self.config.once
+
+    async def _batch(self, client: Client, coordinator: VerifyKey, lot: Lot) -> Lot | None:
+        """Compute a checked lot's tasks (the first that fit in hand; the rest given back at once) while the event
+        loop sends earlier results and perhaps leases the next lot; journal, give back what was not computed.
+        The next lot, if one was leased ahead and this one ended normally."""
+        keep = self.pace.keep([_size(c) for c in lot.checked], self._hold_s)
+        batch, back = lot.checked[:keep], [c.lease_id for c in lot.checked[keep:]]
+        if lot.refused is not None:
+            # Refused: give it back with every grant after it, and back off after computing those before it (a
+            # signature that does not verify: perhaps another coordinator answers at this URL; forget the
+            # connection so the next cycle re-reads /v1/info, where a changed key stops the worker).
+            log.error("refusing lease %s: %s", lot.grants[len(lot.checked)].lease_id, lot.refused)
+            back += [g.lease_id for g in lot.grants[len(lot.checked):]]
+        ahead = lot.refused is None and self._may_lease() and self.pace.ahead([_size(c) for c in batch], self._hold_s)
+        computing = asyncio.ensure_future(self._compute(batch))
+        meanwhile = asyncio.ensure_future(self._meanwhile(client, coordinator, back, ahead))
+        try:
+            outcome = await computing
+        except BaseException:
+            meanwhile.cancel()
+            raise
+        back = [c.lease_id for c in outcome.unstarted]
+        if outcome.interrupted is not None:  # paused, on_pause = return: progress saved, resumes if leased again
+            log.info("returning lease %s mid-task: %s", outcome.interrupted.lease_id, self.board.reason)
+            self.journal.released([outcome.interrupted.lease_id])  # before the network: never resume a released lease
+            back.insert(0, outcome.interrupted.lease_id)
+        try:
+            upcoming = await meanwhile
+        except BaseException:
+            with contextlib.suppress(DepinError):
+                await self._release(client, back)
+            raise
+        if upcoming is not None and (back or lot.refused is not None or not self._may_lease()):
+            back += [g.lease_id for g in upcoming.grants]  # paused or stopping: the lot leased ahead goes back too
+            upcoming = None
+        if back:
+            await self._release(client, back)
+        if lot.refused is not None:
+            if isinstance(lot.refused, VerificationError):
+                self.coordinator = None
+            raise lot.refused
+        return upcoming
+
+    async def _meanwhile(self, client: Client, coordinator: VerifyKey, back: list[str], ahead: bool) -> Lot | None:
+        """The event loop's part while a batch computes: give back what will not be computed, send what earlier
+        batches journaled, audit and bond if due, then lease and check the next lot if `ahead`."""
+        if back:
+            await self._release(client, back)
+        await self._flush(client)
+        await self._audit(client)
+        await self._autobond(client)
+        if not (ahead and self._may_lease()):
+            return None
+        grants = await self._lease(client, ahead=True)
+        return self._check(grants, coordinator) if grants else None
+
+    async def _compute(self, batch: list[tasks.Checked]) -> tasks.Outcome:
+        """Run checked tasks in order off the event loop, and journal their results in one transaction. It stops
+        before a task on SIGTERM or a pause, and mid-task on a pause with on_pause = return (progress saved)."""
+        if not batch:
+            return tasks.Outcome([], None, [])
+        outcome = await asyncio.get_running_loop().run_in_executor(None, self._run, batch)
+        if outcome.done:
+            now_ms = int(time.time() * 1000)
+            self.journal.add_many([(d.item, d.checked.task.job_id, d.checked.task.price) for d in outcome.done],
+                                  now_ms)
+            for d in outcome.done:
+                self.pace.note(_size(d.checked), d.seconds)
+            if self._prices.note(now_ms, max(d.checked.task.price for d in outcome.done)):
+                self._bond_due = True  # a higher price: perhaps a higher target
+            self.stats.computed += len(outcome.done)
+            self.board.computed = self.stats.computed
+            if len(outcome.done) <= LOG_EACH:
+                for d in outcome.done:
+                    log.info("computed %s in %d ms", d.item.task_id, d.item.elapsed_ms)
+            else:
+                log.info("computed %d tasks (%s ... %s) in %d ms", len(outcome.done), outcome.done[0].item.task_id,
+                         outcome.done[-1].item.task_id, sum(d.item.elapsed_ms for d in outcome.done))
+        self._publish()
+        return outcome
+
+    def _run(self, batch: list[tasks.Checked]) -> tasks.Outcome:
+        """In the computing thread."""
+        cpu_before = time.process_time()
+        try:
+            return tasks.run_batch(batch, self.journal.progress, go_on=self._go_on, should_stop=self._give_back_now,
+                                   on_start=self._on_start, after_chunk=self._after_chunk,
+                                   threads=self.config.policy.threads)
+        finally:
+            self.board.cpu_seconds += time.process_time() - cpu_before
+            self.board.task = None
+
+    def _go_on(self) -> bool:
+        """Asked before each task of a batch (in the computing thread): SIGTERM, a pause or --once's one task stop
+        the batch, and the tasks not started are given back."""
+        return not self.stop.is_set() and self._allowed.is_set() and not (self.config.once and self.stats.computed)
+
+    def _on_start(self, checked: tasks.Checked) -> None:
         self.board.task = status.CurrentTask(
             lease_id=checked.lease_id, task_id=checked.task.task_id, job_id=checked.task.job_id,
             kernel=f"{checked.task.kernel}@{checked.task.kernel_version}", price=checked.task.price,
             started_ms=int(time.time() * 1000))
-        self._publish()
-        cpu_before = time.process_time()
-        run = functools.partial(tasks.run, checked, self.journal.progress, should_stop=self._give_back_now,
-                                after_chunk=self._after_chunk, threads=self.config.policy.threads)
-        try:
-            item = await asyncio.get_running_loop().run_in_executor(None, run)
-        finally:
-            self.board.cpu_seconds += time.process_time() - cpu_before
-            self.board.task = None
-        if item is not None:
-            now_ms = int(time.time() * 1000)
-            self.journal.add(item, now_ms, checked.task.job_id, checked.task.price)
-            if self._prices.note(now_ms, checked.task.price):
-                self._bond_due = True  # a higher price: perhaps a higher target
-            self.stats.computed += 1
-            self.board.computed = self.stats.computed
-            log.info("computed %s in %d ms", item.task_id, item.elapsed_ms)
-        self._publish()
-        return item
 
-    async def _lease(self, client: Client) -> list[protocol.LeaseGrant] | None:
-        # An idle worker still audits on time: the long-poll ends no later than the next audit is due.
+    async def _lease(self, client: Client, ahead: bool = False) -> list[protocol.LeaseGrant] | None:
+        # An idle worker still audits on time: the long-poll ends no later than the next audit is due. A lease
+        # ahead does not wait: the batch in hand is the worker's work meanwhile.
         until_audit_ms = int((self._next_audit - time.monotonic()) * 1000)
-        wait_ms = max(0, min(self.config.poll_ms, until_audit_ms))
-        req = protocol.LeaseRequest(max_tasks=1 if self.config.once else self.config.batch,
-                                    wait_ms=wait_ms, kernels=tuple(self.kernel_keys),
+        wait_ms = 0 if ahead else max(0, min(self.config.poll_ms, until_audit_ms))
+        req = protocol.LeaseRequest(max_tasks=self.pace.ask(), wait_ms=wait_ms, kernels=tuple(self.kernel_keys),
                                     owner=self.config.owner, min_price=self.config.min_price or None)
         request = asyncio.ensure_future(client.post_signed(
             "/v1/lease", self.key, "lease-request", req.to_payload(), read_timeout_s=self.config.poll_ms / 1000 + 15))
@@ -503,3 +587,8 @@ class Worker:
         if {a.lease_id for a in ack.acks} != sent:
             raise VerificationError("results acknowledgement does not cover exactly the results sent")
         return ack
+
+
+def _size(checked: tasks.Checked) -> batching.Task:
+    """What the adaptive batch knows of a task: its kernel and declared work."""
+    return batching.Task(f"{checked.task.kernel}@{checked.task.kernel_version}", checked.kernel.work(checked.params))

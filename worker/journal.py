@@ -1,8 +1,9 @@
 """The worker's journal: finished results until acknowledged, what became of each, and the ledger evidence.
 
-A result is written (and fsync'd: SQLite synchronous=FULL) before it is sent, and deleted from `pending` only when
-the coordinator's signed acknowledgement for it has been checked. On start the worker resends whatever is still
-there. Resending is safe: the coordinator answers "duplicate" for a result it already has, and never pays twice.
+A result is written (and fsync'd: SQLite synchronous=FULL; a batch's results in one transaction) before it is sent,
+and deleted from `pending` only when the coordinator's signed acknowledgement for it has been checked (all the
+results of one acknowledgement in one transaction). On start the worker resends whatever is still there. Resending
+is safe: the coordinator answers "duplicate" for a result it already has, and never pays twice.
 `sent` keeps every result's story (computed, acknowledged how); `checkpoints` every ledger checkpoint the worker
 verified; `credits` every ledger entry paying this worker, with the inclusion proof that was checked; `alarms`
 what the witness caught (worker.witness).
@@ -94,12 +95,18 @@ class Journal:
 
     def add(self, item: ResultItem, now_ms: int, job_id: str = "", price: int = 0) -> None:
         """Durably record a finished result (and start its story in `sent`), and forget the task's progress."""
+        self.add_many([(item, job_id, price)], now_ms)
+
+    def add_many(self, results: list[tuple[ResultItem, str, int]], now_ms: int) -> None:
+        """`add` for a batch of (result, job_id, price), in one transaction: one fsync for the whole batch."""
+        if not results:
+            return
         with self._tx():
-            self.db.execute("INSERT OR REPLACE INTO pending VALUES (?, ?, ?)",
-                            (item.lease_id, codec.encode(item.to_payload()), now_ms))
-            self.db.execute("INSERT OR IGNORE INTO sent VALUES (?, ?, ?, ?, ?, 'computed', NULL, NULL)",
-                            (item.lease_id, item.task_id, job_id, price, now_ms))
-            self.db.execute("DELETE FROM progress WHERE task_id = ?", (item.task_id,))
+            self.db.executemany("INSERT OR REPLACE INTO pending VALUES (?, ?, ?)",
+                                [(i.lease_id, codec.encode(i.to_payload()), now_ms) for i, _, _ in results])
+            self.db.executemany("INSERT OR IGNORE INTO sent VALUES (?, ?, ?, ?, ?, 'computed', NULL, NULL)",
+                                [(i.lease_id, i.task_id, job, price, now_ms) for i, job, price in results])
+            self.db.executemany("DELETE FROM progress WHERE task_id = ?", [(i.task_id,) for i, _, _ in results])
 
     def pending(self, limit: int, max_bytes: int | None = None) -> list[ResultItem]:
         """The oldest unacknowledged results: at most `limit`, and at most `max_bytes` encoded (but at least one)."""

@@ -9,6 +9,10 @@ asks `should_stop` (a pause, a shutdown); after each one it calls `after_chunk` 
 a duty cycle rests). It hands the state to a `Progress` (the journal's) after every `save_every_s` seconds of
 compute and when it stops early, and a later `run` of the same task, in this process or after a restart, carries on
 from the last state saved: the chunks' contract makes the result the same bits as an uninterrupted run.
+
+`run_batch` runs a batch's tasks one after another in one call (one hand-off to the computing thread per batch, not
+per task), asking `go_on` before each: a stop between tasks (a pause, SIGTERM) leaves the rest unstarted, to be given
+back. It times each task for the adaptive batch (worker.batching).
 """
 
 from __future__ import annotations
@@ -124,6 +128,53 @@ def run(
         after_chunk(seconds)
     return ResultItem(lease_id=checked.lease_id, task_id=checked.task.task_id, output=codec.array_to_wire(state),
                       elapsed_ms=_ms(elapsed_s))
+
+
+@dataclass(frozen=True)
+class Done:
+    """A computed task: its result, and the wall time it took here (computing and packaging)."""
+
+    checked: Checked
+    item: ResultItem
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a batch: the tasks computed (in order), the one a stop interrupted mid-way (its progress
+    saved), and those never started."""
+
+    done: list[Done]
+    interrupted: Checked | None
+    unstarted: list[Checked]
+
+
+def run_batch(
+    batch: list[Checked],
+    progress: Progress | None = None,
+    *,
+    go_on: Callable[[], bool] = lambda: True,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_start: Callable[[Checked], None] = lambda checked: None,
+    after_chunk: Callable[[float], None] = lambda seconds: None,
+    threads: int | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Outcome:
+    """`run` each task of `batch` in order while `go_on()` (asked before each task); `should_stop` is `run`'s (asked
+    between chunks)."""
+    if threads is not None:
+        _use_threads(threads)
+    done: list[Done] = []
+    for n, checked in enumerate(batch):
+        if not go_on():
+            return Outcome(done, None, batch[n:])
+        on_start(checked)
+        started = clock()
+        item = run(checked, progress, should_stop=should_stop, after_chunk=after_chunk, clock=clock)
+        if item is None:
+            return Outcome(done, checked, batch[n + 1:])
+        done.append(Done(checked, item, clock() - started))
+    return Outcome(done, None, [])
 
 
 def _chunks_of(kernel: Kernel) -> Chunks:

@@ -25,6 +25,16 @@ def _add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
 
 
+def _batch(text: str) -> int | None:
+    # --batch: "auto" (None: adaptive) or a count; the range is WorkerConfig's to check.
+    if text == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be 'auto' or a whole number") from None
+
+
 def _add_home(p: argparse.ArgumentParser) -> None:
     p.add_argument("--home", metavar="DIR", help="where your key lives (default: $DEPIN_HOME, else ~/.depin)")
 
@@ -81,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the owner's page on 127.0.0.1 (default 8643; 0 picks a free port)")
     p.add_argument("--no-page", action="store_true", help="do not serve the owner's page")
     p.add_argument("--coordinator-key", metavar="HEX", help="the coordinator public key to pin (else: first contact)")
-    p.add_argument("--batch", type=int, default=4, help="tasks to lease per request (default 4)")
+    p.add_argument("--batch", type=_batch, default=None, metavar="N|auto",
+                   help="tasks to lease per request (default auto: about 100 ms of work, from measured speed)")
     p.add_argument("--once", action="store_true",
                    help="compute a single task, report it, and exit (a first test: ignores the run policy)")
     p.add_argument("--owner", metavar="ID", help="your id (depin keygen): your workers never cross-check each other")

@@ -405,6 +405,26 @@ def test_flags_over_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
     assert (cfg.page_port, cfg.probe_root) == (DEFAULT_PAGE_PORT, Path("/"))
 
 
+@pytest.mark.parametrize(("argv", "batch"), [([], None), (["--batch", "auto"], None), (["--batch", "16"], 16)])
+def test_batch_is_adaptive_unless_a_number_is_given(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                   argv: list[str], batch: int | None) -> None:
+    assert _worker_config(monkeypatch, tmp_path, argv, {}).batch == batch
+
+
+@pytest.mark.parametrize("bad", [0, 257])
+def test_a_batch_out_of_range_is_refused(tmp_path: Path, bad: int) -> None:
+    with pytest.raises(UserError, match="--batch must be 'auto' or between 1 and 256"):
+        config.WorkerConfig(coordinator="http://127.0.0.1:1", data_dir=tmp_path, coordinator_key=None, batch=bad)
+
+
+def test_a_batch_that_is_neither_a_number_nor_auto_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from depin.cli.main import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["worker", "--batch", "lots"])
+    assert "must be 'auto' or a whole number" in capsys.readouterr().err
+
+
 def test_environment_settings_without_a_flag_reach_the_worker(monkeypatch: pytest.MonkeyPatch,
                                                               tmp_path: Path) -> None:
     (tmp_path / "worker.toml").write_text("[policy]\nsample_seconds = 30\n")

@@ -46,6 +46,7 @@ from depin.client import Client, fresh
 from depin.crypto import SigningKey, open_envelope
 from depin.errors import Conflict, DepinError, Forbidden, TooManyRequests
 from tests.integration.support import (
+    HONEST_BATCH,
     JOB_TIMEOUT_S,
     Api,
     Cluster,
@@ -528,7 +529,7 @@ def _ledger_ok(api: Api) -> str:
 def run_scenario(cluster: Cluster, sc: Scenario, say: Callable[[str], None] = lambda line: None) -> ScenarioOutcome:
     """Start the coordinator and honest workers in `cluster`, warm them up, run every phase."""
     coord = cluster.coordinator(f"{sc.name}-coordinator", lease_timeout=sc.lease_timeout_s)
-    honest = [cluster.worker(coord, f"{sc.name}-honest-{i}") for i in range(sc.honest)]
+    honest = [cluster.worker(coord, f"{sc.name}-honest-{i}", batch=HONEST_BATCH) for i in range(sc.honest)]
     honest_ids = [w.worker_id for w in honest]
     wait_until(lambda: set(honest_ids) <= set(coord.api.workers()), "the honest workers to register", 60)
     key = SigningKey.generate()

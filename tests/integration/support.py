@@ -33,6 +33,11 @@ EXIT_TIMEOUT_S = 30.0  # a process asked to stop
 SLOW_JOB: dict[str, Any] = {"width": 64, "height": 48, "x_min": -1.3, "x_max": 0.3, "y_min": -0.6, "y_max": 0.6,
                             "max_iter": 1_000_000}
 
+# Tasks per lease request of the honest `depin worker`s in the attack scenarios (hostile.py, trust_attacks.py), as
+# they were built and measured with: adaptive batches of tiny bands would let the honest workers take a whole job in
+# their first requests, before an attacker got a task of it.
+HONEST_BATCH = 4
+
 T = TypeVar("T")
 MAX_RESULTS_EXTRA = 3  # a job's default max_results is replicas + 3 (PROTOCOL.md), so max cost uses it too
 

@@ -46,6 +46,7 @@ from depin.crypto import SigningKey, open_envelope
 from depin.errors import DepinError, Forbidden, TooManyRequests
 from tests.integration.hostile import JOB, KERNEL_KEY, Collusion, Seen, honest_band, reference_image
 from tests.integration.support import (
+    HONEST_BATCH,
     TERMINAL,
     Cluster,
     Coordinator,
@@ -392,7 +393,7 @@ def start(cluster: Cluster, name: str, honest: int, *, lease_timeout: float = 3.
           worker_extra: tuple[str, ...] = (), worker_env: dict[str, str] | None = None) -> Setup:
     """A coordinator and `honest` worker processes (in `worker_env`, default the cluster's), registered."""
     coord = cluster.coordinator(f"{name}-coordinator", lease_timeout=lease_timeout)
-    workers = [cluster.worker(coord, f"{name}-honest-{i}", extra=worker_extra, env=worker_env)
+    workers = [cluster.worker(coord, f"{name}-honest-{i}", batch=HONEST_BATCH, extra=worker_extra, env=worker_env)
                for i in range(honest)]
     add_workers(coord, workers)
     return Setup(coord, workers, SigningKey.generate())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from depin.errors import (
     VerificationError,
 )
 from depin.protocol import AckItem, ResultItem, ResultsAck, ResultsRequest
-from worker import witness
+from worker import batching, witness
 from worker.daemon import Backoff, LedgerAlarm, Worker
 from worker.journal import Journal
 
@@ -436,3 +437,105 @@ async def test_auto_bond_off_or_without_rules_asks_nothing(tmp_path: Path, caplo
     assert bank.reads == 0
     off.journal.close()
     old.journal.close()
+
+
+# ---- the pipeline: adaptive batches, a lot leased ahead, one journal transaction per batch ---------------------------
+
+
+class _Stream:
+    """A coordinator with `n` one-sample montecarlo tasks: grants what is asked for, acks results, takes releases."""
+
+    def __init__(self, n: int, on_lease: Any = None) -> None:
+        self.todo = [f"J-{k}" for k in range(n)]
+        self.requests: list[dict[str, Any]] = []
+        self.granted: list[str] = []
+        self.released: list[str] = []
+        self.results: list[str] = []
+        self.on_lease = on_lease
+
+    async def post_signed(self, path: str, key: SigningKey, kind: str, payload: dict[str, Any],
+                          read_timeout_s: float | None = None) -> Any:
+        if path == "/v1/release":
+            self.released += payload["lease_ids"]
+            return {"released": len(payload["lease_ids"])}
+        self.requests.append(payload)
+        if self.on_lease is not None:
+            await self.on_lease(len(self.requests))
+        grants = []
+        for task_id in self.todo[:payload["max_tasks"]]:
+            k = int(task_id[2:])
+            body = codec.encode({"task_id": task_id, "job_id": "J", "kernel": "montecarlo", "kernel_version": 1,
+                                 "params": {"func": 0, "samples": 1 << 20, "seed": 7, "sample_start": k,
+                                            "sample_end": k + 1},
+                                 "coordinator": COORD.id, "price": 1})
+            grants.append({"lease_id": f"L{k}", "expires_ms": 1, "task": body, "sig": COORD.sign("task", body)})
+            self.granted.append(f"L{k}")
+        del self.todo[:len(grants)]
+        return {"leases": grants}
+
+    async def post(self, path: str, envelope: Any, read_timeout_s: float | None = None) -> Any:
+        signer, body = open_envelope("results", envelope)
+        items = ResultsRequest.from_payload(body).results
+        self.results += [i.lease_id for i in items]
+        ack = ResultsAck(worker_id=signer.id, request_nonce=body["nonce"],
+                         acks=tuple(AckItem(i.lease_id, "accepted", "") for i in items))
+        return COORD.seal("results-ack", ack.to_payload())
+
+
+async def test_a_cycle_grows_its_batches_leases_ahead_and_journals_each_batch_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = _worker(tmp_path)
+    w.coordinator = COORD.verify_key
+    monkeypatch.setattr(witness, "audit", lambda *args: asyncio.sleep(0, 0))
+    adds: list[int] = []
+    real_add = w.journal.add_many
+
+    def add_many(rows: list[Any], now_ms: int) -> None:
+        adds.append(len(rows))
+        real_add(rows, now_ms)
+
+    monkeypatch.setattr(w.journal, "add_many", add_many)
+    fake = _Stream(600)
+    await w._cycle(fake)  # type: ignore[arg-type]
+    (first,) = fake.requests  # nothing measured yet: one task, a long poll, and nothing leased ahead of it
+    assert (first["max_tasks"], first["wait_ms"] > 0) == (1, True)
+    await w._cycle(fake)  # type: ignore[arg-type]
+    second, *ahead = fake.requests[1:]
+    assert (second["max_tasks"] > 1, second["wait_ms"] > 0) == (True, True)  # tiny tasks: a bigger batch
+    assert ahead and all(r["wait_ms"] == 0 for r in ahead)  # then each next batch leased while one computes
+    assert sorted(fake.results) == sorted(fake.granted) and not fake.released and not fake.todo
+    assert len(fake.results) == len(set(fake.results)) == 600  # each sent once
+    assert sum(adds) == 600 and len(adds) < 600  # a transaction per batch
+    assert (w.stats.computed, w.stats.accepted, w.journal.count()) == (600, 600, 0)
+    w.journal.close()
+
+
+async def test_sigterm_gives_back_the_lot_leased_ahead_and_the_tasks_not_started(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = _worker(tmp_path)
+    w.coordinator = COORD.verify_key
+    monkeypatch.setattr(witness, "audit", lambda *args: asyncio.sleep(0, 0))
+    w.pace.note(batching.Task("montecarlo@1", 1), 1e-5)  # measured already: it asks for big batches at once
+    started = threading.Event()
+    on_start = w._on_start
+
+    def start(checked: Any) -> None:
+        started.set()
+        on_start(checked)
+
+    monkeypatch.setattr(w, "_on_start", start)
+
+    async def stop_on(request: int) -> None:
+        if request == 2:  # the lease ahead, while the first batch computes: SIGTERM once a task is in hand
+            await asyncio.get_running_loop().run_in_executor(None, started.wait)
+            w.stop.set()
+
+    fake = _Stream(1000, on_lease=stop_on)
+    await w._cycle(fake)  # type: ignore[arg-type]
+    assert len(fake.requests) == 2
+    computed = {s["lease_id"] for s in w.journal.story()}
+    assert computed and set(fake.results) == computed  # journaled, then sent
+    assert computed.isdisjoint(fake.released)
+    assert sorted(computed | set(fake.released)) == sorted(fake.granted)  # nothing held: each one done or given back
+    assert w.journal.count() == 0
+    w.journal.close()

@@ -156,17 +156,50 @@ def test_add_is_one_transaction(tmp_path: Path) -> None:
     j.close()
 
 
+def test_add_many_is_one_transaction_for_a_whole_batch(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.sqlite3")
+    statements: list[str] = []
+    j.db.set_trace_callback(statements.append)
+    j.add_many([(_item(f"L{n}", n), "J", 7) for n in range(1, 6)], now_ms=1)
+    j.add_many([], now_ms=2)  # nothing to add: no transaction
+    j.db.set_trace_callback(None)
+    verbs = [s.split()[0] for s in statements]  # executemany traces each row
+    assert (verbs[0], verbs[-1], verbs.count("BEGIN"), verbs.count("COMMIT")) == ("BEGIN", "COMMIT", 1, 1)
+    assert verbs.count("INSERT") == 10 and verbs.count("DELETE") == 5
+    assert [i.lease_id for i in j.pending(10)] == ["L1", "L2", "L3", "L4", "L5"]
+    assert [(s["lease_id"], s["job_id"], s["price"], s["status"]) for s in j.story()] == [
+        (f"L{n}", "J", 7, "computed") for n in range(1, 6)]
+    j.close()
+
+
+def test_remove_is_one_transaction_for_a_whole_ack(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.sqlite3")
+    j.add_many([(_item(f"L{n}"), "J", 7) for n in range(3)], now_ms=1)
+    statements: list[str] = []
+    j.db.set_trace_callback(statements.append)
+    j.remove(["L0", "L1", "L2"], [("accepted", "")] * 3, now_ms=2)
+    j.db.set_trace_callback(None)
+    verbs = [s.split()[0] for s in statements]
+    assert (verbs[0], verbs[-1], verbs.count("BEGIN"), verbs.count("COMMIT")) == ("BEGIN", "COMMIT", 1, 1)
+    assert j.count() == 0
+    j.close()
+
+
 def _fail_on_sent(j: Journal) -> None:
     """Make the second statement of `add` fail, as a full disk would."""
     j.db.execute("CREATE TRIGGER fail_sent BEFORE INSERT ON sent BEGIN SELECT RAISE(ABORT, 'disk full'); END")
 
 
-def test_a_failed_add_stores_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_failed_add_stores_nothing(tmp_path: Path, batch: bool) -> None:
     path = tmp_path / "journal.sqlite3"
     j = Journal(path)
     _fail_on_sent(j)
     with pytest.raises(sqlite3.DatabaseError, match="disk full"):
-        j.add(_item("L1"), now_ms=1, job_id="J", price=7)
+        if batch:  # none of the batch
+            j.add_many([(_item("L1"), "J", 7), (_item("L2"), "J", 7)], now_ms=1)
+        else:
+            j.add(_item("L1"), now_ms=1, job_id="J", price=7)
     j.close()
     again = Journal(path)
     assert again.count() == 0 and again.story() == []

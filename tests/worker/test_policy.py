@@ -563,7 +563,8 @@ def test_probes_read_through_the_real_probe_classes_into_decide(tmp_path: Path) 
 
 
 class _Coordinator:
-    """The POSTs of a worker cycle: leases (two tasks), results (signed acks), releases (recorded)."""
+    """The POSTs of a worker cycle: leases (two tasks: the workers ask for them with --batch 2), results (signed
+    acks), releases (recorded)."""
 
     def __init__(self) -> None:
         self.leased = 0
@@ -605,7 +606,7 @@ async def test_a_paused_worker_leases_nothing_but_wakes_when_allowed(tmp_path: P
 
     monkeypatch.setattr(witness, "audit", audit)
     machine = Recorded(iter([at(0, on_battery=True)]))
-    w = _worker(tmp_path, PolicySettings(idle_seconds=0), machine.probes(tmp_path), audit_interval_ms=100)
+    w = _worker(tmp_path, PolicySettings(idle_seconds=0), machine.probes(tmp_path), audit_interval_ms=100, batch=2)
     w.coordinator = COORD.verify_key
     w._sample_policy()
     fake = _Coordinator()
@@ -633,7 +634,7 @@ async def test_a_paused_worker_leases_nothing_but_wakes_when_allowed(tmp_path: P
 async def test_a_pause_gives_back_the_grants_not_yet_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(witness, "audit", lambda *args: asyncio.sleep(0, 0))
     machine = Recorded(iter([]))
-    w = _worker(tmp_path, PolicySettings(idle_seconds=0, on_pause="finish"), machine.probes(tmp_path))
+    w = _worker(tmp_path, PolicySettings(idle_seconds=0, on_pause="finish"), machine.probes(tmp_path), batch=2)
     w.coordinator = COORD.verify_key
     w._allowed.set()
     real_run = tasks.run

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -86,6 +87,68 @@ def test_the_bond_in_the_snapshot_and_its_one_line_summary() -> None:
 
 
 # ---- status.json ---------------------------------------------------------------------------------------------------
+
+
+def test_throttle_writes_at_once_then_at_most_every_interval() -> None:
+    t = status.Throttle(every_s=0.5)
+    assert t.delay(now=100.0) == 0.0  # never written
+    t.wrote(100.0)
+    assert t.delay(now=100.1) == pytest.approx(0.4)
+    assert t.delay(now=100.1, urgent=True) == 0.0  # a change an owner acts on
+    assert t.delay(now=100.5) == 0.0
+    assert t.delay(now=107.0) == 0.0
+    assert status.Throttle().every_s == status.WRITE_EVERY_S == 0.5
+
+
+def test_a_snapshot_while_the_task_in_hand_goes_away() -> None:
+    b = Board(worker_id="w" * 32, coordinator="http://127.0.0.1:8642")
+    b.task = CurrentTask("L1", "J-0", "J", "mandelbrot@1", 3, 1)
+
+    class Vanishing(Board):
+        # The computing thread clears the task between two reads of it.
+        def __getattribute__(self, name: str) -> Any:
+            value = super().__getattribute__(name)
+            if name == "task":
+                object.__setattr__(self, "task", None)
+            return value
+
+    v = Vanishing(**{k: getattr(b, k) for k in ("worker_id", "coordinator", "task")})
+    assert v.snapshot()["task"]["lease_id"] == "L1"
+
+
+async def test_status_json_is_written_at_once_when_urgent_else_at_most_once_an_interval(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    board = Board(worker_id="w" * 32, coordinator="http://127.0.0.1:8642")
+    writes: list[int] = []
+    monkeypatch.setattr(status, "write", lambda path, snapshot: writes.append(snapshot["computed"]))
+    now = [100.0]
+    p = status.Publisher(tmp_path / "status.json", board, status.Throttle(every_s=0.5), clock=lambda: now[0])
+    for n in range(100):
+        board.computed = n
+        p.publish()
+    assert writes == [0]  # the first at once; the others wait for the interval, one timer for them all
+    p.publish(urgent=True)  # a pause, a resume, an alarm, the end: at once, and the timer is no longer needed
+    assert writes == [0, 99]
+    now[0] += 0.01
+    p.throttle = status.Throttle(every_s=0.001)
+    p.throttle.wrote(now[0])
+    board.computed = 100
+    p.publish()
+    board.computed = 101
+    p.publish()
+    assert writes == [0, 99]
+    await asyncio.sleep(0.1)  # the timer, due in 0.001 s, has run (asyncio runs due timers before a later sleep ends)
+    assert writes == [0, 99, 101]  # the board as it was when the interval was up
+
+
+def test_without_an_event_loop_it_writes_at_once(tmp_path: Path) -> None:
+    board = Board(worker_id="w" * 32, coordinator="http://127.0.0.1:8642")
+    p = status.Publisher(tmp_path / "status.json", board, status.Throttle(every_s=3600))
+    p.publish()
+    board.computed = 7
+    p.publish()
+    assert status.read(tmp_path / "status.json")["computed"] == 7  # type: ignore[index]
+    assert status.read(tmp_path / "status.json")["pid"] == os.getpid()  # type: ignore[index]
 
 
 def test_write_then_read(tmp_path: Path) -> None:

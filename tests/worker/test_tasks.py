@@ -490,3 +490,51 @@ def _done(path: Path) -> int:
     finally:
         db.close()
     return 0 if row is None else int(row[0])
+
+
+# ---- run_batch: a batch in one call to the computing thread ---------------------------------------------------------
+
+
+def _batch(n: int) -> list[tasks.Checked]:
+    return [_checked({**SAMPLES, "sample_start": 10 * k, "sample_end": 10 * k + 10}, "montecarlo", f"L{k}")
+            for k in range(n)]
+
+
+def test_run_batch_computes_each_task_in_order_as_run_does() -> None:
+    batch = _batch(3)
+    started: list[str] = []
+    out = tasks.run_batch(batch, on_start=lambda c: started.append(c.lease_id), clock=Bench().clock)
+    assert (out.interrupted, out.unstarted) == (None, [])
+    assert [d.item.output for d in out.done] == [tasks.run(c).output for c in batch]  # type: ignore[union-attr]
+    assert [d.checked for d in out.done] == batch
+    assert started == ["L0", "L1", "L2"]
+    assert all(d.seconds > 0 for d in out.done)  # each timed, packaging included
+
+
+def test_run_batch_stops_between_tasks_and_leaves_the_rest_unstarted() -> None:
+    batch = _batch(4)
+    asked: list[int] = []
+
+    def go_on() -> bool:
+        asked.append(1)
+        return len(asked) <= 2
+
+    out = tasks.run_batch(batch, go_on=go_on)
+    assert [d.checked.lease_id for d in out.done] == ["L0", "L1"]
+    assert (out.interrupted, out.unstarted) == (None, batch[2:])
+    assert len(asked) == 3  # asked before each task, until it said stop
+
+
+def test_run_batch_stopped_mid_task_saves_it_and_leaves_the_rest() -> None:
+    batch = [_checked({**SAMPLES, "sample_start": 20 * k, "sample_end": 20 * k + 20}, "montecarlo", f"L{k}")
+             for k in range(3)]  # two chunks each
+    progress = MemoryProgress()
+    chunks: list[float] = []
+    out = tasks.run_batch(batch, progress, should_stop=lambda: len(chunks) == 3, after_chunk=chunks.append)
+    assert [d.checked.lease_id for d in out.done] == ["L0"]
+    assert (out.interrupted, out.unstarted) == (batch[1], batch[2:])  # stopped after its first chunk
+    assert progress.saves == [10]
+
+
+def test_run_batch_of_nothing() -> None:
+    assert tasks.run_batch([]) == tasks.Outcome([], None, [])
