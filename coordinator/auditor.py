@@ -55,10 +55,11 @@ class Auditor:
         # now or once done with what it holds: a busy worker is not an absent one (else an audit drawn while every
         # honest worker is computing would be skipped at once, and a cheater and its Sybil need only wait for that).
         kernel_key = f"{job.kernel}@{job.kernel_version}"
+        may = self._may_check if task.state == "validated" else self._eligible
         return self.roster.find(
             self._present(kernel_key, job, now, seasoned=True),
             lambda w: (not self.on_probation(w) and self._could_serve(w, job, now, room=False)
-                       and self._eligible(task, w, trusted=self.trust.trusted(w, kernel_key))))
+                       and may(task, w, trusted=self.trust.trusted(w, kernel_key))))
 
     def _open_audit(self: Scheduler, task: Task, job: Job, now: int) -> None:  # type: ignore[misc]
         task.audit = states.move(states.AUDIT, task.audit, "due")
@@ -76,7 +77,7 @@ class Auditor:
         # (placement) among trusted workers where any is present.
         if any(self.leases[lid].state == "active" for lid in task.leases):
             return False
-        if self.on_probation(worker_id) or not self._eligible(task, worker_id, trusted=is_trusted):
+        if self.on_probation(worker_id) or not self._may_check(task, worker_id, trusted=is_trusted):
             return False
         if not is_trusted and now - task.audit_since < self.audits.fallback_ms:
             return False  # trusted auditors only, for a while (coordinator.auditing)

@@ -152,7 +152,8 @@ class Judging:
             return Candidate(result.lease_id, result.digest, None, result.verified, result.trusted, counts=counts)
         # Exact kernels compare digests only; skip decoding the array.
         array = _EMPTY if exact or result.output is None else codec.array_from_wire(codec.decode(result.output))
-        return Candidate(result.lease_id, result.digest, array, result.verified, result.trusted)
+        return Candidate(result.lease_id, result.digest, array, result.verified, result.trusted,
+                         probation=self.on_probation(result.worker_id))
 
     def _settle(self: Scheduler, task: Task, job: Job, kernel: Kernel, now: int) -> None:  # type: ignore[misc]
         decision = self._decide(task, job, now)

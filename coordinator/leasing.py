@@ -90,6 +90,24 @@ class Leasing:
             return False
         return trusted or w.owner is None or w.owner not in task.owners
 
+    def _may_check(self: Scheduler, task: Task, worker_id: str, *, trusted: bool) -> bool:  # type: ignore[misc]
+        # Whether this worker may audit the task: as _eligible, but against the workers the audit checks, those
+        # with a result on the task or an active lease on it. A lease that ended without a result (a backup
+        # cancelled when the task was decided, an expired one) computed nothing to be judged by; counting it let a
+        # cheater and its Sybil, answering first beside an honest backup, leave no possible auditor (found by
+        # test_e2e_trust_attacks).
+        involved = {self.results[lid].worker_id for lid in task.results}
+        involved.update(self.leases[lid].worker_id for lid in task.leases if self.leases[lid].state == "active")
+        if worker_id in involved:
+            return False
+        w = self.workers.get(worker_id)
+        if w is None:
+            return True
+        others = [self.workers[x] for x in involved if x in self.workers]
+        if w.address is not None and any(o.address == w.address for o in others):
+            return False
+        return trusted or w.owner is None or all(o.owner != w.owner for o in others)
+
     def lease(self: Scheduler, *, now: int, worker_id: str, max_tasks: int,  # type: ignore[misc]
               kernels_ok: Iterable[str], min_price: int = 0) -> list[LeaseGrant]:
         """Up to `max_tasks` leases for this worker, within its capacity: the best-paying job first (then the
@@ -193,9 +211,11 @@ class Leasing:
         # worker on probation, and only a trusted one before the fallback.
         kernel_key = f"{job.kernel}@{job.kernel_version}"
 
+        may = self._may_check if task.state == "validated" else self._eligible
+
         def eligible(w: str) -> bool:
             return (w not in task.passed and self._could_serve(w, job, now)
-                    and self._eligible(task, w, trusted=self.trust.trusted(w, kernel_key)))
+                    and may(task, w, trusted=self.trust.trusted(w, kernel_key)))
 
         def trusted(w: str) -> bool:
             return self.trust.trusted(w, kernel_key) and eligible(w)

@@ -6,7 +6,9 @@ An error that does not `count` (from an identity on probation, or banned) is lef
 identities cannot fail a task.
 The remaining results are grouped by agreement (equal digests for exact kernels, the kernel's compare otherwise).
 The first group with `quorum` members wins, provided that, when `need_trusted` is set, it includes a trusted
-worker's result: a swarm of fresh identities cannot validate each other while a trusted worker could be asked.
+worker's result: a swarm of fresh identities cannot validate each other while a trusted worker could be asked. When
+two groups have trusted members (trusted workers disagree), members on probation do not count toward a quorum: a
+trusted cheater cannot have its own fresh Sybil out-vote an honest trusted worker.
 The winner's first result is canonical, its members are valid, everyone else is invalid. A task that has
 `max_results` results without such a group, or can no longer reach one within that bound, fails, and nobody is
 judged (we cannot tell who was wrong). Otherwise it asks for exactly as many more results as the largest group
@@ -32,6 +34,7 @@ class Candidate:
     verified: bool | None = None  # the kernel's own check: True right, False wrong, None cannot tell
     trusted: bool = False  # from a worker trusted for this kernel, and not flagged as implausibly fast
     counts: bool = True  # False for an error of an identity on probation or banned: it is left out altogether
+    probation: bool = False  # from a worker still on probation: it never decides between trusted workers
 
     @property
     def error(self) -> bool:
@@ -91,8 +94,15 @@ def decide(
                 break
         else:
             groups.append([r])
+    # Trusted workers that disagree are not settled by identities on probation: then only the members past
+    # probation count toward a group's quorum (one more of them is asked for, as for any disagreement).
+    contested = sum(1 for g in groups if any(r.trusted for r in g)) >= 2
+
+    def size(g: list[Candidate]) -> int:
+        return sum(1 for r in g if not (contested and r.probation))
+
     for g in groups:
-        if len(g) >= quorum and (not need_trusted or any(r.trusted for r in g)):
+        if size(g) >= quorum and (not need_trusted or any(r.trusted for r in g)):
             winners = {r.key for r in g}
             return Decision(
                 state="validated", canonical=g[0].key,
@@ -103,7 +113,7 @@ def decide(
     # no trust is needed) lacks quorum - size results of anyone; an untrusted group lacks at least one, and its
     # last missing result must come from a trusted worker.
     def lacks(g: list[Candidate]) -> tuple[int, bool]:
-        short = quorum - len(g)
+        short = quorum - size(g)
         if need_trusted and not any(r.trusted for r in g):
             return max(short, 1), short <= 1
         return short, False
@@ -111,8 +121,8 @@ def decide(
     lacking, needs_trusted = min((lacks(g) for g in groups), default=(quorum, False), key=lambda x: (x[0], x[1]))
     room = max_results - len(results)
     if room < lacking:
-        if needs_trusted and quorum - max((len(g) for g in groups), default=0) <= 0:
-            reason = (f"{max(len(g) for g in groups)} agreeing results but none from a trusted worker, and no"
+        if needs_trusted and quorum - max((size(g) for g in groups), default=0) <= 0:
+            reason = (f"{max(size(g) for g in groups)} agreeing results but none from a trusted worker, and no"
                       f" room for one (limit {max_results})")
         else:
             reason = f"no {quorum} agreeing results among {len(results)} (limit {max_results})"

@@ -247,3 +247,17 @@ def test_a_trusted_group_wins_over_an_earlier_untrusted_one() -> None:
 def test_trust_needed_with_no_room_left_fails() -> None:
     d = _trusted_quorum([_t("a", "X", False), _t("b", "X", False)], max_results=2)
     assert d.state == "failed" and d.valid == ()
+
+
+def test_a_sybil_on_probation_does_not_decide_between_disagreeing_trusted_workers() -> None:
+    # An honest trusted worker H and a trusted cheater C disagree; C's fresh Sybil P agrees with C. P's vote does not
+    # count while trusted workers disagree: one more result is asked for, and an honest one settles it.
+    h = Candidate("h", b"right", _ANY, trusted=True)
+    c = Candidate("c", b"wrong", _ANY, trusted=True)
+    p = Candidate("p", b"wrong", _ANY, probation=True)
+    pending = _exact([h, c, p])
+    assert pending.state == "pending" and pending.more == 1
+    settled = _exact([h, c, p, Candidate("h2", b"right", _ANY)])
+    assert settled.state == "validated" and settled.canonical == "h" and set(settled.invalid) == {"c", "p"}
+    # Without a trusted dissent the probationary result counts as ever (placement and audits guard that case).
+    assert _exact([Candidate("u", b"right", _ANY), c, p]).state == "validated"

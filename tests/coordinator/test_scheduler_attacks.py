@@ -836,6 +836,35 @@ def test_audit_a_patient_cheater_and_its_sybil_are_audited_by_a_worker_busy_at_t
     assert s.banned(wid("C")) and s.banned(wid("P"))
 
 
+def test_audit_workers_whose_backup_leases_were_cancelled_unanswered_may_still_audit() -> None:
+    # Found by test_e2e_trust_attacks once workers leased ahead: Sybil P and trusted cheater C sat on a task, the
+    # honest workers took backup leases on it, and P and C agreed on a wrong band first. A backup cancelled before
+    # it answered still made its worker a holder, and holders may not audit: with every honest worker present a
+    # holder, the audit a probationary winner always draws was skipped at once. A lease that ended without a
+    # result computed nothing to be judged by: its worker may audit.
+    s, dice = real(Dice(rand_default=0.99))
+    now = make_trusted(s, "ABCD") + AWAY
+    victim = submit(s, now=now, tasks=1, replicas=2)
+    (gp,) = ask(s, "P", now, max_tasks=1)
+    t = task(s, gp)
+    (gc,) = ask(s, "C", now + 1, max_tasks=1)  # the second slot, drawn among the present: C alone
+    later = now + _backup_time(s, gp)
+    s.expire(later)
+    (backup,) = ask(s, "A", later, max_tasks=1)  # the honest worker present backs P's lease up
+    assert task(s, backup) is t
+    for n, g in (("P", gp), ("C", gc)):
+        assert send(s, n, g, bad(g), later + 1).status == "accepted"
+    assert t.state == "validated" and t.audit == "due" and victim.state == "running"  # not skipped
+    assert s.leases[backup.lease_id].state == "cancelled"  # A computed nothing here
+    at = later + 2
+    for n in "AB":  # A audits; B, back later, is the second auditor
+        (ga,) = ask(s, n, at, max_tasks=1)
+        assert task(s, ga) is t
+        send(s, n, ga, good(ga), at + ELAPSED)
+        at += 2 * ELAPSED
+    assert t.audit == "corrected" and victim.state == "done" and s.banned(wid("C")) and s.banned(wid("P"))
+
+
 # ---- found by these tests, fixed since ----------------------------------------------------------------------------
 
 
