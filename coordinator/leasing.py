@@ -54,16 +54,25 @@ class Leasing:
             return False
         kernel_key = f"{job.kernel}@{job.kernel_version}"
         online = now - self.trust.policy.online_ms
-        return self.roster.find(
-            self._present(kernel_key, job, now, seasoned=self._trust_needs_probation() or None),
-            lambda w: (self.workers[w].last_seen_ms >= online and self.trust.trusted(w, kernel_key)
-                       and self._eligible(task, w, trusted=True) and self._could_serve(w, job, now)))
+        # Among the workers that earned trust for the kernel (trust.earned_for, kept as streaks move): few, and a
+        # lease walk asks this for every task it visits that waits for one.
+        return any(w in self.workers and self.workers[w].last_seen_ms >= online and self.trust.trusted(w, kernel_key)
+                   and self._eligible(task, w, trusted=True) and self._could_serve(w, job, now)
+                   for w in self.trust.earned_for(kernel_key))
 
     def _present(self: Scheduler, kernel_key: str, job: Job, now: int, *,  # type: ignore[misc]
                  seasoned: bool | None) -> list[Bag]:
         # The roster's bags that may hold workers present for the job: past probation (True), on it (False), both.
+        # A lease walk asks this for every task it visits: the answer is kept while the clock and the set of bags
+        # stand still (bags themselves are live, so their members are always current).
         self.roster.prune(now - self.placement.presence_ms)
-        return self.roster.bags(kernel_key, job.price, seasoned=seasoned)
+        key = (self.roster.version, kernel_key, job.price, seasoned)
+        found = self._bags_seen.get(key)
+        if found is None:
+            if len(self._bags_seen) > 64:
+                self._bags_seen.clear()
+            found = self._bags_seen[key] = self.roster.bags(kernel_key, job.price, seasoned=seasoned)
+        return found
 
     def _trust_needs_probation(self: Scheduler) -> bool:  # type: ignore[misc]
         # Whether no worker can be trusted before it is past probation (so a search for a trusted worker may skip

@@ -68,6 +68,7 @@ class Roster:
         self._order: dict[str, int] = {}  # worker id -> when it was first filed (a counter, kept): scan order
         self._next = 0
         self._bags: dict[str, dict[tuple[int, bool], Bag]] = {}  # kernel -> (min_price, past probation) -> bag
+        self.version = 0  # moves whenever a bag is made or dropped, so a caller may keep `bags` answers meanwhile
 
     def __contains__(self, worker_id: str) -> bool:
         return worker_id in self._seen
@@ -81,7 +82,11 @@ class Roster:
         if self._filed.get(w.worker_id) != keys:
             self._unfile(w.worker_id)
             for kernel, price, past in keys:
-                self._bags.setdefault(kernel, {}).setdefault((price, past), Bag()).add(w.worker_id)
+                by_key = self._bags.setdefault(kernel, {})
+                if (price, past) not in by_key:
+                    by_key[(price, past)] = Bag()
+                    self.version += 1
+                by_key[(price, past)].add(w.worker_id)
             self._filed[w.worker_id] = keys
         if w.worker_id not in self._order:
             self._order[w.worker_id] = self._next
@@ -110,6 +115,7 @@ class Roster:
             bag.discard(worker_id)
             if not bag:
                 del by_key[(price, past)]
+                self.version += 1
                 if not by_key:
                     del self._bags[kernel]
 

@@ -33,7 +33,7 @@ from coordinator.model import Changes, Job, Lease, Result, Task, Worker
 from coordinator.open_slots import OpenSlots
 from coordinator.placement import PlacementPolicy
 from coordinator.progress import Progress
-from coordinator.roster import Roster
+from coordinator.roster import Bag, Roster
 from coordinator.speed import SpeedBook
 from coordinator.trust import Trust, TrustBook, TrustPolicy
 from depin import accounts, codec, kernels, ledger, protocol
@@ -105,6 +105,7 @@ class Scheduler(Leasing, Judging, Auditor):
         self._seen_persisted: dict[str, int] = {}  # worker id -> last_seen_ms last handed to the store
         self._trust_version = 0  # bumped on every verdict, so cached trust views know they are stale
         self.roster = Roster()  # workers that asked for work since the start, for draws (coordinator.roster)
+        self._bags_seen: dict[tuple[int, str, int, bool | None], list[Bag]] = {}  # Leasing._present's answers
         self._changes = Changes()
         self.progress = Progress()  # each job's counts, kept as rows move (coordinator.progress)
         self._recount: dict[str, Task] = {}  # tasks whose in-memory placement fields moved since the last count

@@ -79,6 +79,7 @@ class TrustBook:
     _by_worker: dict[str, list[int]] | None = field(default=None, repr=False)
     _index: dict[str, list[Trust]] | None = field(default=None, repr=False)
     _earned: set[tuple[str, str]] | None = field(default=None, repr=False)
+    _earned_by_kernel: dict[str, set[str]] = field(default_factory=dict, repr=False)  # the same, by kernel
     _verdicts: int = field(default=0, repr=False)
     _median: float | None = field(default=None, repr=False)
 
@@ -97,7 +98,15 @@ class TrustBook:
         if self._earned is None:
             self._earned = {(r.worker_id, r.kernel) for r in self.records.values()
                             if r.consecutive_valid >= self.threshold(r.worker_id)}
+            self._earned_by_kernel = {}
+            for worker_id, kernel in self._earned:
+                self._earned_by_kernel.setdefault(kernel, set()).add(worker_id)
         return self._earned
+
+    def earned_for(self, kernel: str) -> set[str]:
+        """The workers whose streak for this kernel has reached their threshold (standing not checked)."""
+        self.earned()
+        return self._earned_by_kernel.get(kernel, set())
 
     def threshold(self, worker_id: str) -> int:
         """The streak that makes this worker trusted: shorter for a worker with a bond at stake."""
@@ -114,8 +123,10 @@ class TrustBook:
         if self._earned is not None:
             if r.consecutive_valid >= self.threshold(r.worker_id):
                 self._earned.add((r.worker_id, r.kernel))
+                self._earned_by_kernel.setdefault(r.kernel, set()).add(r.worker_id)
             else:
                 self._earned.discard((r.worker_id, r.kernel))
+                self._earned_by_kernel.get(r.kernel, set()).discard(r.worker_id)
 
     def records_of(self, worker_id: str) -> list[Trust]:
         """This worker's records, one per kernel it has results for (indexed: no scan of every record)."""

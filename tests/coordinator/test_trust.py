@@ -285,3 +285,17 @@ def test_an_outlier_loses_trust_and_gets_it_back_when_its_rate_falls() -> None:
     _valid(book, "d", 5)  # 2 of 10: back at the floor
     assert not book.standing_of("d").outlier
     assert book.trusted("d", K)
+
+
+def test_the_workers_that_earned_trust_are_kept_by_kernel_as_streaks_move() -> None:
+    book = TrustBook(TrustPolicy(trust_after=2))
+    assert book.earned_for(K) == set()
+    _valid(book, "a", 2)
+    _valid(book, "b", 2, kernel=OTHER)
+    _valid(book, "c", 1)
+    assert book.earned_for(K) == {"a"} and book.earned_for(OTHER) == {"b"}
+    _invalid(book, "a")
+    _valid(book, "c", 1)
+    assert book.earned_for(K) == {"c"}
+    book.refresh_outliers()  # rebuilt from the records: the same
+    assert book.earned_for(K) == {"c"} and {w for w, k in book.earned() if k == K} == {"c"}
