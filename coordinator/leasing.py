@@ -101,12 +101,13 @@ class Leasing:
 
     def _may_check(self: Scheduler, task: Task, worker_id: str, *, trusted: bool) -> bool:  # type: ignore[misc]
         # Whether this worker may audit the task: as _eligible, but against the workers the audit checks, those
-        # with a result on the task or an active lease on it. A lease that ended without a result (a backup
-        # cancelled when the task was decided, an expired one) computed nothing to be judged by; counting it let a
-        # cheater and its Sybil, answering first beside an honest backup, leave no possible auditor (found by
-        # test_e2e_trust_attacks).
+        # with a result on the task (judged, malformed or set aside) or an active lease on it. A lease that ended
+        # without a result (a backup cancelled when the task was decided, an expired one) computed nothing to be
+        # judged by; counting it let a cheater and its Sybil, answering first beside an honest backup, leave no
+        # possible auditor (found by test_e2e_trust_attacks).
         involved = {self.results[lid].worker_id for lid in task.results}
-        involved.update(self.leases[lid].worker_id for lid in task.leases if self.leases[lid].state == "active")
+        involved.update(self.leases[lid].worker_id for lid in task.leases  # any result at all: malformed, set aside
+                        if self.leases[lid].state in ("active", "returned"))
         if worker_id in involved:
             return False
         w = self.workers.get(worker_id)

@@ -372,7 +372,12 @@ class Scheduler(Leasing, Judging, Auditor):
                             capacity=self.placement.start_capacity)
             self.workers[worker_id] = worker
         worker.last_seen_ms = max(worker.last_seen_ms, now)
-        self.roster.seen(worker_id, worker.last_seen_ms)
+        if worker.last_lease_ms is not None and worker_id not in self.roster:
+            # Present again (PROTOCOL.md 12.1: it asked for work since the start, and was seen just now), though
+            # the roster pruned it while it computed: filed again, so the roster stays a superset of the present.
+            self.roster.note(worker, seasoned=not self.on_probation(worker_id))
+        else:
+            self.roster.seen(worker_id, worker.last_seen_ms)
         changed = False
         if public_address(address) not in (None, worker.address):
             worker.address, changed = public_address(address), True

@@ -139,3 +139,15 @@ def test_a_draw_among_many_present_workers_visits_a_bounded_number_of_them() -> 
     assert calls["_could_serve"] <= s.roster.tries + 2
     reserved = task(s, first).reserved
     assert reserved is not None and s.on_probation(reserved) and reserved not in (wid("A"), wid("B"))
+
+
+def test_a_worker_pruned_while_it_computed_is_filed_again_by_its_results_request() -> None:
+    # Presence counts results requests too: a worker that asked for work, then computed longer than presence_ms
+    # and was pruned, is present again when it reports, and must be drawable before its next lease request.
+    s, _ = real()
+    assert ask(s, "A", 0, max_tasks=0) == []
+    away = s.placement.presence_ms + 1
+    s.roster.prune(away)
+    assert wid("A") not in s.roster
+    s.touch_worker(now=away, worker_id=wid("A"), public_key=b"")  # its results request
+    assert wid("A") in s.roster

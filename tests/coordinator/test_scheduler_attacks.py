@@ -865,6 +865,22 @@ def test_audit_workers_whose_backup_leases_were_cancelled_unanswered_may_still_a
     assert t.audit == "corrected" and victim.state == "done" and s.banned(wid("C")) and s.banned(wid("P"))
 
 
+def test_audit_an_auditor_whose_result_was_malformed_is_not_drawn_for_that_audit_again() -> None:
+    s, dice = real(Dice(rand_default=0.99))
+    now = make_trusted(s, "ABCD") + AWAY
+    _, t, _ = _audited_single(s, dice, now, present="B")
+    (g,) = ask(s, "B", now + 1000)
+    assert send(s, "B", g, MALFORMED, now + 2000).status == "rejected"  # (its streak, so its trust, is gone)
+    s.workers[wid("C")].capacity = 0  # C is present but busy: a possible auditor, not one to draw now
+    assert ask(s, "C", now + 2500, max_tasks=0) == []
+    later = now + AUDIT.fallback_ms + 3000  # any worker past probation may audit now
+    assert ask(s, "B", later) == []  # but not B: it sent a result on the task
+    assert t.audit == "due"
+    s.workers[wid("C")].capacity = 8
+    (g2,) = ask(s, "C", later + 1)
+    assert task(s, g2) is t
+
+
 # ---- found by these tests, fixed since ----------------------------------------------------------------------------
 
 
