@@ -125,13 +125,17 @@ def test_a_second_coordinator_on_a_live_data_dir_is_refused(cluster: Cluster) ->
 
 @pytest.mark.timeout(240)
 def test_no_acknowledged_result_is_lost_to_a_sigkill_under_group_commit(cluster: Cluster, submitter: Any) -> None:
-    """Two workers reporting tiny tasks as fast as they can, so that commits carry several requests each (group
+    """Workers reporting tiny tasks as fast as they can, so that commits carry several requests each (group
     commit, coordinator.commits): SIGKILL the coordinator in the middle. Every result a worker holds a signed
     acknowledgement for is in the database, and the restarted coordinator finishes the job on a ledger that
     verifies, paying no (task, worker) twice."""
     tasks = 600
     coordinator = cluster.coordinator(port=free_port(), lease_timeout=5)
-    workers = [cluster.worker(coordinator, f"worker-{i}", batch=4) for i in range(2)]
+    # Three workers, not two: a grant the SIGKILL committed but never answered leaves its worker holding an expired
+    # lease on the task, and the holder of an expired lease never gets its task again (PROTOCOL.md 12.1), so with
+    # two workers such a task could never be finished by anyone. That is a lost answer to a grant, the
+    # idempotence case of the faults issue, noted there; this test is about acknowledged results.
+    workers = [cluster.worker(coordinator, f"worker-{i}", batch=4) for i in range(3)]
     job_id = submit(coordinator, submitter, {"func": 0, "seed": 7, "samples": tasks}, kernel="montecarlo",
                     tasks=tasks, replicas=2, price=1)
 
