@@ -102,7 +102,6 @@ class Judging:
                                                      now - lease.issued_ms):
             result.too_fast = True
             self._changes.trust[(lease.worker_id, kernel_key)] = self.trust.note_fast(lease.worker_id, kernel_key)
-            self._trust_version += 1
             worker = self.workers[lease.worker_id]
             worker.too_fast += 1
             self._changes.workers[worker.worker_id] = worker
@@ -225,7 +224,6 @@ class Judging:
         result.verdict = states.move(states.RESULT, result.verdict, verdict)
         result.output = None  # the canonical output lives on the task; judged copies are not kept
         self._changes.results[result.lease_id] = result
-        self._trust_version += 1
         worker = self.workers[result.worker_id]
         kernel_key = f"{job.kernel}@{job.kernel_version}"
         if verdict == "valid":

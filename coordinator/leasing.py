@@ -63,8 +63,8 @@ class Leasing:
     def _present(self: Scheduler, kernel_key: str, job: Job, now: int, *,  # type: ignore[misc]
                  seasoned: bool | None) -> list[Bag]:
         # The roster's bags that may hold workers present for the job: past probation (True), on it (False), both.
-        # A lease walk asks this for every task it visits: the answer is kept while the clock and the set of bags
-        # stand still (bags themselves are live, so their members are always current).
+        # A lease walk asks this for every task it visits: the answer is kept while no bag is made or dropped
+        # (roster.version; bags themselves are live, so their members are always current).
         self.roster.prune(now - self.placement.presence_ms)
         key = (self.roster.version, kernel_key, job.price, seasoned)
         found = self._bags_seen.get(key)
@@ -90,14 +90,20 @@ class Leasing:
         # same public address, and, unless it is trusted, never beside a worker declaring the same owner. An
         # owner is an unchecked claim: honouring it for trusted workers would let colluders shut them out of a
         # task (and so lift the trusted-member rule) by declaring their owner.
-        if worker_id in task.workers:
+        return self._apart(worker_id, task.workers, task.addresses, task.owners, trusted=trusted)
+
+    def _apart(self: Scheduler, worker_id: str, others: set[str], addresses: set[str],  # type: ignore[misc]
+               owners: set[str], *, trusted: bool) -> bool:
+        # Not one of `others`, not seen from one of their public addresses, and, unless trusted, not declaring one
+        # of their owners (_eligible, _may_check).
+        if worker_id in others:
             return False
         w = self.workers.get(worker_id)
         if w is None:
             return True
-        if w.address is not None and w.address in task.addresses:
+        if w.address is not None and w.address in addresses:
             return False
-        return trusted or w.owner is None or w.owner not in task.owners
+        return trusted or w.owner is None or w.owner not in owners
 
     def _may_check(self: Scheduler, task: Task, worker_id: str, *, trusted: bool) -> bool:  # type: ignore[misc]
         # Whether this worker may audit the task: as _eligible, but against the workers the audit checks, those
@@ -108,15 +114,9 @@ class Leasing:
         involved = {self.results[lid].worker_id for lid in task.results}
         involved.update(self.leases[lid].worker_id for lid in task.leases  # any result at all: malformed, set aside
                         if self.leases[lid].state in ("active", "returned"))
-        if worker_id in involved:
-            return False
-        w = self.workers.get(worker_id)
-        if w is None:
-            return True
         others = [self.workers[x] for x in involved if x in self.workers]
-        if w.address is not None and any(o.address == w.address for o in others):
-            return False
-        return trusted or w.owner is None or all(o.owner != w.owner for o in others)
+        return self._apart(worker_id, involved, {o.address for o in others if o.address is not None},
+                           {o.owner for o in others if o.owner is not None}, trusted=trusted)
 
     def lease(self: Scheduler, *, now: int, worker_id: str, max_tasks: int,  # type: ignore[misc]
               kernels_ok: Iterable[str], min_price: int = 0) -> list[LeaseGrant]:

@@ -103,7 +103,6 @@ class Scheduler(Leasing, Judging, Auditor):
         self._order: list[tuple[int, int, str]] = []  # unfinished jobs as (-price, created_ms, job id): lease order
         self._expiry: list[tuple[int, str]] = []
         self._seen_persisted: dict[str, int] = {}  # worker id -> last_seen_ms last handed to the store
-        self._trust_version = 0  # bumped on every verdict, so cached trust views know they are stale
         self.roster = Roster()  # workers that asked for work since the start, for draws (coordinator.roster)
         self._bags_seen: dict[tuple[int, str, int, bool | None], list[Bag]] = {}  # Leasing._present's answers
         self._changes = Changes()
@@ -288,7 +287,6 @@ class Scheduler(Leasing, Judging, Auditor):
             raise PaymentRequired(f"insufficient funds: account {worker_id} holds {have} credits, cannot bond {amount}")
         entry = self._append(now, "bond", worker_id, accounts.bond_account(worker_id), amount)
         self.trust.set_bond(worker_id, self.book.accounts.bonded(worker_id))
-        self._trust_version += 1
         return entry
 
     def unbond(self, *, now: int, worker_id: str, amount: int) -> ledger.Entry:
@@ -308,7 +306,6 @@ class Scheduler(Leasing, Judging, Auditor):
                            f" audited: at most {max(0, bonded - exposure)} can be taken out now")
         entry = self._append(now, "unbond", accounts.bond_account(worker_id), worker_id, amount)
         self.trust.set_bond(worker_id, self.book.accounts.bonded(worker_id))
-        self._trust_version += 1
         return entry
 
     def owner_of(self, job_id: str, requester: str, action: str) -> Job:
