@@ -178,7 +178,8 @@ class Judging:
         assert decision.canonical is not None
         task.canonical = self.results[decision.canonical].output
         task.wanted = task.backups = 0
-        task.reserved, task.waiting_since = None, None
+        task.reserved = None
+        self._set_waiting(task, job, None)
         self._changes.tasks[task.task_id] = task
         winners = [self.results[lid] for lid in decision.valid]
         # A loser is held to account only by an outcome a mob of fresh identities cannot produce: the kernel's check,

@@ -130,7 +130,7 @@ class Leasing:
         accepted = frozenset(kernels_ok)
         worker = self.workers.get(worker_id)
         if worker is not None:
-            worker.kernels, worker.last_lease_ms = accepted, now
+            worker.kernels, worker.last_lease_ms, worker.asked = accepted, now, max_tasks
             self.roster.note(worker, seasoned=not self.on_probation(worker_id))
             room = min(max_tasks, worker.capacity - worker.active)
         else:
@@ -462,19 +462,46 @@ class Leasing:
         self._wait_for_trusted(task, job, now, usable and not trusted_in and self._need_trusted(task, job, now))
 
     def _wait_for_trusted(self: Scheduler, task: Task, job: Job, now: int, waiting: bool) -> None:  # type: ignore[misc]
-        # A task that has results but waits for a trusted member waits at most trusted_wait_ms; then it falls back
-        # to a quorum one larger, of any independent workers (placement), and says so in its job's view.
+        # A task that has results but waits for a trusted member waits at most trusted_wait_ms, and not at all when
+        # the trusted workers that could come already have their backlog waiting for them (_trusted_backlog); then it
+        # falls back to a quorum one larger, of any independent workers (placement), and says so in its job's view.
         if not waiting:
             if task.waiting_since is not None:
-                task.waiting_since = None
+                self._set_waiting(task, job, None)
                 self._changes.tasks[task.task_id] = task
             return
         if task.waiting_since is None:
-            task.waiting_since = now
-            self._changes.tasks[task.task_id] = task
-            heapq.heappush(self._wakeups, (now + self.trust.policy.trusted_wait_ms, task.task_id))
-        elif now - task.waiting_since >= self.trust.policy.trusted_wait_ms and not task.fell_back:
-            task.fell_back, task.waiting_since = True, None
-            task.quorum = min(task.quorum + 1, job.max_results)
-            self._changes.tasks[task.task_id] = task
-            self._settle(task, job, kernels.get(job.kernel, job.kernel_version), now)
+            if len(self._waiting.get(f"{job.kernel}@{job.kernel_version}", ())) < self._trusted_backlog(job, now):
+                self._set_waiting(task, job, now)
+                self._changes.tasks[task.task_id] = task
+                heapq.heappush(self._wakeups, (now + self.trust.policy.trusted_wait_ms, task.task_id))
+                return
+        elif now - task.waiting_since < self.trust.policy.trusted_wait_ms or task.fell_back:
+            return
+        task.fell_back = True
+        self._set_waiting(task, job, None)
+        task.quorum = min(task.quorum + 1, job.max_results)
+        self._changes.tasks[task.task_id] = task
+        self._settle(task, job, kernels.get(job.kernel, job.kernel_version), now)
+
+    def _set_waiting(self: Scheduler, task: Task, job: Job, since: int | None) -> None:  # type: ignore[misc]
+        # The one place a task's wait for a trusted worker begins or ends: the kernel's set of waiting tasks follows.
+        task.waiting_since = since
+        waiting = self._waiting.setdefault(f"{job.kernel}@{job.kernel_version}", set())
+        if since is None:
+            waiting.discard(task.task_id)
+        else:
+            waiting.add(task.task_id)
+
+    def _trusted_backlog(self: Scheduler, job: Job, now: int) -> int:  # type: ignore[misc]
+        # How many tasks of the kernel may wait for a trusted worker at once: trusted_backlog lease requests' worth
+        # (what each asked for last, within its capacity) of every available trusted worker (as in
+        # _trusted_could_help, but whether it has room now aside). More would wait only to fall back: the trusted
+        # workers could not take them in time, and every lease walk visits them.
+        kernel_key = f"{job.kernel}@{job.kernel_version}"
+        online = now - self.trust.policy.online_ms
+        room = sum(max(1, min(w.asked, w.capacity))
+                   for w in (self.workers.get(x) for x in self.trust.earned_for(kernel_key))
+                   if w is not None and w.last_seen_ms >= online and self.trust.trusted(w.worker_id, kernel_key)
+                   and self._could_serve(w.worker_id, job, now, room=False))
+        return room * self.trust.policy.trusted_backlog

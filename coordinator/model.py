@@ -125,6 +125,7 @@ class Worker:
     # In memory only: what it last asked for, and when.
     kernels: frozenset[str] = frozenset()
     last_lease_ms: int | None = None
+    asked: int = 0  # the most tasks its last lease request asked for
     active: int = 0  # its active leases
 
 

@@ -96,6 +96,7 @@ class Scheduler(Leasing, Judging, Auditor):
         self.tasks: dict[str, Task] = {}  # only tasks of unfinished jobs, in job then index order
         self._job_tasks: dict[str, list[Task]] = {}  # unfinished job id -> the tasks made so far, in that order
         self._open: dict[str, OpenSlots] = {}  # unfinished job id -> its tasks that may have a slot to lease
+        self._waiting: dict[str, set[str]] = {}  # kernel key -> pending tasks waiting for a trusted worker (ids)
         self.leases: dict[str, Lease] = {}  # only leases of unfinished jobs
         self.results: dict[str, Result] = {}  # only results of unfinished jobs
         self.workers: dict[str, Worker] = {}
@@ -189,9 +190,10 @@ class Scheduler(Leasing, Judging, Auditor):
                 began = task.waiting_since
                 s._refresh_wanted(task, now)
                 # Nobody is present right after a restart, so the wait for a trusted worker would end here; keep when
-                # it began, so that it goes on from then once a trusted worker asks again (not from the restart).
+                # it began, so that it goes on from then once a trusted worker asks again (not from the restart), and
+                # count it in its kernel's trusted backlog.
                 if began is not None and task.waiting_since is None and not task.fell_back:
-                    task.waiting_since = began
+                    s._set_waiting(task, s.jobs[task.job_id], began)
         for task in s.tasks.values():
             s.progress.task(task, s.jobs[task.job_id])
         for lease in s.leases.values():
@@ -336,7 +338,9 @@ class Scheduler(Leasing, Judging, Auditor):
         job.finished_ms, job.error, job.audits_open = now, error, 0
         self._changes.jobs[job.job_id] = job
         self._open.pop(job.job_id, None)
+        waiting = self._waiting.get(f"{job.kernel}@{job.kernel_version}", set())
         for task in self._job_tasks.pop(job.job_id, []):
+            waiting.discard(task.task_id)
             if task.state == "pending":
                 task.state = states.move(states.TASK, task.state, "cancelled")
                 self._changes.tasks[task.task_id] = task

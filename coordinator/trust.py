@@ -42,6 +42,7 @@ class TrustPolicy:
     partner_cap: int = 5  # agreements with one partner that count toward one streak (trust_after / 2: two partners)
     probation_valid: int = 3  # validated results after which a worker is no longer on probation
     trusted_wait_ms: int = 10_000  # how long a task waits for a trusted worker before a larger quorum stands in
+    trusted_backlog: int = 2  # lease requests' worth of tasks per available trusted worker that may wait for one
 
 
 @dataclass

@@ -551,6 +551,63 @@ def test_stall_a_task_waiting_for_a_trusted_member_falls_back_to_a_quorum_one_la
     assert t.state == "validated" and len(t.results) == 3 and not any(results[lid].trusted for lid in t.results)
 
 
+WAITS = "waiting for a trusted worker"
+FELL = "no trusted worker came in time: a larger quorum of untrusted workers stands in"
+
+
+def _first_results(s: Scheduler, names: Iterable[str], now: int) -> list[Task]:
+    """Each named fresh worker takes what it is given (first slots: the second is kept for the trusted worker) and
+    returns honest results; the tasks, in that order."""
+    done = []
+    for n in names:
+        for g in ask(s, n, now):
+            assert send(s, n, g, good(g), now + ELAPSED).status == "accepted"
+            done.append(task(s, g))
+    return done
+
+
+def test_stall_only_the_trusted_workers_backlog_waits_for_them_the_rest_fall_back_at_once() -> None:
+    # One trusted worker asking 2 tasks at a time can take about 2 x trusted_backlog waiting tasks; more would only
+    # wait trusted_wait_ms to fall back anyway, and every lease walk meanwhile visits them (issue 10's long job).
+    s, _ = real()
+    now = make_trusted(s, "ABCD") + AWAY
+    ask(s, "A", now, max_tasks=2)  # the only trusted worker present
+    backlog = 2 * TRUST.trusted_backlog
+    job = submit(s, now=now, tasks=12, replicas=2, params={**PARAMS, "height": 12})
+    tasks = _first_results(s, ("U1", "U2", "U3", "U4", "U5", "U6"), now)
+    assert len(tasks) == 12
+    waiting = [t for t in tasks if t.waiting_since is not None]
+    fell = [t for t in tasks if t.fell_back]
+    assert len(waiting) == backlog and len(fell) == 12 - backlog
+    assert all(t.quorum == job.quorum + 1 for t in fell) and all(t.quorum == job.quorum for t in waiting)
+    reasons = s.counted().waiting(job.job_id)
+    assert (reasons[WAITS], reasons[FELL]) == (backlog, 12 - backlog)
+    # The trusted worker takes waiting tasks (never a fallen-back one: they no longer need it) and validates them.
+    now += 2 * ELAPSED
+    grants = ask(s, "A", now, max_tasks=2)
+    assert {task(s, g).task_id for g in grants} <= {t.task_id for t in waiting} and len(grants) == 2
+    for g in grants:
+        send(s, "A", g, good(g), now + ELAPSED)
+    assert s.counted().waiting(job.job_id)[WAITS] == backlog - 2
+    # Room in the backlog again: the next first result waits instead of falling back.
+    job2 = submit(s, now=now, tasks=1, replicas=2)
+    (t2,) = _first_results(s, ("U7",), now + 2 * ELAPSED)
+    assert t2.job_id == job2.job_id and t2.waiting_since is not None and not t2.fell_back
+
+
+def test_stall_a_finished_jobs_waiting_tasks_leave_the_trusted_workers_backlog() -> None:
+    s, _ = real()
+    now = make_trusted(s, "ABCD") + AWAY
+    ask(s, "A", now, max_tasks=1)  # backlog: trusted_backlog tasks
+    job = submit(s, now=now, tasks=TRUST.trusted_backlog, replicas=2)
+    tasks = _first_results(s, ("U1", "U2"), now)
+    assert len(tasks) == TRUST.trusted_backlog and all(t.waiting_since is not None for t in tasks)
+    s.cancel(now=now + ELAPSED, job_id=job.job_id, requester=SUBMITTER)
+    submit(s, now=now + ELAPSED, tasks=1, replicas=2)
+    (t,) = _first_results(s, ("U3",), now + 2 * ELAPSED)
+    assert t.waiting_since is not None and not t.fell_back
+
+
 def _restarted(s: Scheduler, store: Store, ids: Ids, now: int) -> Scheduler:
     """Save what `s` changed, then restart from the store under the real rules (the shell's restart)."""
     store.save(s.take_changes())
@@ -583,6 +640,23 @@ def test_stall_a_restart_neither_restarts_the_trusted_wait_nor_lets_a_task_fall_
     s.expire(later + 3 * TRUST.trusted_wait_ms)
     t = task(s, g1)
     assert t.fell_back and t.quorum == job.quorum + 1 and t.waiting_since is None  # not once more after a restart
+
+
+def test_stall_a_restart_keeps_the_tasks_waiting_for_a_trusted_worker_in_its_backlog(tmp_path: Path) -> None:
+    ids = Ids()
+    s = new_scheduler(ids, policy=TrustPolicy(), placement=PlacementPolicy(), audits=AuditPolicy(),
+                      pick=lambda n: 0, rand=lambda: 0.5)
+    store = Store(tmp_path / "coordinator.sqlite3")
+    now = make_trusted(s, "ABCD") + AWAY
+    ask(s, "A", now, max_tasks=1)  # backlog: trusted_backlog tasks
+    submit(s, now=now, tasks=TRUST.trusted_backlog + 1, replicas=2)
+    waiting = _first_results(s, ("U1",), now)
+    assert len(waiting) == TRUST.trusted_backlog and all(t.waiting_since is not None for t in waiting)
+    now += 2 * ELAPSED
+    s = _restarted(s, store, ids, now)
+    ask(s, "A", now, max_tasks=1)
+    (last,) = _first_results(s, ("U2",), now)
+    assert last.fell_back and last.waiting_since is None  # the backlog was still full after the restart
 
 
 def test_audit_a_restart_does_not_restart_an_open_audits_wait(tmp_path: Path) -> None:
