@@ -616,12 +616,17 @@ def _restarted(s: Scheduler, store: Store, ids: Ids, now: int) -> Scheduler:
                              rand=lambda: 0.5, now=now, **store.load())
 
 
-def test_stall_a_restart_neither_restarts_the_trusted_wait_nor_lets_a_task_fall_back_twice(tmp_path: Path) -> None:
+def _trusted_and_stored(tmp_path: Path) -> tuple[Scheduler, Store, Ids, int]:
+    """A scheduler under the real rules (draws: the first candidate) whose A, B, C and D are trusted, a store to
+    restart it from, its id generator and the clock."""
     ids = Ids()
     s = new_scheduler(ids, policy=TrustPolicy(), placement=PlacementPolicy(), audits=AuditPolicy(),
                       pick=lambda n: 0, rand=lambda: 0.5)
-    store = Store(tmp_path / "coordinator.sqlite3")
-    now = make_trusted(s, "ABCD") + AWAY
+    return s, Store(tmp_path / "coordinator.sqlite3"), ids, make_trusted(s, "ABCD") + AWAY
+
+
+def test_stall_a_restart_neither_restarts_the_trusted_wait_nor_lets_a_task_fall_back_twice(tmp_path: Path) -> None:
+    s, store, ids, now = _trusted_and_stored(tmp_path)
     ask(s, "A", now, max_tasks=0)  # present, and could take it, but does not come
     job = submit(s, now=now, tasks=1, replicas=2)
     (g1,) = ask(s, "U1", now)
@@ -643,11 +648,7 @@ def test_stall_a_restart_neither_restarts_the_trusted_wait_nor_lets_a_task_fall_
 
 
 def test_stall_a_restart_keeps_the_tasks_waiting_for_a_trusted_worker_in_its_backlog(tmp_path: Path) -> None:
-    ids = Ids()
-    s = new_scheduler(ids, policy=TrustPolicy(), placement=PlacementPolicy(), audits=AuditPolicy(),
-                      pick=lambda n: 0, rand=lambda: 0.5)
-    store = Store(tmp_path / "coordinator.sqlite3")
-    now = make_trusted(s, "ABCD") + AWAY
+    s, store, ids, now = _trusted_and_stored(tmp_path)
     ask(s, "A", now, max_tasks=1)  # backlog: trusted_backlog tasks
     submit(s, now=now, tasks=TRUST.trusted_backlog + 1, replicas=2)
     waiting = _first_results(s, ("U1",), now)
