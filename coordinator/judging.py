@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from coordinator.scheduler import Scheduler
 
 
+KERNEL_FAILED = "kernel failed: "  # how the error of a result that says its kernel failed begins
+
 class Judging:
     """Results, verdicts, trust, bans and payments (a mixin of Scheduler)."""
 
@@ -82,8 +84,10 @@ class Judging:
             return self._take_audit(now, lease, task, job, kernel, wire, rep.output)
         if lease.state == "cancelled" or task.state != "pending":
             return AckItem(rep.lease_id, "rejected", f"task already {task.state}")
-        result = self._take_result(now, lease, task, job, kernel, wire, rep.output)
+        result = self._take_result(now, lease, task, job, kernel, wire, rep.output, rep.error)
         self._settle(task, job, kernel, now)
+        if rep.error is not None and job.kernel_version == 0:
+            return AckItem(rep.lease_id, "rejected", f"kernel failed: {rep.error}")
         if result.error:
             return AckItem(rep.lease_id, "rejected", f"malformed output: {result.error}")
         if result.verified is False:
@@ -91,10 +95,14 @@ class Judging:
         return AckItem(rep.lease_id, "accepted", "")
 
     def _take_result(self: Scheduler, now: int, lease: Lease, task: Task, job: Job,  # type: ignore[misc]
-                     kernel: Kernel, wire: bytes, output: Any) -> Result:
-        """Record one result with everything known about it at arrival: shape, kernel check, speed, trust."""
+                     kernel: Kernel, wire: bytes, output: Any, failed: str | None = None) -> Result:
+        """Record one result with everything known about it at arrival: shape, kernel check, speed, trust. A
+        published kernel's failure (`failed`: the worker's reason) is an error result that is not held against its
+        worker: the kernel may be at fault, and a submitter must not be able to get honest workers banned by
+        publishing a kernel that crashes. (A built-in kernel does not fail: its error results count as malformed.)"""
         kernel_key = f"{job.kernel}@{job.kernel_version}"
-        array, error = _check_output(kernel, task.params, output)
+        array, error = (None, f"{KERNEL_FAILED}{failed}") if failed is not None else _check_output(
+            kernel, task.params, output)
         result = self._returned(now, lease, wire, error)
         if array is not None and kernel.verify is not None:
             result.verified = kernel.verify(task.params, array)
@@ -113,7 +121,7 @@ class Judging:
         self._changes.results[result.lease_id] = result
         task.results.append(result.lease_id)
         if error or result.verified is False:
-            self._judge(result, "invalid", job, now)
+            self._judge(result, "invalid", job, now, binding=failed is None or job.kernel_version != 0)
         return result
 
     def _returned(self: Scheduler, now: int, lease: Lease, wire: bytes,  # type: ignore[misc]
@@ -172,7 +180,10 @@ class Judging:
         if decision.state == "failed":
             task.state = states.move(states.TASK, task.state, "failed")
             self._changes.tasks[task.task_id] = task
-            self._finish_job(job, "failed", now, f"task {task.index}: {decision.reason}")
+            failures = [error for lid in task.results
+                        if (error := self.results[lid].error) is not None and error.startswith(KERNEL_FAILED)]
+            why = f" (the last: {failures[-1]})" if failures else ""  # a published kernel that fails says how
+            self._finish_job(job, "failed", now, f"task {task.index}: {decision.reason}{why}")
             return
         task.state = states.move(states.TASK, task.state, "validated")
         assert decision.canonical is not None

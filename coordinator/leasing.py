@@ -44,7 +44,7 @@ class Leasing:
         w = self.workers.get(worker_id)
         return (w is not None and w.last_lease_ms is not None
                 and now - w.last_seen_ms <= self.placement.presence_ms and not self.trust.banned(worker_id)
-                and f"{job.kernel}@{job.kernel_version}" in w.kernels and w.min_price <= job.price
+                and _runs(w.kernels, w.published, w.platform, job) and w.min_price <= job.price
                 and (not room or w.active < w.capacity))
 
     def _trusted_could_help(self: Scheduler, task: Task, job: Job, now: int) -> bool:  # type: ignore[misc]
@@ -90,17 +90,20 @@ class Leasing:
         # same public address, and, unless it is trusted, never beside a worker declaring the same owner. An
         # owner is an unchecked claim: honouring it for trusted workers would let colluders shut them out of a
         # task (and so lift the trusted-member rule) by declaring their owner.
-        return self._apart(worker_id, task.workers, task.addresses, task.owners, trusted=trusted)
+        return self._apart(task, worker_id, task.workers, task.addresses, task.owners, trusted=trusted)
 
-    def _apart(self: Scheduler, worker_id: str, others: set[str], addresses: set[str],  # type: ignore[misc]
+    def _apart(self: Scheduler, task: Task, worker_id: str, others: set[str], addresses: set[str],  # type: ignore[misc]
                owners: set[str], *, trusted: bool) -> bool:
         # Not one of `others`, not seen from one of their public addresses, and, unless trusted, not declaring one
-        # of their owners (_eligible, _may_check).
+        # of their owners (_eligible, _may_check); of the task's platform class, if it has one (homogeneous
+        # redundancy).
         if worker_id in others:
             return False
         w = self.workers.get(worker_id)
         if w is None:
-            return True
+            return task.platform is None
+        if task.platform is not None and w.platform != task.platform:
+            return False
         if w.address is not None and w.address in addresses:
             return False
         return trusted or w.owner is None or w.owner not in owners
@@ -115,15 +118,17 @@ class Leasing:
         involved.update(self.leases[lid].worker_id for lid in task.leases  # any result at all: malformed, set aside
                         if self.leases[lid].state in ("active", "returned"))
         others = [self.workers[x] for x in involved if x in self.workers]
-        return self._apart(worker_id, involved, {o.address for o in others if o.address is not None},
+        return self._apart(task, worker_id, involved, {o.address for o in others if o.address is not None},
                            {o.owner for o in others if o.owner is not None}, trusted=trusted)
 
     def lease(self: Scheduler, *, now: int, worker_id: str, max_tasks: int,  # type: ignore[misc]
-              kernels_ok: Iterable[str], min_price: int = 0) -> list[LeaseGrant]:
+              kernels_ok: Iterable[str], min_price: int = 0, published: bool = False,
+              platform: str | None = None) -> list[LeaseGrant]:
         """Up to `max_tasks` leases for this worker, within its capacity: the best-paying job first (then the
-        oldest), only jobs paying at least `min_price`, within a job from a random task on, never two replicas of one
-        task to one worker (or owner, or public address), a replica slot only to the worker drawn for it, the last
-        quorum slot kept for a trusted worker while one could take it."""
+        oldest), only jobs paying at least `min_price`, of the kernels it listed (and published ones if
+        `published`), within a job from a random task on, never two replicas of one task to one worker (or owner,
+        or public address, or of another platform class where the kernel compares like with like), a replica slot
+        only to the worker drawn for it, the last quorum slot kept for a trusted worker while one could take it."""
         if self.trust.banned(worker_id):
             raise Forbidden(f"worker banned: {self.trust.banned(worker_id)}")
         self.expire(now)
@@ -131,6 +136,7 @@ class Leasing:
         worker = self.workers.get(worker_id)
         if worker is not None:
             worker.kernels, worker.last_lease_ms, worker.asked = accepted, now, max_tasks
+            worker.published, worker.platform = published, platform
             self.roster.note(worker, seasoned=not self.on_probation(worker_id))
             room = min(max_tasks, worker.capacity - worker.active)
         else:
@@ -143,7 +149,7 @@ class Leasing:
                 break  # jobs are in price order: the rest pay less
             job = self.jobs[job_id]
             kernel_key = f"{job.kernel}@{job.kernel_version}"
-            if kernel_key not in accepted:
+            if not _runs(accepted, published, platform, job):
                 continue
             slots = self._open.get(job_id)
             if slots is None or not (slots or job.materialized < job.n_tasks):
@@ -277,6 +283,9 @@ class Leasing:
         else:  # a backup of a probationary lease (placement)
             task.backups = max(0, task.backups - 1)
         kernel = kernels.get(job.kernel, job.kernel_version)
+        if kernel.homogeneous and task.platform is None:  # the first holder's platform class is the task's
+            task.platform = None if worker is None else worker.platform
+            self._changes.tasks[task.task_id] = task
         if self.on_probation(worker_id):  # its slot may be backed up, then is held only for the grace (placement)
             typical = self.speed.typical(kernel_key, kernel.work(task.params))
             heapq.heappush(self._wakeups,
@@ -505,3 +514,12 @@ class Leasing:
                    if w is not None and w.last_seen_ms >= online and self.trust.trusted(w.worker_id, kernel_key)
                    and self._could_serve(w.worker_id, job, now, room=False))
         return room * self.trust.policy.trusted_backlog
+
+
+def _runs(kernel_keys: frozenset[str], published: bool, platform: str | None, job: Job) -> bool:
+    """Whether a worker that listed `kernel_keys` (and runs published kernels if `published`) runs the job's kernel:
+    a published kernel is any at version 0, and one with homogeneous redundancy only on a worker that reported its
+    platform class."""
+    if job.kernel_version != 0:
+        return f"{job.kernel}@{job.kernel_version}" in kernel_keys
+    return published and (platform is not None or not kernels.get(job.kernel, 0).homogeneous)

@@ -72,6 +72,9 @@ class Task:
     waiting_since: int | None = None  # since when the task has waited for a trusted worker
     fell_back: bool = False  # it waited too long, and a larger quorum of untrusted workers stands in
     audit_since: int = 0  # when its audit was drawn
+    # Persisted (schema 6): for a kernel with homogeneous redundancy, the platform class of its first holder; only
+    # workers of that class may hold or audit it (docs/KERNELS.md 5).
+    platform: str | None = None
     # In memory only: the part of its job's counts it was last counted in (coordinator.progress).
     tally: tuple[str, str | None, tuple[str, ...]] | None = field(default=None, compare=False, repr=False)
 
@@ -126,7 +129,20 @@ class Worker:
     kernels: frozenset[str] = frozenset()
     last_lease_ms: int | None = None
     asked: int = 0  # the most tasks its last lease request asked for
+    published: bool = False  # its last lease request said it runs published kernels
+    platform: str | None = None  # its platform class, as its last lease request reported it
     active: int = 0  # its active leases
+
+
+@dataclass(frozen=True)
+class Published:
+    """A published kernel (docs/KERNELS.md): its canonical source, kept by its id."""
+
+    kernel_id: str
+    source: bytes
+    name: str
+    publisher: str
+    published_ms: int
 
 
 @dataclass
@@ -142,7 +158,8 @@ class Changes:
     entries: list[ledger.Entry] = field(default_factory=list)
     nodes: list[tuple[int, int, bytes]] = field(default_factory=list)  # Merkle nodes the entries completed
     merged: dict[str, bytes] = field(default_factory=dict)  # job id -> merged output (wire msgpack), once done
+    kernels: dict[str, Published] = field(default_factory=dict)  # kernels published since
 
     def __bool__(self) -> bool:
         return any((self.jobs, self.tasks, self.leases, self.results, self.workers, self.trust, self.entries,
-                    self.merged))
+                    self.merged, self.kernels))

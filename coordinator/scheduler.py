@@ -25,11 +25,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from coordinator import fresh, states
+from coordinator import published as publishing
 from coordinator.auditing import AuditPolicy
 from coordinator.auditor import Auditor
 from coordinator.judging import Judging
 from coordinator.leasing import Leasing
-from coordinator.model import Changes, Job, Lease, Result, Task, Worker
+from coordinator.model import Changes, Job, Lease, Published, Result, Task, Worker
 from coordinator.open_slots import OpenSlots
 from coordinator.placement import PlacementPolicy
 from coordinator.progress import Progress
@@ -112,6 +113,8 @@ class Scheduler(Leasing, Judging, Auditor):
         # Work made since the shell last asked (take_wakes): slots any worker may take, and workers drawn for one.
         self._freed: Counter[str] = Counter()  # job id -> slots made takeable
         self._drawn_for: set[str] = set()
+        self.published: dict[str, Published] = {}  # kernel id -> the published kernel (docs/KERNELS.md)
+        self._published_by: Counter[str] = Counter()  # publisher -> kernels it published
 
     # ---- restore ---------------------------------------------------------------------------------------
 
@@ -135,11 +138,16 @@ class Scheduler(Leasing, Judging, Auditor):
         workers: Iterable[Worker],
         trust: Iterable[Trust] = (),
         book: ledger.Book | None = None,
+        published: Iterable[Published] = (),
         now: int = 0,
     ) -> Scheduler:
         """A scheduler over rows loaded from the database (tasks/leases/results of unfinished jobs only)."""
         s = cls(key=key, lease_timeout_ms=lease_timeout_ms, new_id=new_id, archive=archive, policy=policy,
                 rand=rand, pick=pick, placement_policy=placement_policy, audit_policy=audit_policy)
+        for row in published:  # before the jobs that may use them
+            s.published[row.kernel_id] = row
+            s._published_by[row.publisher] += 1
+            publishing.load(row.source)
         s.jobs = {j.job_id: j for j in jobs}
         s.progress = Progress(start=now * 1000)  # versions after a restart never repeat one from before it
         for j in s.jobs.values():
@@ -246,6 +254,29 @@ class Scheduler(Leasing, Judging, Auditor):
         self._append(now, "escrow", submitter, accounts.escrow_account(job.job_id), job.max_cost, job.job_id)
         self._freed[job.job_id] += job.n_tasks * (1 if kernel.verify is not None else r)
         return job
+
+    def publish(self, *, now: int, publisher: str, raw: bytes) -> tuple[Published, bool]:
+        """Check and keep a kernel file (docs/KERNELS.md), or find it kept already: (the kernel, whether it is new).
+        KernelRefused names what is wrong with the file; publishing needs an account with credits (whoever can pay
+        for a job), and an account publishes at most MAX_PER_PUBLISHER kernels."""
+        admitted = publishing.admit(raw)
+        kernel_id = admitted.kernel_id
+        known = self.published.get(kernel_id)
+        if known is not None:
+            return known, False
+        if self.book.accounts.balance(publisher) <= 0:
+            raise PaymentRequired(f"publishing a kernel needs credits: account {publisher} holds none (ask the"
+                                  " coordinator's operator for a grant)")
+        if self._published_by[publisher] >= publishing.MAX_PER_PUBLISHER:
+            raise UserError(f"account {publisher} has published {publishing.MAX_PER_PUBLISHER} kernels, the most one"
+                            " account may")
+        row = Published(kernel_id=kernel_id, source=admitted.source, name=admitted.name, publisher=publisher,
+                        published_ms=now)
+        self.published[kernel_id] = row
+        self._published_by[publisher] += 1
+        kernels.register(admitted.kernel)
+        self._changes.kernels[kernel_id] = row
+        return row, True
 
     def _make_task(self, job: Job) -> Task:
         """Make the job's next task (coordinator.fresh): its parameters, its signed message, its row."""

@@ -27,7 +27,7 @@ from aiohttp import web
 
 from coordinator.commits import GroupCommit
 from coordinator.service import Service, Write
-from coordinator.waiters import JobWaiters, Waiters, Wake
+from coordinator.waiters import PUBLISHED, JobWaiters, Waiters, Wake
 from depin import accounts, codec
 from depin.config import CoordinatorConfig
 from depin.errors import DepinError, PeerProtocolError, TooLarge, UserError
@@ -37,7 +37,7 @@ log = logging.getLogger("depin.coordinator")
 MSGPACK = "application/msgpack"
 # Largest body each endpoint accepts; anything bigger is refused with 413 before it is parsed.
 LIMITS = {"lease": 64 << 10, "release": 64 << 10, "cancel": 64 << 10, "submit": 1 << 20, "results": 64 << 20,
-          "result": 64 << 10, "grant": 64 << 10, "bond": 64 << 10, "unbond": 64 << 10}
+          "result": 64 << 10, "grant": 64 << 10, "bond": 64 << 10, "unbond": 64 << 10, "kernel": 96 << 10}
 EXPIRY_TICK_S = 0.5
 MAX_JOB_WAIT_MS = 30_000  # the longest a read of a job waits for it to change (PROTOCOL.md 7.7)
 MAX_JOB_WAITERS = 4096  # reads of jobs waiting at once; past it, a read is answered at once
@@ -124,6 +124,9 @@ class Server:
             web.post("/v1/jobs/{job_id}/result", self.result),
             web.post("/v1/jobs/{job_id}/cancel", self.cancel),
             web.get("/v1/jobs/{job_id}/provenance", self.provenance),
+            web.get("/v1/kernels", self.kernels),
+            web.post("/v1/kernels", self.publish),
+            web.get("/v1/kernels/{kernel_id}", self.kernel_source),
             web.get("/v1/workers", self.workers),
             web.get("/v1/workers/{worker_id}/receipts", self.receipts),
             web.get("/v1/accounts/{account}", self.account),
@@ -263,6 +266,15 @@ class Server:
         self._wake()
         return _msgpack(await self._durable(answer))
 
+    async def kernels(self, request: web.Request) -> web.Response:
+        return web.json_response(await self._durable(self.service.kernels()))
+
+    async def kernel_source(self, request: web.Request) -> web.Response:
+        return web.json_response(await self._durable(self.service.kernel_source(request.match_info["kernel_id"])))
+
+    async def publish(self, request: web.Request) -> web.Response:
+        return _msgpack(await self._durable(self.service.publish(await self._body(request, "kernel"))))
+
     async def result(self, request: web.Request) -> web.Response:
         body = await self._body(request, "result")
         await self.commits.durable()  # the merged output of a job that just ended is in the database now
@@ -284,7 +296,8 @@ class Server:
     async def lease(self, request: web.Request) -> web.Response:
         worker_id, req = self.service.open_lease_request(await self._body(request, "lease"), request.remote)
         deadline = asyncio.get_running_loop().time() + req.wait_ms / 1000
-        kernels, min_price = frozenset(req.kernels), req.min_price or 0
+        kernels = frozenset(req.kernels) | ({PUBLISHED} if req.published else set())
+        min_price = req.min_price or 0
         woken = Wake()  # what woke this request last (coordinator.waiters)
         while True:
             leases = self.service.try_lease(worker_id, req)

@@ -222,6 +222,28 @@ class Service:
         return {"job_id": job.job_id, "tasks": job.n_tasks, "price": job.price, "escrow": job.max_cost,
                 "balance": self.scheduler.book.accounts.balance(signer.id)}
 
+    def publish(self, envelope: Any) -> dict[str, Any]:
+        """POST /v1/kernels: check and keep a kernel file (docs/KERNELS.md)."""
+        signer, payload = self._open("kernel", envelope)
+        req = protocol.PublishRequest.from_payload(payload)
+        row, new = self.scheduler.publish(now=self.clock(), publisher=signer.id, raw=req.source)
+        return {"kernel_id": row.kernel_id, "name": row.name, "new": new}
+
+    def kernels(self) -> dict[str, Any]:
+        """GET /v1/kernels: the built-in kernels and the published ones, with their parameters."""
+        published = []
+        for row in sorted(self.scheduler.published.values(), key=lambda r: (r.published_ms, r.kernel_id)):
+            published.append({**kernels.get(row.kernel_id, 0).describe(), "kernel_id": row.kernel_id,
+                              "name": row.name, "publisher": row.publisher, "published_ms": row.published_ms})
+        return {"builtin": [k.describe() for k in kernels.all_kernels()], "published": published}
+
+    def kernel_source(self, kernel_id: str) -> dict[str, Any]:
+        """GET /v1/kernels/{kernel_id}: a published kernel's canonical source, for workers to check and compile."""
+        row = self.scheduler.published.get(kernel_id)
+        if row is None:
+            raise NotFound(f"no published kernel {kernel_id}")
+        return {"kernel_id": row.kernel_id, "name": row.name, "source": row.source.decode()}
+
     def result(self, job_id: str, envelope: Any) -> dict[str, Any]:
         """POST /v1/jobs/{job_id}/result: the merged output of a done job, for its submitter only."""
         signer, payload = self._open("result-request", envelope)
@@ -291,7 +313,7 @@ class Service:
         now = self.clock()
         self.scheduler.expire(now)
         grants = self.scheduler.lease(now=now, worker_id=worker_id, max_tasks=req.max_tasks, kernels_ok=req.kernels,
-                                      min_price=req.min_price or 0)
+                                      min_price=req.min_price or 0, published=req.published, platform=req.platform)
         return [g.to_payload() for g in grants]
 
     def take_wakes(self) -> tuple[list[tuple[str, int, int]], set[str]]:

@@ -19,13 +19,13 @@ from typing import Any
 
 from coordinator.ledger_store import SCHEMA_3, LedgerStore, Statement, checkpoint_statement
 from coordinator.ledger_store import statements as ledger_statements
-from coordinator.model import Changes, Job, Lease, Result, Task, Worker
+from coordinator.model import Changes, Job, Lease, Published, Result, Task, Worker
 from coordinator.trust import Trust
 from depin import codec
 from depin.checkpoint import Checkpoint
 from depin.errors import UserError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -120,11 +120,22 @@ ALTER TABLE tasks ADD COLUMN audit_since INTEGER NOT NULL DEFAULT 0;
 UPDATE meta SET value = '5' WHERE key = 'schema_version';
 """
 
+# Schema 6: published kernels (docs/KERNELS.md), and the platform class a task of a homogeneous kernel is held to.
+_MIGRATE_6 = """
+ALTER TABLE tasks ADD COLUMN platform TEXT;
+CREATE TABLE IF NOT EXISTS kernels (
+    kernel_id TEXT PRIMARY KEY, source BLOB NOT NULL, name TEXT NOT NULL, publisher TEXT NOT NULL,
+    published_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS kernels_publisher ON kernels (publisher);
+UPDATE meta SET value = '6' WHERE key = 'schema_version';
+"""
+
 _JOB_COLS = ("job_id", "kernel", "kernel_version", "params", "n_tasks", "replicas", "quorum", "max_errors",
              "max_results", "price", "submitter", "state", "created_ms", "finished_ms", "error", "tasks_validated",
              "materialized", "order_key")
 _TASK_COLS = ("task_id", "job_id", "idx", "params", "payload", "sig", "quorum", "state", "canonical", "single",
-              "audit", "fell_back", "waiting_since", "audit_since")
+              "audit", "fell_back", "waiting_since", "audit_since", "platform")
 _LEASE_COLS = ("lease_id", "task_id", "job_id", "worker_id", "issued_ms", "expires_ms", "state")
 _RESULT_COLS = ("lease_id", "task_id", "job_id", "worker_id", "digest", "output", "verdict", "received_ms", "error",
                 "verified", "trusted", "too_fast")
@@ -133,6 +144,7 @@ _WORKER_COLS = ("worker_id", "public_key", "first_seen_ms", "last_seen_ms", "val
                 "audits_passed", "audits_failed")
 _TRUST_COLS = ("worker_id", "kernel", "consecutive_valid", "valid", "invalid", "disputed", "earned", "partners",
                "max_speed", "samples")
+_KERNEL_COLS = ("kernel_id", "source", "name", "publisher", "published_ms")
 _FINISHED = ("done", "failed", "cancelled")
 
 
@@ -171,7 +183,7 @@ def rows(ch: Changes, checkpoints: Iterable[Checkpoint] = ()) -> Rows:
         ("UPDATE jobs SET result = ? WHERE job_id = ?", [(data, job_id) for job_id, data in ch.merged.items()]),
         (_upsert("tasks", _TASK_COLS),
          [(t.task_id, t.job_id, t.index, codec.encode(t.params), t.payload, t.sig, t.quorum, t.state,
-           t.canonical, t.single, t.audit, int(t.fell_back), t.waiting_since, t.audit_since)
+           t.canonical, t.single, t.audit, int(t.fell_back), t.waiting_since, t.audit_since, t.platform)
           for t in ch.tasks.values()]),
         (_upsert("leases", _LEASE_COLS),
          [(x.lease_id, x.task_id, x.job_id, x.worker_id, x.issued_ms, x.expires_ms, x.state)
@@ -186,6 +198,8 @@ def rows(ch: Changes, checkpoints: Iterable[Checkpoint] = ()) -> Rows:
         (_upsert("trust", _TRUST_COLS),
          [(t.worker_id, t.kernel, t.consecutive_valid, t.valid, t.invalid, t.disputed, t.earned,
            codec.encode(t.partners), 0.0, 0) for t in ch.trust.values()]),
+        ("INSERT OR IGNORE INTO kernels VALUES (?, ?, ?, ?, ?)",
+         [(k.kernel_id, k.source, k.name, k.publisher, k.published_ms) for k in ch.kernels.values()]),
         *ledger_statements(ch.entries, ch.nodes),
         *(checkpoint_statement(cp) for cp in checkpoints),
     ]
@@ -234,6 +248,8 @@ class Store:
                     self.db.executescript("BEGIN IMMEDIATE;" + _MIGRATE_4 + "COMMIT;")
                 if self._version() == "4":
                     self.db.executescript("BEGIN IMMEDIATE;" + _MIGRATE_5 + "COMMIT;")
+                if self._version() == "5":
+                    self.db.executescript("BEGIN IMMEDIATE;" + _MIGRATE_6 + "COMMIT;")
             version = self._version()
             if version is None or int(version) != SCHEMA_VERSION:
                 raise UserError(f"{path} has schema version {version}, this depin needs {SCHEMA_VERSION}")
@@ -303,8 +319,9 @@ class Store:
         trust = [Trust(**{k: v for k, v in r.items() if k not in ("max_speed", "samples", "partners")},
                        partners=codec.decode(r["partners"]) if r["partners"] else {})
                  for r in self._rows("trust", _TRUST_COLS)]
+        published = [Published(**r) for r in self._rows("kernels", _KERNEL_COLS, "ORDER BY published_ms, kernel_id")]
         return {"jobs": jobs, "tasks": tasks, "leases": leases, "results": results, "workers": workers,
-                "trust": trust, "book": self.ledger.book(open_ids)}
+                "trust": trust, "book": self.ledger.book(open_ids), "published": published}
 
     def result_verdict(self, lease_id: str) -> tuple[str, str, bytes, str] | None:
         """(worker_id, task_id, digest, verdict) of a stored result, if any."""

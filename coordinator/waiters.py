@@ -23,6 +23,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 Bucket = tuple[frozenset[str], int]  # (kernels, min_price) of a lease request
+PUBLISHED = "*@0"  # in a bucket's kernels: the request also runs published kernels (every `<id>@0`)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,9 @@ class Waiters:
                 del self._by_worker[worker_id]
 
     def _matching(self, kernel: str, price: int) -> list[OrderedDict[int, tuple[str, asyncio.Future[Wake]]]]:
-        return [q for (kernels, min_price), q in self._buckets.items() if kernel in kernels and min_price <= price]
+        published = kernel.endswith("@0")
+        return [q for (kernels, min_price), q in self._buckets.items()
+                if (kernel in kernels or (published and PUBLISHED in kernels)) and min_price <= price]
 
     def wake(self, n: int, kernel: str, price: int, hops: int | None = None) -> int:
         """Wake the `n` oldest requests that could take a task of a job of this kernel and price; each may pass the

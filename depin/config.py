@@ -271,6 +271,7 @@ class WorkerConfig:
     max_backoff_s: float = 30.0
     owner: str | None = None  # the owner's party id, sent with lease requests
     min_price: int = 0  # lease only tasks of jobs paying at least this per validated result
+    published_kernels: bool = True  # also run published kernels, in the sandbox (--kernels all; docs/KERNELS.md 7)
     audit_interval_ms: int = 30_000  # how often to fetch a checkpoint and check credits and consistency
     policy: PolicySettings = PolicySettings()
     bond: BondSettings = BondSettings()

@@ -22,7 +22,7 @@ from depin.protocol import PROTOCOL_VERSION
 
 KINDS = frozenset(
     {"task", "lease-request", "release", "results", "results-ack", "submit", "cancel", "result-request", "grant",
-     "checkpoint", "bond", "unbond"}
+     "checkpoint", "bond", "unbond", "kernel"}
 )
 PUBLIC_KEY_SIZE = 32
 SIGNATURE_SIZE = 64

@@ -15,6 +15,8 @@ from depin.errors import PeerProtocolError
 
 PROTOCOL_VERSION = 1
 MAX_BATCH = 256  # leases per request and results per request
+MAX_KERNEL_SOURCE = 64 << 10  # bytes of a published kernel file (docs/KERNELS.md 1)
+MAX_ERROR = 200  # characters of a result's error (a published kernel that failed)
 MAX_REPLICAS = 16  # agreeing results a job may ask for per task
 MAX_RESULTS = 64  # results per task before it fails
 MAX_PRICE = 2**40 - 1  # credits per validated result
@@ -25,6 +27,7 @@ NONCE_MIN, NONCE_MAX = 8, 32
 _ID_MAX = 128
 _PARTY_ID = re.compile(r"[a-z2-7]{32}")
 _KERNEL_KEY = re.compile(r"[a-z][a-z0-9_]{0,47}@[0-9]{1,9}")  # name@version, as in GET /v1/info
+_PLATFORM = re.compile(r"[ -~]{1,128}")  # a worker's platform class, e.g. "x86_64 numba-0.68.1 llvm-20.1 glibc-2.36"
 
 
 def _field(payload: dict[str, Any], name: str, kind: type | tuple[type, ...], where: str = "") -> Any:
@@ -88,11 +91,13 @@ class LeaseRequest:
     kernels: tuple[str, ...]
     owner: str | None = None  # optional: the id of the person running this worker (replicas avoid one owner)
     min_price: int | None = None  # optional: lease only tasks of jobs paying at least this per result
+    published: bool = False  # optional: it also runs published kernels (docs/KERNELS.md 7)
+    platform: str | None = None  # optional: its platform class (docs/KERNELS.md 5), for homogeneous redundancy
 
     @classmethod
     def from_payload(cls, p: dict[str, Any]) -> LeaseRequest:
         """Validate a lease-request payload."""
-        _exact_fields(p, {"max_tasks", "wait_ms", "kernels", "owner", "min_price"} | _FRESH)
+        _exact_fields(p, {"max_tasks", "wait_ms", "kernels", "owner", "min_price", "published", "platform"} | _FRESH)
         kernels = _field(p, "kernels", list)
         if not 0 < len(kernels) <= 64 or not all(isinstance(k, str) and _KERNEL_KEY.fullmatch(k) for k in kernels):
             raise PeerProtocolError("field kernels: must list 1..64 'name@version' strings")
@@ -102,8 +107,14 @@ class LeaseRequest:
             if not _PARTY_ID.fullmatch(owner):
                 raise PeerProtocolError("field owner: must be a party id (32 characters a-z, 2-7)")
         min_price = _int_in(p, "min_price", 0, MAX_PRICE) if "min_price" in p else None
+        published = _field(p, "published", bool) if "published" in p else False
+        platform = None
+        if "platform" in p:
+            platform = _field(p, "platform", str)
+            if not _PLATFORM.fullmatch(platform):
+                raise PeerProtocolError("field platform: must be 1..128 printable ASCII characters")
         return cls(_int_in(p, "max_tasks", 1, MAX_BATCH), _int_in(p, "wait_ms", 0, MAX_WAIT_MS), tuple(kernels),
-                   owner, min_price)
+                   owner, min_price, published, platform)
 
     def to_payload(self) -> dict[str, Any]:
         """The payload map (without ts/nonce)."""
@@ -112,6 +123,10 @@ class LeaseRequest:
             out["owner"] = self.owner
         if self.min_price is not None:
             out["min_price"] = self.min_price
+        if self.published:
+            out["published"] = True
+        if self.platform is not None:
+            out["platform"] = self.platform
         return out
 
 
@@ -137,12 +152,14 @@ class ReleaseRequest:
 
 @dataclass(frozen=True)
 class ResultItem:
-    """One computed task: which lease, which task, and the output array as a wire map."""
+    """One computed task: which lease, which task, and the output array as a wire map - or, for a published kernel
+    that failed on this worker (a crash, a time-out, an error it raised: docs/KERNELS.md 4), why, instead."""
 
     lease_id: str
     task_id: str
     output: Any
     elapsed_ms: int
+    error: str | None = None
 
     @classmethod
     def from_payload(cls, p: Any, index: int) -> ResultItem:
@@ -150,13 +167,23 @@ class ResultItem:
         where = f"results[{index}]."
         if not isinstance(p, dict):
             raise PeerProtocolError(f"field results[{index}]: must be a map")
-        _exact_fields(p, {"lease_id", "task_id", "output", "elapsed_ms"}, where)
-        output = _field(p, "output", dict, where)
+        failed = "error" in p
+        _exact_fields(p, {"lease_id", "task_id", "error" if failed else "output", "elapsed_ms"}, where)
+        output, error = None, None
+        if failed:
+            error = _field(p, "error", str, where)
+            if not 0 < len(error) <= MAX_ERROR:
+                raise PeerProtocolError(f"field {where}error: length must be 1..{MAX_ERROR}")
+        else:
+            output = _field(p, "output", dict, where)
         return cls(_id(p, "lease_id", where), _id(p, "task_id", where), output,
-                   _int_in(p, "elapsed_ms", 0, 2**31 - 1, where))
+                   _int_in(p, "elapsed_ms", 0, 2**31 - 1, where), error)
 
     def to_payload(self) -> dict[str, Any]:
         """The item map."""
+        if self.error is not None:
+            return {"lease_id": self.lease_id, "task_id": self.task_id, "error": self.error,
+                    "elapsed_ms": self.elapsed_ms}
         return {"lease_id": self.lease_id, "task_id": self.task_id, "output": self.output,
                 "elapsed_ms": self.elapsed_ms}
 
@@ -258,6 +285,26 @@ class JobRequest:
     def to_payload(self) -> dict[str, Any]:
         """The payload map (without ts/nonce)."""
         return {"job_id": self.job_id}
+
+
+@dataclass(frozen=True)
+class PublishRequest:
+    """POST /v1/kernels (kind kernel): a kernel file to publish (docs/KERNELS.md)."""
+
+    source: bytes  # the file as written; the coordinator canonicalises it
+
+    @classmethod
+    def from_payload(cls, p: dict[str, Any]) -> PublishRequest:
+        """Validate a kernel payload (the file itself is checked later, by depin.userkernel)."""
+        _exact_fields(p, {"source"} | _FRESH)
+        source = _field(p, "source", bytes)
+        if not 0 < len(source) <= MAX_KERNEL_SOURCE:
+            raise PeerProtocolError(f"field source: 1..{MAX_KERNEL_SOURCE} bytes")
+        return cls(source)
+
+    def to_payload(self) -> dict[str, Any]:
+        """The payload map (without ts/nonce)."""
+        return {"source": self.source}
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from depin.ledger_client import ForkEvidence
 from worker import batching, bonding, pinning, policy, status, tasks, witness
 from worker.journal import Journal
 from worker.page import OwnerPage
+from worker.platform_class import platform_class
 from worker.probes import Probes
 
 log = logging.getLogger("depin.worker")
@@ -515,7 +516,8 @@ class Worker:
         until_audit_ms = int((self._next_audit - time.monotonic()) * 1000)
         wait_ms = 0 if ahead else max(0, min(self.config.poll_ms, until_audit_ms))
         req = protocol.LeaseRequest(max_tasks=self.pace.ask(), wait_ms=wait_ms, kernels=tuple(self.kernel_keys),
-                                    owner=self.config.owner, min_price=self.config.min_price or None)
+                                    owner=self.config.owner, min_price=self.config.min_price or None,
+                                    published=self.config.published_kernels, platform=platform_class())
         request = asyncio.ensure_future(client.post_signed(
             "/v1/lease", self.key, "lease-request", req.to_payload(), read_timeout_s=self.config.poll_ms / 1000 + 15))
         stopping = asyncio.ensure_future(self.stop.wait())

@@ -169,9 +169,7 @@ async def _earnings(cfg: config.ClientConfig, args: argparse.Namespace) -> int:
 
 
 def _kernels(args: argparse.Namespace) -> int:
-    rows = [{"name": k.name, "version": k.version, "doc": k.doc,
-             "params": [{"name": p.name, "type": p.type.__name__, "min": p.minimum, "max": p.maximum,
-                         "default": p.default, "doc": p.doc} for p in k.schema]} for k in kernels.all_kernels()]
+    rows = [k.describe() for k in kernels.all_kernels()]
     output.emit(args.json, rows, output.kernels_text(rows))
     return 0
 
@@ -229,7 +227,8 @@ def _worker(args: argparse.Namespace) -> int:
     cfg = config.WorkerConfig(
         coordinator=config.coordinator_url(args.coordinator, env), data_dir=data_dir,
         coordinator_key=args.coordinator_key, batch=args.batch, once=args.once, owner=args.owner,
-        min_price=args.min_price, audit_interval_ms=int(args.audit_interval * 1000), policy=settings,
+        min_price=args.min_price, published_kernels=args.kernels == "all",
+        audit_interval_ms=int(args.audit_interval * 1000), policy=settings,
         bond=config.bond_settings(file, overrides),
         page_port=page_port, probe_root=config.probe_root(env),
     )

@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--owner", metavar="ID", help="your id (depin keygen): your workers never cross-check each other")
     p.add_argument("--min-price", type=int, default=0, metavar="CREDITS",
                    help="only take tasks of jobs paying at least this per validated result (default 0: any)")
+    p.add_argument("--kernels", choices=("all", "builtin"), default="all",
+                   help="which kernels to run: all (default: the built-in ones and, in a sandbox, kernels that"
+                        " submitters published) or builtin (only depin's own)")
     p.add_argument("--no-auto-bond", action="store_const", const=False, dest="auto_bond",
                    help="do not lock earned credits in the bond (default: lock them, up to --max-bond)")
     p.add_argument("--max-bond", type=int, metavar="CREDITS",

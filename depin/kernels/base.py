@@ -209,11 +209,20 @@ class Kernel:
     render_png: Callable[[Params, np.ndarray], bytes] | None = None
     # Optional: `run` in resumable chunks, for tasks long enough to be paused or to outlive a restart.
     chunks: Chunks | None = None
+    # Homogeneous redundancy: a task's results are compared only among workers of one platform class (the first
+    # holder's), for kernels whose bits may differ across CPUs and math libraries (docs/KERNELS.md 5).
+    homogeneous: bool = False
 
     @property
     def key(self) -> str:
         """`name@version`, as shown to users."""
         return f"{self.name}@{self.version}"
+
+    def describe(self) -> dict[str, Any]:
+        """Its name, version, doc and parameters as plain data (depin kernels, GET /v1/kernels)."""
+        return {"name": self.name, "version": self.version, "doc": self.doc,
+                "params": [{"name": p.name, "type": p.type.__name__, "min": p.minimum, "max": p.maximum,
+                            "default": p.default, "doc": p.doc} for p in self.schema]}
 
     def check_output(self, task_params: Params, arr: np.ndarray) -> None:
         """Raise PeerProtocolError unless `arr` has the dtype and shape this task must produce."""

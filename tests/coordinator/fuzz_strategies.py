@@ -159,6 +159,9 @@ def field_strategy(h: Harness, name: str, good: bool) -> st.SearchStrategy[Any]:
         "max_errors": (st.none() | st.integers(0, 5), [-1, 65, True, "3", 0.5]),
         "price": (st.integers(1, 1000), [0, 2**40, 2**40 - 1, -1, True, 1.5]),
         "min_price": (st.integers(0, 8) | st.just(MAX_PRICE), [-1, MAX_PRICE + 1, 2**64 - 1, True, 1.0, "0", None]),
+        "published": (st.booleans(), [0, 1, None, "true"]),
+        "platform": (st.sampled_from(["x86_64 numba-0.68.1 llvm-22.1.0 glibc-2.36", "p", "~" * 128]),
+                     ["", "x" * 129, "é", "a\nb", None, 5, b"x"]),
         "amount": (st.integers(1, 10**6) | st.just(MAX_GRANT),
                    [0, -1, MAX_GRANT + 1, 2**63, 2**64 - 1, True, 1.0, "1", None]),
     }

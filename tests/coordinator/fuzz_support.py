@@ -54,14 +54,15 @@ REQUEST_TIMEOUT_S = 10.0  # a request that takes longer is a hang, reported as s
 RECYCLE_EXAMPLES = 200  # a fresh database after this many examples (only long runs get there)
 WINDOW_MS = 300_000
 LIMITS = {"lease": 64 << 10, "release": 64 << 10, "cancel": 64 << 10, "submit": 1 << 20, "results": 64 << 20,
-          "result": 64 << 10, "grant": 64 << 10, "bond": 64 << 10, "unbond": 64 << 10}
+          "result": 64 << 10, "grant": 64 << 10, "bond": 64 << 10, "unbond": 64 << 10, "kernel": 96 << 10}
 KINDS = {"lease": "lease-request", "release": "release", "results": "results", "submit": "submit",
-         "cancel": "cancel", "result": "result-request", "grant": "grant", "bond": "bond", "unbond": "unbond"}
+         "cancel": "cancel", "result": "result-request", "grant": "grant", "bond": "bond", "unbond": "unbond",
+         "kernel": "kernel"}
 PATHS = {"lease": "/v1/lease", "release": "/v1/release", "results": "/v1/results", "submit": "/v1/jobs",
-         "grant": "/v1/grants", "bond": "/v1/bond", "unbond": "/v1/unbond"}
+         "grant": "/v1/grants", "bond": "/v1/bond", "unbond": "/v1/unbond", "kernel": "/v1/kernels"}
 JOB_ENDPOINTS = {"cancel": "/cancel", "result": "/result"}  # signed POSTs to /v1/jobs/{job_id}/...
 FIELDS = {  # every field each signed request may carry besides ts and nonce (PROTOCOL.md 7.2-7.6, 7.13, 7.22-7.23)
-    "lease": {"max_tasks", "wait_ms", "kernels", "owner", "min_price"},
+    "lease": {"max_tasks", "wait_ms", "kernels", "owner", "min_price", "published", "platform"},
     "release": {"lease_ids"},
     "results": {"results"},
     "submit": {"kernel", "params", "tasks", "replicas", "quorum", "max_errors", "max_results", "price"},
@@ -70,12 +71,14 @@ FIELDS = {  # every field each signed request may carry besides ts and nonce (PR
     "grant": {"account", "amount"},
     "bond": {"amount"},
     "unbond": {"amount"},
+    "kernel": {"source"},
 }
 MAX_PRICE = 2**40 - 1
 MAX_GRANT = 2**53 - 1
 MAX_MINTED = 2**63 - 1
 CHECKPOINT_EVERY = 4
 ITEM_FIELDS = {"lease_id", "task_id", "output", "elapsed_ms"}
+FAILED_FIELDS = {"lease_id", "task_id", "error", "elapsed_ms"}  # a published kernel that failed (PROTOCOL.md 7.4)
 MAX_DEPTH = 32  # nesting of arrays and maps (PROTOCOL.md 3.1)
 FINISHED = {"done", "failed", "cancelled"}
 TABLES = ("jobs", "tasks", "leases", "results", "workers", "ledger", "merkle", "checkpoints")
@@ -177,6 +180,7 @@ def _id_ok(v: Any) -> bool:
 
 
 _KERNEL_KEY = re.compile(r"[a-z][a-z0-9_]{0,47}@[0-9]{1,9}")
+_PLATFORM = re.compile(r"[ -~]{1,128}")
 _PARTY_ID = re.compile(r"[a-z2-7]{32}")
 _MANDELBROT_INT = {"width": (1, 4096, None), "height": (1, 4096, None), "max_iter": (1, 1_000_000, 256)}
 _MANDELBROT_FLOAT = {"x_min": -2.0, "x_max": 1.0, "y_min": -1.2, "y_max": 1.2}
@@ -289,6 +293,8 @@ class Spec:
             return self._job_semantics(endpoint, payload, signer, url_job_id)
         if endpoint == "grant":
             return {409} if self.minted() + payload["amount"] > MAX_MINTED else {200}
+        if endpoint == "kernel":  # 7.24: the file's check is depin.userkernel's (its own tests); funds are ours
+            return {400, 402} if self.balance(signer) <= 0 else {200, 400}
         if self.banned(signer):  # 12.5: after the field checks, before anything else
             return {403}
         if endpoint == "bond":  # 7.22: only what the signer's own account holds
@@ -303,11 +309,13 @@ class Spec:
     def _lease_ok(p: dict[str, Any]) -> bool:
         kernels = p.get("kernels")
         owner = p.get("owner", "a" * 32)  # optional; nil is not absent
+        platform = p.get("platform", "x")  # likewise
         return (isinstance(kernels, list) and 1 <= len(kernels) <= 64
                 and all(isinstance(k, str) and _KERNEL_KEY.fullmatch(k) for k in kernels)
                 and isinstance(owner, str) and _PARTY_ID.fullmatch(owner) is not None
                 and _int_in(p.get("max_tasks"), 1, 256) and _int_in(p.get("wait_ms"), 0, 30_000)
-                and _int_in(p.get("min_price", 0), 0, MAX_PRICE))
+                and _int_in(p.get("min_price", 0), 0, MAX_PRICE) and type(p.get("published", False)) is bool
+                and isinstance(platform, str) and _PLATFORM.fullmatch(platform) is not None)
 
     @staticmethod
     def _release_ok(p: dict[str, Any]) -> bool:
@@ -320,9 +328,11 @@ class Spec:
         if not isinstance(items, list) or not 1 <= len(items) <= 256:
             return False
         for item in items:
-            if not isinstance(item, dict) or set(item) != ITEM_FIELDS:
+            if not isinstance(item, dict) or set(item) not in (ITEM_FIELDS, FAILED_FIELDS):
                 return False
-            if not (_id_ok(item["lease_id"]) and _id_ok(item["task_id"]) and isinstance(item["output"], dict)
+            told = (isinstance(item["output"], dict) if "output" in item
+                    else isinstance(item["error"], str) and 1 <= len(item["error"]) <= 200)
+            if not (_id_ok(item["lease_id"]) and _id_ok(item["task_id"]) and told
                     and _int_in(item["elapsed_ms"], 0, 2**31 - 1)):
                 return False
         return len({item["lease_id"] for item in items}) == len(items)
@@ -349,6 +359,11 @@ class Spec:
         return _int_in(p.get("amount"), 1, MAX_GRANT)
 
     _unbond_ok = _bond_ok
+
+    @staticmethod
+    def _kernel_ok(p: dict[str, Any]) -> bool:
+        source = p.get("source")
+        return type(source) is bytes and 1 <= len(source) <= 64 << 10
 
     @staticmethod
     def _grant_ok(p: dict[str, Any]) -> bool:
@@ -655,6 +670,10 @@ class Harness:
             pair = (signer, "bond:" + signer) if endpoint == "bond" else ("bond:" + signer, signer)
             assert (entry["kind"], entry["from"], entry["to"], entry["amount"]) == (endpoint, *pair,
                                                                                    payload["amount"]), entry
+        elif endpoint == "kernel":
+            assert set(value) == {"kernel_id", "name", "new"}, value
+            listed = self.get(f"/v1/kernels/{value['kernel_id']}").value
+            assert hashlib.sha256(listed["source"].encode()).hexdigest() == value["kernel_id"], listed
         elif endpoint == "result":
             assert set(value) == {"job_id", "kernel", "kernel_version", "params", "output"}, value
             assert value["job_id"] == url_job_id and isinstance(value["output"], dict), value

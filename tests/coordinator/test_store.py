@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from coordinator import store as store_module
-from coordinator.model import Job, Task, Worker
+from coordinator.model import Job, Published, Task, Worker
 from coordinator.scheduler import Changes, Scheduler
 from coordinator.store import SCHEMA_VERSION, Store
 from coordinator.trust import Trust
@@ -105,7 +105,7 @@ def test_save_then_load_round_trip(store: Store) -> None:
 
 
 _EMPTY: dict[str, Any] = {"jobs": [], "tasks": [], "leases": [], "results": [], "workers": [], "trust": [],
-                          "book": (None, {}, merkle.EMPTY_ROOT, ())}
+                          "book": (None, {}, merkle.EMPTY_ROOT, ()), "published": []}
 
 
 def test_load_of_an_empty_database(store: Store) -> None:
@@ -472,6 +472,7 @@ def test_a_schema_2_database_with_money_is_refused_and_left_unchanged(tmp_path: 
 
 # The columns each schema added, newest first: dropping them takes a current database back to an older schema.
 _ADDED = {
+    6: (("tasks", "platform"), ("kernels", None)),
     5: (("tasks", "fell_back"), ("tasks", "waiting_since"), ("tasks", "audit_since"), ("jobs", "materialized"),
         ("jobs", "order_key")),
     4: (("workers", "capacity"), ("workers", "expired"), ("workers", "exposure"), ("workers", "audits_passed"),
@@ -484,7 +485,7 @@ def _back_to(path: Path, version: int) -> None:
     db = sqlite3.connect(path)
     for added in range(SCHEMA_VERSION, version, -1):
         for table, col in _ADDED[added]:
-            db.execute(f"ALTER TABLE {table} DROP COLUMN {col}")
+            db.execute(f"DROP TABLE {table}" if col is None else f"ALTER TABLE {table} DROP COLUMN {col}")
     db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
     db.commit()
     db.close()
@@ -528,4 +529,23 @@ def test_a_schema_4_database_keeps_its_tasks_and_gains_the_schema_5_waits(tmp_pa
     assert (t.job_id, t.fell_back, t.waiting_since, t.audit_since) == (job.job_id, False, None, 0)
     (j,) = rows["jobs"]
     assert (j.materialized, j.order_key) == (j.n_tasks, b"")  # a job from before had every task made, in order
+    store.close()
+
+
+def test_a_schema_5_database_keeps_its_tasks_and_gains_published_kernels_and_task_platforms(tmp_path: Path) -> None:
+    path = tmp_path / "five.sqlite3"
+    store = Store(path)
+    s = new_scheduler()
+    job = submit(s, now=1, tasks=1, replicas=2)
+    assert len(lease(s, "A", now=2)) == 1
+    store.save(s.take_changes())
+    store, rows = _migrated_from(store, path, 5)
+    (t,) = rows["tasks"]
+    assert (t.job_id, t.platform) == (job.job_id, None) and rows["published"] == []
+    row = Published(kernel_id="ab" * 32, source=b"x", name="k", publisher=wid("A"), published_ms=3)
+    ch = Changes()
+    ch.kernels[row.kernel_id] = row
+    store.save(ch)
+    store.save(ch)  # published twice: kept once
+    assert store.load()["published"] == [row]
     store.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from coordinator.waiters import JobWaiters, Waiters, Wake
+from coordinator.waiters import PUBLISHED, JobWaiters, Waiters, Wake
 
 K = "mandelbrot@1"
 ANY = frozenset({K})
@@ -40,6 +40,15 @@ async def test_only_requests_that_could_take_the_jobs_task_are_woken_oldest_firs
     assert not picky.done() and not other.done() and len(w) == 2
     w.wake_all()
     assert await picky == await other == Wake()
+
+
+async def test_a_published_kernels_work_wakes_the_requests_that_run_published_kernels() -> None:
+    w = Waiters()
+    (plain,) = await _waiting(w, "p")
+    (published,) = await _waiting(w, "q", kernels=ANY | {PUBLISHED})
+    assert w.wake(5, "ab" * 32 + "@0", 10) == 1
+    assert (await published).kernel == "ab" * 32 + "@0" and not plain.done()
+    w.wake_all()
 
 
 async def test_wake_worker_wakes_only_that_workers_requests() -> None:

@@ -28,7 +28,7 @@ KINDS = sorted(crypto.KINDS)
 
 def test_the_kinds_are_exactly_the_protocol_message_kinds() -> None:
     assert crypto.KINDS == {"task", "lease-request", "release", "results", "results-ack", "submit", "cancel",
-                            "result-request", "grant", "checkpoint", "bond", "unbond"}
+                            "result-request", "grant", "checkpoint", "bond", "unbond", "kernel"}
 
 
 @pytest.mark.parametrize("kind", ["result-request", "grant", "checkpoint", "bond", "unbond"])

@@ -97,6 +97,28 @@ def test_lease_request_bounds_accepted() -> None:
     LeaseRequest.from_payload({"max_tasks": protocol.MAX_BATCH, "wait_ms": protocol.MAX_WAIT_MS, "kernels": ["a@1"]})
 
 
+def test_lease_request_published_and_platform_round_trip() -> None:
+    req = LeaseRequest.from_payload({**LEASE, "published": True, "platform": "x86_64 numba-0.68.1", **FRESH})
+    assert (req.published, req.platform) == (True, "x86_64 numba-0.68.1")
+    assert LeaseRequest.from_payload({**req.to_payload(), **FRESH}) == req
+    plain = LeaseRequest.from_payload(LEASE)
+    assert (plain.published, plain.platform) == (False, None)
+    assert "published" not in plain.to_payload() and "platform" not in plain.to_payload()  # absent unless set
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"published": 1}, "field published: wrong type int"),
+    ({"platform": ""}, "field platform: must be 1..128 printable ASCII characters"),
+    ({"platform": "x" * 129}, "field platform: must be 1..128"),
+    ({"platform": "x86\n"}, "field platform: must be 1..128"),
+    ({"platform": "é"}, "field platform: must be 1..128"),
+    ({"platform": None}, "field platform: wrong type NoneType"),
+])
+def test_lease_request_refuses_bad_published_or_platform(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(PeerProtocolError, match=message):
+        LeaseRequest.from_payload({**LEASE, **changes})
+
+
 @pytest.mark.parametrize("key", ["mandelbrot", "mandelbrot@", "@1", "Mandelbrot@1", "k" * 49 + "@1", "m@1x", ""])
 def test_lease_request_refuses_malformed_kernel_keys(key: str) -> None:
     with pytest.raises(PeerProtocolError, match="field kernels: must list 1..64 'name@version' strings"):
@@ -175,6 +197,19 @@ def test_results_round_trip() -> None:
     assert req.to_payload() == {"results": [ITEM, second]}
     assert ResultsRequest.from_payload({**req.to_payload(), **FRESH}) == req
     assert ResultItem.from_payload(req.results[0].to_payload(), 0) == req.results[0]
+
+
+def test_a_result_item_may_carry_an_error_instead_of_an_output() -> None:
+    failed = {"lease_id": "L1", "task_id": "J-0", "error": "IndexError: index 9 is out of bounds", "elapsed_ms": 3}
+    item = ResultItem.from_payload(failed, 0)
+    assert (item.output, item.error) == (None, "IndexError: index 9 is out of bounds")
+    assert item.to_payload() == failed
+    with pytest.raises(PeerProtocolError, match="unknown field results\\[0\\].output"):
+        ResultItem.from_payload({**failed, "output": OUTPUT}, 0)  # one or the other
+    with pytest.raises(PeerProtocolError, match="field results\\[0\\].error: length must be 1..200"):
+        ResultItem.from_payload({**failed, "error": "x" * 201}, 0)
+    with pytest.raises(PeerProtocolError, match="field results\\[0\\].error: wrong type bytes"):
+        ResultItem.from_payload({**failed, "error": b"x"}, 0)
 
 
 @pytest.mark.parametrize(

@@ -84,7 +84,8 @@ def test_registry() -> None:
 
 
 def test_registry_unknown_name_or_version() -> None:
-    with pytest.raises(UserError, match="unknown kernel 'mandelbrott'; available: mandelbrot, montecarlo, nonce$"):
+    with pytest.raises(UserError, match="unknown kernel 'mandelbrott'; available: mandelbrot, montecarlo, nonce, or"
+                                        " the id of a published kernel \\(depin kernels\\)$"):
         kernels.get("mandelbrott")
     with pytest.raises(UserError, match="kernel mandelbrot version 2 is not supported \\(have 1\\)"):
         kernels.get("mandelbrot", 2)
