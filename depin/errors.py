@@ -113,5 +113,10 @@ class LedgerError(VerificationError):
         self.seq = seq
 
 
+class KernelFailed(DepinError):
+    """A published kernel failed on this worker: it raised an error, crashed, overran its budget, or this worker
+    refused it (docs/KERNELS.md 4). The task's result says so instead of carrying an output (PROTOCOL.md 7.4)."""
+
+
 class StateError(DepinError):
     """An illegal state transition: always a bug, never user input."""

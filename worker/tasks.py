@@ -26,9 +26,9 @@ import numpy as np
 
 from depin import codec, kernels
 from depin.crypto import VerifyKey
-from depin.errors import DepinError, PeerProtocolError, VerificationError
+from depin.errors import DepinError, KernelFailed, PeerProtocolError, VerificationError
 from depin.kernels import Chunks, Kernel, Params
-from depin.protocol import LeaseGrant, ResultItem, TaskMessage
+from depin.protocol import MAX_ERROR, LeaseGrant, ResultItem, TaskMessage
 
 # Compute seconds between two saves of a task's progress: what a kill -9 can cost at most (plus one chunk), traded
 # against disk writes (a mandelbrot band's state is up to 4 MiB, and SD cards wear).
@@ -119,7 +119,11 @@ def run(
                 progress.save(checked, Partial(done, state.copy(), _ms(elapsed_s)))
             return None
         started = clock()
-        state = chunks.advance(p, a, b, state)
+        try:
+            state = chunks.advance(p, a, b, state)
+        except KernelFailed as exc:  # a published kernel's failure is its task's result (PROTOCOL.md 7.4)
+            return ResultItem(lease_id=checked.lease_id, task_id=checked.task.task_id, output=None,
+                              elapsed_ms=_ms(elapsed_s + clock() - started), error=str(exc)[:MAX_ERROR] or "failed")
         seconds = clock() - started
         done, elapsed_s, unsaved_s = b, elapsed_s + seconds, unsaved_s + seconds
         if progress is not None and unsaved_s >= save_every_s and b < total:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import sqlite3
@@ -17,7 +18,7 @@ import pytest
 
 from depin import codec, kernels
 from depin.crypto import SigningKey, VerifyKey
-from depin.errors import PeerProtocolError, VerificationError
+from depin.errors import KernelFailed, PeerProtocolError, VerificationError
 from depin.kernels import mandelbrot, montecarlo, nonce
 from depin.protocol import LeaseGrant, ResultItem
 from tests.coordinator.sched_support import PRICE, lease, new_scheduler, submit
@@ -188,6 +189,22 @@ def test_run_packages_a_result_item() -> None:
     assert result.output == codec.array_to_wire(mandelbrot.run(PARAMS))
     assert result.output["shape"] == [3, 8] and result.output["dtype"] == "uint32"
     # It survives the trip to the coordinator.
+    assert ResultItem.from_payload(codec.decode_canonical(codec.encode(result.to_payload())), 0) == result
+
+
+def test_a_published_kernel_that_fails_gives_a_result_that_says_why() -> None:
+    # A published kernel whose run raises KernelFailed (worker.published: an error it raised, a crash, a time-out,
+    # or a kernel this worker refused) is answered, not dropped: its job fails instead of coming back here.
+    name = "fa" * 32
+
+    def crash(params: dict[str, Any]) -> Any:
+        raise KernelFailed("IndexError: index 9 is out of bounds for axis 0 with size 3")
+
+    kernels.register(dataclasses.replace(mandelbrot.KERNEL, name=name, version=0, chunks=None, run=crash))
+    checked = tasks.check(_grant(_task(kernel=name, kernel_version=0)), COORD.verify_key)
+    result = tasks.run(checked)
+    assert result is not None and result.output is None
+    assert result.error == "IndexError: index 9 is out of bounds for axis 0 with size 3"
     assert ResultItem.from_payload(codec.decode_canonical(codec.encode(result.to_payload())), 0) == result
 
 
