@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from depin import kernels
 from depin.kernels import Kernel
+from depin.userkernel import check, source, spec
 
 MAX_PER_PUBLISHER = 100  # kernels one account may publish: each is kept for good, up to 64 KiB
 
@@ -24,7 +25,6 @@ class Admitted:
 
 def admit(raw: bytes) -> Admitted:
     """A kernel file checked, or a UserError (KernelRefused) naming what is wrong with it."""
-    from depin.userkernel import check, source, spec  # TEMP until the userkernel branch lands
     canonical = source.canonical(raw)
     kernel_id = source.kernel_id(raw)
     found = check.check(canonical.decode())

@@ -44,6 +44,11 @@ class PaymentRequired(UserError):
     http_status = 402
 
 
+class KernelRefused(UserError):
+    """A kernel file that is not one depin will run (docs/KERNELS.md 1 to 3): its message names the line, the column
+    and the construct, or the rule of the file format it breaks."""
+
+
 class ConnectionFailed(DepinError):
     """The coordinator could not be reached."""
 
