@@ -301,6 +301,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from depin.cli import ledger_cmd
 
         return ledger_cmd.run(args)
+    if args.command == "kernel":
+        from depin.cli import kernel_cmd
+
+        return kernel_cmd.check(args)
     if args.command == "demo":
         from depin.cli import demo
 

@@ -143,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
             _add_coordinator(p)
         _add_json(p)
 
+    p = sub.add_parser("kernel", help="work with a kernel file of your own (docs/KERNELS.md)")
+    ksub = p.add_subparsers(dest="kernel_command", metavar="ACTION", parser_class=_Parser)
+    ksub.required = True
+    kp = ksub.add_parser("check", help="check, compile and sample-run a kernel file; print its id and cost")
+    kp.add_argument("file", help="the kernel file (.py)")
+    _add_json(kp)
+
     p = sub.add_parser("grant", help="(operator) grant credits to an account, signed with the coordinator's key")
     _add_coordinator(p)
     _add_json(p)

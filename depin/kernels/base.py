@@ -114,6 +114,12 @@ def parse_params(schema: Sequence[Param], raw: Mapping[str, Any], *, strict: boo
     return out
 
 
+def describe_params(schema: Sequence[Param]) -> list[dict[str, Any]]:
+    """Parameters as plain data: name, type, min, max, default, doc (depin kernels, depin kernel check)."""
+    return [{"name": p.name, "type": p.type.__name__, "min": p.minimum, "max": p.maximum, "default": p.default,
+             "doc": p.doc} for p in schema]
+
+
 def wire_digest(wire: bytes) -> bytes:
     """SHA-256 of an output array's canonical wire encoding (PROTOCOL.md, "Result digest")."""
     return hashlib.sha256(wire).digest()
@@ -220,9 +226,7 @@ class Kernel:
 
     def describe(self) -> dict[str, Any]:
         """Its name, version, doc and parameters as plain data (depin kernels, GET /v1/kernels)."""
-        return {"name": self.name, "version": self.version, "doc": self.doc,
-                "params": [{"name": p.name, "type": p.type.__name__, "min": p.minimum, "max": p.maximum,
-                            "default": p.default, "doc": p.doc} for p in self.schema]}
+        return {"name": self.name, "version": self.version, "doc": self.doc, "params": describe_params(self.schema)}
 
     def check_output(self, task_params: Params, arr: np.ndarray) -> None:
         """Raise PeerProtocolError unless `arr` has the dtype and shape this task must produce."""
