@@ -38,8 +38,9 @@ from numba.core.errors import NumbaError
 
 from depin.errors import KernelRefused, UserError
 from depin.kernels.base import Params
-from depin.userkernel import _literals, source, spec
+from depin.userkernel import _literals, spec
 from depin.userkernel.check import check
+from depin.userkernel.source import canonical
 
 
 @dataclass(frozen=True)
@@ -114,15 +115,15 @@ def _signature(s: spec.Spec, out_readonly: bool) -> tuple[types.Type, ...]:
     return (types.int64, types.int64, *scalars, *arrays, out)
 
 
-def _file(canonical: bytes, kernel_id: str, cache_dir: Path | None) -> str:
+def _file(canon: bytes, kernel_id: str, cache_dir: Path | None) -> str:
     # The file name the functions are compiled under: a real file numba can cache beside, or a label.
     if cache_dir is None:
         return f"<kernel {kernel_id[:12]}>"
     path = cache_dir / kernel_id / "kernel.py"
-    if not path.exists() or path.read_bytes() != canonical:  # left alone when right: older numba stamps by mtime
+    if not path.exists() or path.read_bytes() != canon:  # left alone when right: older numba stamps by mtime
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(canonical)
+        tmp.write_bytes(canon)
         os.replace(tmp, path)
     return str(path)
 
@@ -136,19 +137,19 @@ def _numba_message(exc: Exception) -> str:
     return (f"line {where}: " if where else "") + " ".join(what)[:400]
 
 
-def compile_kernel(text: str, *, cache_dir: Path | None = None) -> Compiled:
+def compile_kernel(source: str, *, cache_dir: Path | None = None) -> Compiled:
     """Check and compile a kernel file (its source as text); a KernelRefused if it fails the check or numba refuses
     it. With `cache_dir`, compiled code is cached on disk by kernel id (see the module's header)."""
-    canonical = source.canonical(text.encode("utf-8"))
-    kernel_id = hashlib.sha256(canonical).hexdigest()
-    s = check(canonical.decode("utf-8"))
-    tree = ast.parse(canonical.decode("utf-8"))
+    canon = canonical(source.encode("utf-8", "surrogatepass"))  # a lone surrogate: refused as not UTF-8
+    kernel_id = hashlib.sha256(canon).hexdigest()
+    s = check(canon.decode("utf-8"))
+    tree = ast.parse(canon.decode("utf-8"))
     defs = ast.Module(body=[n for n in tree.body if isinstance(n, ast.FunctionDef)], type_ignores=[])
     # A module of its own (numba rebuilds a cached function's globals by importing its module by name).
     module = ModuleType(f"depin_kernel_{kernel_id}")
     namespace = module.__dict__
     namespace.update(np=np, math=math, __builtins__={name: getattr(builtins, name) for name in _literals.BUILTINS})
-    code = compile(defs, _file(canonical, kernel_id, cache_dir), "exec", dont_inherit=True)
+    code = compile(defs, _file(canon, kernel_id, cache_dir), "exec", dont_inherit=True)
     exec(code, namespace)  # only the def statements: nothing of the file runs here
     sys.modules[module.__name__] = module
     for fn in defs.body:
