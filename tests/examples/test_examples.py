@@ -11,6 +11,7 @@ test of tests/integration/.
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,15 @@ def test_option_mc_prices_within_four_standard_errors_of_black_scholes(case: dic
     assert abs(price - ref.black_scholes_call(case)) <= 4.0 * error
     # The test tells a wrong price: 4 standard errors are 0.6% to 1.8% of it here, 9% for the heavy-tailed last case.
     assert error < 0.025 * price
+
+
+def test_the_numpy_random_stream_is_splitmix64s_known_answers() -> None:
+    vectors = json.loads((ROOT / "tests" / "data" / "splitmix64_vectors.json").read_text())
+    cases = [(int(seed), c, want) for seed, outs in vectors["sequences"].items() for c, want in enumerate(outs)]
+    cases += [(seed, counter, want) for seed, counter, want in vectors["at_counter"]]
+    for seed, counter, want in cases:
+        got = ref.splitmix_unit(seed, np.array([counter], dtype=np.uint64))[0]
+        assert got == (int(want, 16) >> 11) * 2.0**-53
 
 
 def test_the_exp_log_and_cos_written_with_plus_minus_times_divide_are_accurate() -> None:
