@@ -41,13 +41,17 @@ def require(ok):
 
 
 def layer(v, w, b, relu, out):
-    """out = v w + b, then ReLU if relu."""
+    """out = v w + b, then ReLU if relu. Each out[j] sums its terms in k order (the loop over j inside the loop
+    over k reads w row by row, as it lies in memory)."""
     for j in range(out.shape[0]):
-        acc = 0.0
-        for k in range(v.shape[0]):
-            # np.float64, not float(): numba's float() of a float32 stays a float32
-            acc += np.float64(v[k]) * np.float64(w[k, j])
-        acc += np.float64(b[j])
+        out[j] = 0.0
+    for k in range(v.shape[0]):
+        # np.float64, not float(): numba's float() of a float32 stays a float32
+        vk = np.float64(v[k])
+        for j in range(out.shape[0]):
+            out[j] += vk * np.float64(w[k, j])
+    for j in range(out.shape[0]):
+        acc = out[j] + np.float64(b[j])
         out[j] = max(acc, 0.0) if relu else acc
 
 
