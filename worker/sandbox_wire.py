@@ -51,6 +51,10 @@ class Frames:
         """Add bytes read from the stream."""
         self._buf += data
 
+    def pending(self) -> int:
+        """Bytes fed but not yet taken as a message."""
+        return len(self._buf)
+
     def _length(self) -> int:
         (length,) = HEADER.unpack_from(self._buf)
         if length > self.cap:
