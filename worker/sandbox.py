@@ -204,7 +204,7 @@ class Sandbox:
             raise SandboxClosed(f"the sandbox of kernel {self.kernel_id[:12]} is closed")
         if self._refused is not None:
             raise self._refused
-        if self._child is not None:
+        if self._child is not None:  # ready: a child is kept only once it reported ready
             assert self.compile_s is not None
             return self.compile_s
         self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -212,7 +212,7 @@ class Sandbox:
             [sys.executable, "-s", "-E", "-m", "worker.sandbox_child"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True, start_new_session=True,
             cwd=Path(worker.__file__).resolve().parent.parent, env={"PATH": os.defpath, **_ENV})
-        child = _Child(proc, self._log)
+        child = self._child = _Child(proc, self._log)  # where close() finds it, should it come while compiling
         self.children += 1
         hello = {"kind": "hello", "source": self.source, "kernel_id": self.kernel_id,
                  "cache_dir": str(self.cache_dir.resolve()), "loader": self.loader,
@@ -226,11 +226,11 @@ class Sandbox:
                 raise self._refused
             self.compile_s, child.layers = sandbox_wire.ready(message)
         except (_Overran, _Died, PeerProtocolError, KernelFailed) as exc:
+            self._child = None
             code = child.kill()
             if isinstance(exc, KernelFailed):
                 raise
             raise self._why(exc, code, f"compiling overran its budget of {self.compile_budget_s:g} s") from None
-        self._child = child
         return self.compile_s
 
     def _why(self, exc: Exception, returncode: int, overran: str) -> KernelFailed | SandboxClosed:
@@ -244,8 +244,8 @@ class Sandbox:
 
     def run(self, task_params: Mapping[str, Any], inputs: Mapping[str, np.ndarray], budget_s: float, *,
             expect: Expected) -> np.ndarray:
-        """The task's output, which the child checked to have `expect`'s dtype and shape; KernelFailed (after which
-        the next run uses a fresh child) if the kernel failed, or the child did not answer within `budget_s`."""
+        """The task's output, checked to have `expect`'s dtype and shape; KernelFailed (after which the next run
+        uses a fresh child) if the kernel failed, or the child did not answer within `budget_s`."""
         with self._lock:
             self._ready_for(budget_s)
             child = self._child

@@ -164,3 +164,32 @@ def test_close_during_a_task_raises_sandbox_closed_not_a_kernel_failure(cache_di
 def test_how_a_child_died_is_said(code: int, reason: str, words: str) -> None:
     failed = death(code)
     assert failed.reason == reason and words in str(failed)
+
+
+SLOW_COMPILE = "import time\ntime.sleep(3600)\n"  # raw Python whose loading never ends
+
+
+def test_compiling_past_its_budget_is_a_timeout(tmp_path: Path) -> None:
+    with Sandbox(SLOW_COMPILE, "slow", tmp_path, loader=k.RAW, compile_budget_s=2.0) as sb:
+        with pytest.raises(KernelFailed, match="compiling overran its budget of 2 s") as failed:
+            sb.start()
+        assert failed.value.reason == "timeout" and sb.pid is None
+
+
+def test_close_while_compiling_stops_the_child_at_once(tmp_path: Path) -> None:
+    sb = Sandbox(SLOW_COMPILE, "slow", tmp_path, loader=k.RAW)  # the default budget: 10 minutes
+    raised: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            sb.start()
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    while sb.pid is None and thread.is_alive():  # until the child exists
+        thread.join(0.01)
+    sb.close()
+    thread.join()
+    assert len(raised) == 1 and isinstance(raised[0], SandboxClosed)
