@@ -118,37 +118,26 @@ def run(task_params, inputs):
 """,
 }
 
-# (attack, layers, reason, words in the message); "all" = every layer this machine offers.
-STOPPED = [
-    *[(attack, layers, "error", words)
-      for attack in ("write_file", "read_secret", "read_worker_environ")
-      for layers, words in ((("landlock",), "Permission denied"), (("rlimits",), "Too many open files"),
-                            (("seccomp",), "Operation not permitted"), (LAYERS, "Operation not permitted"))],
-    ("connect", ("landlock",), "error", "Permission denied"),
-    ("connect", ("rlimits",), "error", "Too many open files"),
-    ("connect", ("seccomp",), "error", "Operation not permitted"),
-    ("connect", LAYERS, "error", "Operation not permitted"),
-    ("fork", ("rlimits",), "error", "Resource temporarily unavailable"),
-    ("fork", ("seccomp",), "error", "Operation not permitted"),
-    ("fork", LAYERS, "error", "Operation not permitted"),
-    ("thread", ("rlimits",), "error", "can't start new thread"),
-    ("thread", ("seccomp",), "error", "can't start new thread"),
-    ("thread", LAYERS, "error", "can't start new thread"),
-    ("execve", ("landlock",), "error", "Permission denied"),
-    ("execve", ("seccomp",), "error", "Operation not permitted"),
-    ("execve", LAYERS, "error", "Operation not permitted"),
-    ("signal_worker", ("landlock",), "error", "Operation not permitted"),
-    ("signal_worker", ("rlimits",), "error", "Operation not permitted"),
-    ("signal_worker", ("seccomp",), "error", "Operation not permitted"),
-    ("signal_worker", LAYERS, "error", "Operation not permitted"),
-    ("raise_rlimit", ("rlimits",), "error", "not allowed to raise"),  # Python's words for EPERM here
-    ("raise_rlimit", ("seccomp",), "error", "not allowed to raise"),
-    ("raise_rlimit", LAYERS, "error", "not allowed to raise"),
-    ("allocate_10gb", ("rlimits",), "memory", "MemoryError"),
-    ("allocate_10gb", LAYERS, "memory", "MemoryError"),
-    ("uname", ("seccomp",), "syscall", "forbidden system call"),
-    ("uname", LAYERS, "syscall", "forbidden system call"),
-]
+EACCES, EMFILE, EPERM = "Permission denied", "Too many open files", "Operation not permitted"
+# The table of the module's header, as data: attack -> (reason, {layer alone or "all": words in the message}).
+TABLE: dict[str, tuple[str, dict[str, str]]] = {
+    "write_file": ("error", {"landlock": EACCES, "rlimits": EMFILE, "seccomp": EPERM, "all": EPERM}),
+    "read_secret": ("error", {"landlock": EACCES, "rlimits": EMFILE, "seccomp": EPERM, "all": EPERM}),
+    "read_worker_environ": ("error", {"landlock": EACCES, "rlimits": EMFILE, "seccomp": EPERM, "all": EPERM}),
+    "connect": ("error", {"landlock": EACCES, "rlimits": EMFILE, "seccomp": EPERM, "all": EPERM}),
+    "fork": ("error", {"rlimits": "Resource temporarily unavailable", "seccomp": EPERM, "all": EPERM}),
+    "thread": ("error", {"rlimits": "can't start new thread", "seccomp": "can't start new thread",
+                         "all": "can't start new thread"}),
+    "execve": ("error", {"landlock": EACCES, "seccomp": EPERM, "all": EPERM}),
+    "signal_worker": ("error", {"landlock": EPERM, "rlimits": EPERM, "seccomp": EPERM, "all": EPERM}),
+    # Python's words for setrlimit's EPERM
+    "raise_rlimit": ("error", {"rlimits": "not allowed to raise", "seccomp": "not allowed to raise",
+                               "all": "not allowed to raise"}),
+    "allocate_10gb": ("memory", {"rlimits": "MemoryError", "all": "MemoryError"}),
+    "uname": ("syscall", {"seccomp": "forbidden system call", "all": "forbidden system call"}),
+}
+STOPPED = [(attack, LAYERS if layer == "all" else (layer,), reason, words)
+           for attack, (reason, by_layer) in TABLE.items() for layer, words in by_layer.items()]
 
 # A second source in every Sandbox: after the attack's failure, a fresh child must run this task right.
 FINE = {"target": "", "port": 0, "worker": 0, "ok": 1}
