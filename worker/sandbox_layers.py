@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from depin.errors import UserError
+
 LAYERS = ("landlock", "rlimits", "seccomp")  # in the order `apply` applies them
 
 # What a child calls while serving tasks, measured with `strace -f` attached once it was ready, over tasks of every
@@ -70,10 +72,10 @@ class Limits:
 
     def __post_init__(self) -> None:
         if self.memory_bytes < 1 << 20 or self.cpu_seconds < 1:
-            raise ValueError("a sandbox needs at least 1 MiB of memory and 1 s of CPU")
+            raise UserError("a sandbox needs at least 1 MiB of memory and 1 s of CPU")
         unknown = set(self.layers) - set(LAYERS)
         if unknown:
-            raise ValueError(f"unknown sandbox layer {sorted(unknown)[0]!r}; known: {', '.join(LAYERS)}")
+            raise UserError(f"unknown sandbox layer {sorted(unknown)[0]!r}; known: {', '.join(LAYERS)}")
 
     def to_wire(self) -> dict[str, Any]:
         """As the hello message carries it."""
@@ -90,7 +92,7 @@ def _seccomp_module() -> ModuleType | None:
     for name in ("seccomp", "pyseccomp"):
         try:
             return __import__(name)
-        except (ImportError, OSError):  # pyseccomp raises OSError at import when libseccomp.so.2 is missing
+        except (ImportError, OSError, RuntimeError):  # pyseccomp raises RuntimeError without libseccomp.so.2
             continue
     return None
 
@@ -126,17 +128,21 @@ def probe(limits: Limits) -> dict[str, str]:
                           else "off: the Linux kernel has no Landlock (or it is disabled at boot)" if abi < 1
                           else f"available: Landlock ABI {abi}")
         elif layer == "seccomp":
-            out[layer] = (f"off: {_no_seccomp()}" if _seccomp_module() is None or not _seccomp_in_kernel()
-                          else f"available: libseccomp, {len(ALLOWED)} system calls allowed")
+            module, why = _seccomp_or_why()
+            out[layer] = f"off: {why}" if module is None else f"available: libseccomp, {len(ALLOWED)} calls allowed"
         else:
             out[layer] = "available" + _root_note(_nobody())
     return out
 
 
-def _no_seccomp() -> str:
+def _seccomp_or_why() -> tuple[ModuleType | None, str]:
+    # The bindings, or why there are none.
     if not _seccomp_in_kernel():
-        return "the Linux kernel has no seccomp"
-    return "neither libseccomp's Python bindings nor pyseccomp with libseccomp.so.2 is installed"
+        return None, "the Linux kernel has no seccomp"
+    module = _seccomp_module()
+    if module is None:
+        return None, "neither libseccomp's Python bindings nor pyseccomp with libseccomp.so.2 is installed"
+    return module, ""
 
 
 def _nobody() -> tuple[int, int] | None:
@@ -166,7 +172,8 @@ class _Facts:
     top_fd: int
     cpu_used: float
     threads: int
-    seccomp: ModuleType | None  # None also where the Linux kernel has no seccomp
+    seccomp: ModuleType | None
+    no_seccomp: str  # why seccomp is None
     landlock: ModuleType | None
     abi: int
     nobody: tuple[int, int] | None  # the user to become, if root
@@ -175,9 +182,9 @@ class _Facts:
 def _facts() -> _Facts:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     landlock, abi = _landlock_abi()
-    seccomp = _seccomp_module() if _seccomp_in_kernel() else None
-    return _Facts(_vm_size(), max(_open_fds()), usage.ru_utime + usage.ru_stime, _threads(), seccomp, landlock, abi,
-                  _nobody())
+    seccomp, no_seccomp = _seccomp_or_why()
+    return _Facts(_vm_size(), max(_open_fds()), usage.ru_utime + usage.ru_stime, _threads(), seccomp, no_seccomp,
+                  landlock, abi, _nobody())
 
 
 def apply(limits: Limits, readable: Iterable[str]) -> dict[str, str]:
@@ -261,7 +268,7 @@ def _rlimits(facts: _Facts, limits: Limits) -> str:
 def _seccomp(facts: _Facts) -> str:
     seccomp = facts.seccomp
     if seccomp is None:
-        return "off: " + _no_seccomp()
+        return "off: " + facts.no_seccomp
     rules = seccomp.SyscallFilter(defaction=seccomp.KILL_PROCESS)
     for name, action in [(n, seccomp.ALLOW) for n in ALLOWED] + [(n, seccomp.ERRNO(errno.EPERM)) for n in REFUSED]:
         try:
@@ -270,7 +277,7 @@ def _seccomp(facts: _Facts) -> str:
             continue
     rules.set_attr(seccomp.Attr.CTL_TSYNC, 1)  # every thread, should there be any
     rules.load()
-    return f"active: libseccomp, {len(ALLOWED)} system calls allowed, the rest refused or fatal"
+    return f"active: libseccomp, {len(ALLOWED)} calls allowed, {len(REFUSED)} refused, the rest fatal"
 
 
 def die_with_parent() -> None:

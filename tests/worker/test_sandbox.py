@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from depin.errors import KernelFailed, SandboxClosed
+from depin.errors import KernelFailed, SandboxClosed, UserError
 from tests.worker import sandbox_kernels as k
 from worker import sandbox_layers
 from worker.sandbox import Sandbox, death
@@ -60,7 +60,7 @@ def test_the_layers_this_machine_offers_are_active_in_the_child(cache_dir: Path)
 def test_disabled_layers_are_reported_off() -> None:
     report = sandbox_layers.probe(Limits(layers=("rlimits",)))
     assert report["seccomp"] == report["landlock"] == "off: disabled by the worker"
-    with pytest.raises(ValueError, match="unknown sandbox layer"):
+    with pytest.raises(UserError, match="unknown sandbox layer"):
         Limits(layers=("chroot",))
 
 
@@ -193,3 +193,29 @@ def test_close_while_compiling_stops_the_child_at_once(tmp_path: Path) -> None:
     sb.close()
     thread.join()
     assert len(raised) == 1 and isinstance(raised[0], SandboxClosed)
+
+
+def test_a_machine_without_libseccomp_or_landlock_runs_tasks_with_those_layers_off(tmp_path: Path) -> None:
+    # The raw loader runs this top level in the child before the layers: as if neither library were installed.
+    source = """
+from worker import sandbox_layers
+sandbox_layers._seccomp_module = lambda: None
+sandbox_layers._landlock_abi = lambda: (None, 0)
+def run(task_params, inputs):
+    return np.full(1, 5.0)
+"""
+    with Sandbox(source, "bare", tmp_path, loader=k.RAW) as sb:
+        assert sb.run({}, {}, BUDGET, expect=("float64", (1,))).tolist() == [5.0]
+        layers = sb.layers()
+    assert layers["seccomp"] == "off: neither libseccomp's Python bindings nor pyseccomp with libseccomp.so.2 is " \
+                                "installed"
+    assert layers["landlock"] == "off: the landlockpy package is not installed"
+    assert layers["rlimits"].startswith("active")
+
+
+def test_probe_says_why_a_layer_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sandbox_layers, "_landlock_abi", lambda: (sandbox_layers, 0))  # a module, but no ABI
+    monkeypatch.setattr(sandbox_layers, "_seccomp_in_kernel", lambda: False)
+    report = sandbox_layers.probe(Limits())
+    assert report["landlock"] == "off: the Linux kernel has no Landlock (or it is disabled at boot)"
+    assert report["seccomp"] == "off: the Linux kernel has no seccomp"
