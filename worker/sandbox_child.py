@@ -79,9 +79,11 @@ def _rehearse() -> None:
         numba.typeof(1), numba.typeof(1.0), numba.typeof(True)
 
 
-def _readable(cache_dir: Path) -> list[str]:
-    # Landlock's read-only tree: the Python installation, each imported package's directory, the kernel's cache dir.
-    dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, str(cache_dir)}
+def _readable() -> list[str]:
+    # Landlock's read-only tree: the Python installation and each imported package's directory. Serving tasks reads
+    # no file at all (seccomp refuses every open); this only keeps a lazy import working where seccomp is off. Not
+    # the cache dir: the worker may keep it beside its own files, and the compiled kernel is in memory by now.
+    dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix}
     for name in ("numpy", "numba", "llvmlite", "msgpack", "depin", "worker"):
         module = sys.modules.get(name)
         if module is not None and module.__file__:
@@ -109,7 +111,7 @@ def serve(pipe: _Pipe) -> int:
     seconds = time.perf_counter() - began
     _rehearse()
     limits = sandbox_layers.Limits.from_wire(hello["limits"])
-    layers = sandbox_layers.apply(limits, _readable(cache_dir))
+    layers = sandbox_layers.apply(limits, _readable())
     pipe.write({"kind": "ready", "compile_s": seconds, "layers": layers})
     while (task := pipe.read()) is not None:
         pipe.write(_run(compiled, task))

@@ -4,8 +4,8 @@ The child calls `apply` once, after compiling its kernel and before its first ta
 file, no new process or thread, no socket and no more memory than its tasks' arrays, and each layer takes one of
 these away on its own, so that a kernel that got past the check and numba still meets every other layer:
 
-* `landlock`: the file system is read-only and only below the Python installation, the imported packages and the
-  kernel's cache dir; no TCP bind or connect (ABI 4); no abstract UNIX socket or signal outside the child (ABI 6).
+* `landlock`: the file system is read-only and only below the Python installation and the imported packages; no
+  TCP bind or connect (ABI 4); no abstract UNIX socket or signal outside the child (ABI 6).
   Enforced for the calling thread, so only while the child has one thread.
 * `rlimits`: RLIMIT_AS (the address space mapped once compiled, plus `Limits.memory_bytes`), RLIMIT_FSIZE 0 (no
   file grows), RLIMIT_NOFILE (no fd beyond those open: no file, socket or pipe), RLIMIT_CORE 0, RLIMIT_CPU

@@ -180,11 +180,13 @@ def test_each_attack_is_stopped_by_each_layer_meant_to_stop_it(
         tmp_path: Path, listener: socket.socket, attack: str, layers: tuple[str, ...], reason: str,
         words: str) -> None:
     _unless_offered(layers)
-    secret = tmp_path / "target"
-    if attack == "read_secret":
-        secret.write_text(SECRET)
+    cache = tmp_path / "cache"
     params = _params(tmp_path, listener)
-    with Sandbox(_guarded(ATTACKS[attack]), attack, tmp_path / "cache", Limits(layers=layers), k.RAW) as sb:
+    if attack == "read_secret":  # a key the worker keeps in the kernels' cache dir: not readable either
+        cache.mkdir()
+        (cache / "worker.key").write_text(SECRET)
+        params["target"] = str(cache / "worker.key")
+    with Sandbox(_guarded(ATTACKS[attack]), attack, cache, Limits(layers=layers), k.RAW) as sb:
         sb.start()
         assert all(sb.layers()[layer].startswith("active") for layer in layers), sb.layers()
         with pytest.raises(KernelFailed) as failed:
@@ -194,7 +196,7 @@ def test_each_attack_is_stopped_by_each_layer_meant_to_stop_it(
         assert sb.run(FINE, {}, BUDGET, expect=ONE).tolist() == [7.0]  # the next task, in a fresh child
         assert sb.children == 2
     if attack == "write_file":
-        assert not secret.exists()
+        assert not (tmp_path / "target").exists()
     if attack == "connect":
         with pytest.raises(BlockingIOError):
             listener.accept()  # nobody connected
