@@ -120,7 +120,24 @@ class LedgerError(VerificationError):
 
 class KernelFailed(DepinError):
     """A published kernel failed on this worker: it raised an error, crashed, overran its budget, or this worker
-    refused it (docs/KERNELS.md 4). The task's result says so instead of carrying an output (PROTOCOL.md 7.4)."""
+    refused it (docs/KERNELS.md 4). The task's result says so instead of carrying an output (PROTOCOL.md 7.4).
+
+    `reason` says which, as one of REASONS: "error" (the kernel raised one, e.g. IndexError from bounds checking,
+    or a system call refused to it), "memory" (an allocation failed), "timeout" (killed at its wall-clock budget),
+    "crash" (its process died: a signal, the CPU limit), "syscall" (killed by seccomp for a forbidden system call),
+    "malformed" (an answer that is not the output asked for), "refused" (it did not pass the check or compile)."""
+
+    REASONS = ("error", "memory", "timeout", "crash", "syscall", "malformed", "refused")
+
+    def __init__(self, message: str, reason: str = "error") -> None:
+        if reason not in self.REASONS:
+            raise ValueError(f"unknown KernelFailed reason {reason!r}")
+        super().__init__(message)
+        self.reason = reason
+
+
+class SandboxClosed(DepinError):
+    """The worker closed a kernel's sandbox while it ran a task (it is shutting down): the task was not run."""
 
 
 class StateError(DepinError):
